@@ -1,0 +1,33 @@
+"""gradcheck: per-layer diagnosis of vanishing/exploding gradients, dead ReLUs and init scale.
+
+The package root stays import-light (no torch) so ``gradcheck --help`` answers instantly;
+the Python API is resolved lazily on first attribute access.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+__version__ = "0.1.0"
+
+__all__ = ["__version__", "analyze", "AnalyzeOptions", "Thresholds", "Report"]
+
+if TYPE_CHECKING:  # pragma: no cover - for type checkers only
+    from gradcheck_cli.engine import analyze
+    from gradcheck_cli.options import AnalyzeOptions, Thresholds
+    from gradcheck_cli.report import Report
+
+_LAZY = {
+    "analyze": "gradcheck_cli.engine",
+    "AnalyzeOptions": "gradcheck_cli.options",
+    "Thresholds": "gradcheck_cli.options",
+    "Report": "gradcheck_cli.report",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'gradcheck_cli' has no attribute {name!r}")

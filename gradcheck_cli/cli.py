@@ -1,0 +1,303 @@
+"""The command line: the only module that prints and picks the exit code.
+
+Heavy imports (torch, the engine) happen inside the command, so ``gradcheck --help`` and
+``--version`` answer without importing torch.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import tempfile
+from enum import Enum
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from gradcheck_cli import __version__
+from gradcheck_cli.errors import EXIT_INTERRUPTED, EXIT_USAGE, GradcheckError, UsageError
+
+EXIT_INTERNAL = 4
+
+app = typer.Typer(
+    name="gradcheck",
+    help="Diagnose vanishing/exploding gradients, dead ReLUs, saturation and init scale, layer by layer.",
+    no_args_is_help=True,
+    add_completion=True,
+    rich_markup_mode="rich",
+    pretty_exceptions_enable=False,
+)
+
+
+class OutputFormat(str, Enum):
+    table = "table"
+    json = "json"
+
+
+class Loss(str, Enum):
+    auto = "auto"
+    cross_entropy = "cross-entropy"
+    mse = "mse"
+    sum = "sum"
+    projection = "projection"
+
+
+class Mode(str, Enum):
+    train = "train"
+    eval = "eval"
+
+
+SUFFIX_FORMATS = {".json": OutputFormat.json, ".txt": OutputFormat.table}
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"gradcheck {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: Annotated[Optional[bool], typer.Option("--version", callback=_version, is_eager=True,
+                                                    help="Show the version and exit.")] = None,
+) -> None:
+    """gradcheck: per-layer gradient-flow diagnostics for PyTorch models."""
+
+
+ModelArg = Annotated[str, typer.Argument(
+    metavar="MODEL",
+    help="Model file (TorchScript, torch.export .pt2, state_dict with --factory, pickled module with "
+         "--trust-pickle, .safetensors, .onnx) or a factory 'file.py:function'.")]
+InputOpt = Annotated[Optional[Path], typer.Option("--input", "-i", help="Data sample: .pt (tensor, tuple, dict, "
+                                                  "or {'input','target'}), .npy or .npz.", show_default=False)]
+ShapeOpt = Annotated[Optional[list[str]], typer.Option("--input-shape", "-s", metavar="N,C,H,W",
+                                                       help="Random input of this shape (repeat for several inputs).")]
+DtypeOpt = Annotated[str, typer.Option("--dtype", help="dtype of random inputs (float32, float16, bfloat16, int64...).")]
+RangeOpt = Annotated[Optional[str], typer.Option("--input-range", metavar="LOW,HIGH",
+                                                 help="Random integer inputs in [LOW, HIGH), e.g. token ids 0,50000.")]
+TargetOpt = Annotated[Optional[Path], typer.Option("--target", "-t", help="Targets/labels file (.pt, .npy, .npz).")]
+LossOpt = Annotated[Loss, typer.Option("--loss", help="auto: cross-entropy for integer targets, MSE for float "
+                                       "targets, a seeded random projection sum(out*r) without targets.")]
+BatchSizeOpt = Annotated[Optional[int], typer.Option("--batch-size", "-b", min=1, help="Samples per pass (default: all).")]
+BatchesOpt = Annotated[int, typer.Option("--batches", "-n", min=1, help="Passes to aggregate when the sample holds more than one batch.")]
+DeviceOpt = Annotated[str, typer.Option("--device", "-d", help="cpu, cuda, cuda:N or auto.")]
+SeedOpt = Annotated[int, typer.Option("--seed", help="Seeds random inputs, the projection loss and dropout.")]
+ModeOpt = Annotated[Mode, typer.Option("--mode", help="train: BatchNorm/Dropout behave as in training; eval: as at inference.")]
+FactoryOpt = Annotated[Optional[str], typer.Option("--factory", "-f", metavar="FILE.py:FUNCTION",
+                                                   help="Builds the architecture for a state_dict file.")]
+TrustOpt = Annotated[bool, typer.Option("--trust-pickle", help="Allow unpickling a full nn.Module (runs code from the file).")]
+FailOnOpt = Annotated[str, typer.Option("--fail-on", metavar="KINDS",
+                                        help="Finding kinds that make the exit code 1: a comma list, 'all' or 'none'.")]
+FormatOpt = Annotated[Optional[OutputFormat], typer.Option("--format", "-F", help="table (default) or json.", show_default=False)]
+OutputOpt = Annotated[Optional[Path], typer.Option("--output", "-o", help="Write the report to this file (format from "
+                                                   "--format, else the suffix: .json, .txt).")]
+ThresholdOpt = Annotated[Optional[list[str]], typer.Option("--threshold", metavar="NAME=VALUE",
+                                                           help="Override a threshold, e.g. dead_ratio=0.2 (repeatable).")]
+QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="Print only the verdict line.")]
+DebugOpt = Annotated[bool, typer.Option("--debug", help="Show Python tracebacks for errors.")]
+
+
+@app.command()
+def analyze(
+    model: ModelArg,
+    input: InputOpt = None,  # noqa: A002 - the flag is --input
+    input_shape: ShapeOpt = None,
+    dtype: DtypeOpt = "float32",
+    input_range: RangeOpt = None,
+    target: TargetOpt = None,
+    loss: LossOpt = Loss.auto,
+    batch_size: BatchSizeOpt = None,
+    batches: BatchesOpt = 1,
+    device: DeviceOpt = "cpu",
+    seed: SeedOpt = 0,
+    mode: ModeOpt = Mode.train,
+    factory: FactoryOpt = None,
+    trust_pickle: TrustOpt = False,
+    fail_on: FailOnOpt = "exploding_gradient,nonfinite",
+    format: FormatOpt = None,  # noqa: A002 - the flag is --format
+    output: OutputOpt = None,
+    threshold: ThresholdOpt = None,
+    quiet: QuietOpt = False,
+    debug: DebugOpt = False,
+) -> None:
+    """Run instrumented forward and backward passes and report per-layer signal health.
+
+    Exit codes: 0 no finding in the fail set, 1 a finding in the fail set, 2 bad invocation or
+    unreadable input, 3 the model failed while running, 4 internal error, 130 interrupted.
+    """
+    err = _console(stderr=True)
+    try:
+        fmt = _choose_format(format, output)
+        if output is not None:
+            _check_writable(output)
+        report = _run_analysis(
+            model, input, input_shape, dtype, input_range, target, loss.value, batch_size, batches, device, seed,
+            mode.value, factory, trust_pickle, fail_on, threshold, show_progress=not quiet and err.is_terminal,
+        )
+    except GradcheckError as exc:
+        _fail(err, exc, debug, exc.exit_code)
+    except KeyboardInterrupt:
+        err.print("gradcheck: interrupted; nothing was written", style="yellow", highlight=False)
+        raise typer.Exit(EXIT_INTERRUPTED) from None
+    except Exception as exc:  # noqa: BLE001 - last-resort boundary: a one-line message, not a traceback
+        _fail(err, exc, debug, EXIT_INTERNAL, prefix="internal error (please report it): ")
+
+    out = _console()
+    rendered = _render(report, fmt)
+    if output is not None:
+        _write_atomic(output, rendered if isinstance(rendered, str) else _plain(rendered))
+        if not quiet:
+            out.print(f"{report.summary.verdict}\nreport written to {output}", highlight=False, soft_wrap=True)
+    elif quiet:
+        out.print(report.summary.verdict, highlight=False, soft_wrap=True)
+    elif isinstance(rendered, str):
+        sys.stdout.write(rendered)
+    else:
+        out.print(rendered)
+    raise typer.Exit(report.summary.exit_code)
+
+
+def _run_analysis(model, input, input_shape, dtype, input_range, target, loss, batch_size, batches, device, seed,  # noqa: ANN001, PLR0913
+                  mode, factory, trust_pickle, fail_on, threshold, *, show_progress: bool):
+    from gradcheck_cli.inputs import parse_range, parse_shape
+    from gradcheck_cli.options import AnalyzeOptions, Thresholds, parse_fail_on
+
+    if input is not None and input_shape:
+        raise UsageError("give --input or --input-shape, not both")
+    options = AnalyzeOptions(
+        loss=loss, batch_size=batch_size, batches=batches, device=device, seed=seed, mode=mode,
+        fail_on=parse_fail_on(fail_on), thresholds=Thresholds().replace(**_parse_thresholds(threshold or [])),
+    )
+    shapes = [parse_shape(s) for s in input_shape or []]
+    value_range = parse_range(input_range) if input_range else None
+
+    from gradcheck_cli.engine import analyze as run
+
+    with _progress(show_progress) as progress:
+        return run(model, input, target=target, input_shapes=shapes, dtype=dtype, input_range=value_range,
+                   factory=factory, trust_pickle=trust_pickle, options=options, progress=progress)
+
+
+def _parse_thresholds(items: list[str]) -> dict[str, float]:
+    values = {}
+    for item in items:
+        name, sep, value = item.partition("=")
+        try:
+            if not sep:
+                raise ValueError
+            values[name.strip().replace("-", "_")] = float(value)
+        except ValueError:
+            raise UsageError(f"malformed --threshold {item!r}", hint="use NAME=VALUE, e.g. dead_ratio=0.2") from None
+    return values
+
+
+def _choose_format(fmt: OutputFormat | None, output: Path | None) -> OutputFormat:
+    if fmt is not None:
+        return fmt
+    if output is not None:
+        return SUFFIX_FORMATS.get(output.suffix.lower(), OutputFormat.json)
+    return OutputFormat.table
+
+
+def _render(report, fmt: OutputFormat):  # noqa: ANN001, ANN202
+    if fmt is OutputFormat.json:
+        from gradcheck_cli.render.json_ import render_json
+
+        return render_json(report)
+    from gradcheck_cli.render.table import render_rich
+
+    return render_rich(report)
+
+
+def _plain(renderable) -> str:  # noqa: ANN001
+    from rich.console import Console
+
+    console = Console(width=160, record=True, file=open(os.devnull, "w"), color_system=None)  # noqa: SIM115
+    console.print(renderable)
+    return console.export_text()
+
+
+def _console(stderr: bool = False):  # noqa: ANN202
+    from rich.console import Console
+
+    stream = sys.stderr if stderr else sys.stdout
+    # Not a terminal (CI logs, pipes): a fixed, generous width so tables never wrap mid-row.
+    width = None if stream.isatty() or os.environ.get("COLUMNS") else 160
+    return Console(file=stream, width=width, stderr=stderr)
+
+
+def _check_writable(path: Path) -> None:
+    """Fail before the (possibly long) analysis if the report could not be written."""
+    parent = path.parent if str(path.parent) else Path(".")
+    if path.is_dir():
+        raise UsageError(f"--output {path} is a directory", hint="give a file name")
+    if not parent.is_dir():
+        raise UsageError(f"cannot write --output {path}: directory {parent} does not exist")
+    if not os.access(parent, os.W_OK) or (path.exists() and not os.access(path, os.W_OK)):
+        raise UsageError(f"cannot write --output {path}: permission denied")
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    """Temp file in the same directory, then rename: readers never see a half-written report."""
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent if str(path.parent) else ".")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+class _ProgressBar:
+    def __init__(self, progress) -> None:  # noqa: ANN001
+        self._progress = progress
+        self._task = progress.add_task("starting", total=None)
+
+    def stage(self, text: str) -> None:
+        self._progress.update(self._task, description=text)
+
+    def batch(self, done: int, total: int) -> None:
+        self._progress.update(self._task, description=f"forward+backward {min(done + 1, total)}/{total}",
+                              completed=done, total=total)
+
+
+class _progress:  # noqa: N801 - used as a context manager
+    def __init__(self, enabled: bool) -> None:
+        self.enabled = enabled
+        self._rich = None
+
+    def __enter__(self):  # noqa: ANN204
+        if not self.enabled:
+            return None
+        from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+        self._rich = Progress(SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), TimeElapsedColumn(),
+                              console=_console(stderr=True), transient=True)
+        self._rich.__enter__()
+        return _ProgressBar(self._rich)
+
+    def __exit__(self, *exc) -> None:  # noqa: ANN002
+        if self._rich is not None:
+            self._rich.__exit__(*exc)
+
+
+def _fail(console, exc: BaseException, debug: bool, code: int, prefix: str = "") -> None:  # noqa: ANN001
+    if debug:
+        console.print_exception()
+    message = " ".join(str(exc).split()) or type(exc).__name__
+    console.print(f"gradcheck: error: {prefix}{message}", style="red", highlight=False, markup=False, soft_wrap=True)
+    raise typer.Exit(code)
+
+
+def main() -> None:
+    """Console-script entry point."""
+    try:
+        app()
+    except KeyboardInterrupt:
+        sys.stderr.write("gradcheck: interrupted\n")
+        sys.exit(EXIT_INTERRUPTED)
+
+
+__all__ = ["app", "main", "EXIT_INTERNAL", "EXIT_USAGE"]

@@ -1,0 +1,253 @@
+"""The analysis run: model + data -> instrumented forward/backward passes -> a Report.
+
+This module never prints. Progress goes through an optional observer so the CLI can show a
+progress bar while library callers get silence.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+import torch
+
+from gradcheck_cli.assemble import Measurements, ParamMeasure, build_report
+from gradcheck_cli.errors import AnalysisError, InputError, UsageError
+from gradcheck_cli.inputs import Sample, like_examples, load_sample, load_target, parse_dtype, random_sample
+from gradcheck_cli.instrument import instrument
+from gradcheck_cli.kinds import WEIGHT_KINDS
+from gradcheck_cli.loading import LoadedModel, load_model, wrap_object
+from gradcheck_cli.losses import compute_loss, pick_output, resolve_loss
+from gradcheck_cli.options import AnalyzeOptions
+from gradcheck_cli.report import Report
+from gradcheck_cli.stats import StatsCollector
+
+
+class Progress(Protocol):
+    """What the engine reports while it works (the CLI renders it on stderr)."""
+
+    def stage(self, text: str) -> None: ...
+    def batch(self, done: int, total: int) -> None: ...
+
+
+class _Silent:
+    def stage(self, text: str) -> None:
+        pass
+
+    def batch(self, done: int, total: int) -> None:
+        pass
+
+
+@dataclass(frozen=True)
+class DataSpec:
+    """Where the data sample comes from: a file, given tensors, or random shapes."""
+
+    inputs: Any = None
+    target: Any = None
+    input_shapes: tuple[tuple[int, ...], ...] = ()
+    dtype: str = "float32"
+    input_range: tuple[int, int] | None = None
+
+
+def analyze(
+    model: Any,
+    inputs: Any = None,
+    *,
+    target: Any = None,
+    input_shapes: list[tuple[int, ...]] | None = None,
+    dtype: str = "float32",
+    input_range: tuple[int, int] | None = None,
+    factory: str | None = None,
+    trust_pickle: bool = False,
+    options: AnalyzeOptions | None = None,
+    progress: Progress | None = None,
+    **option_values: Any,
+) -> Report:
+    """Analyse ``model`` (an nn.Module, ScriptModule, ExportedProgram or a model file path).
+
+    ``inputs`` is a tensor, a tuple of tensors (positional), a dict (keyword), or a file path;
+    without it, ``input_shapes`` gives seeded random data. Remaining keywords are
+    :class:`AnalyzeOptions` fields (``loss="mse"``, ``batches=4``, ``fail_on=...``).
+    """
+    if options is None:
+        if isinstance(option_values.get("fail_on"), str):
+            from gradcheck_cli.options import parse_fail_on
+
+            option_values["fail_on"] = parse_fail_on(option_values["fail_on"])
+        options = AnalyzeOptions(**option_values)
+    elif option_values:
+        raise UsageError("pass either options=AnalyzeOptions(...) or option keywords, not both")
+    progress = progress or _Silent()
+    device = resolve_device(options.device)
+
+    progress.stage("loading model")
+    if isinstance(model, (str, Path)):
+        loaded = load_model(str(model), factory=factory, trust_pickle=trust_pickle, device=device)
+    else:
+        loaded = wrap_object(model)
+    data = DataSpec(inputs, target, tuple(input_shapes or ()), dtype, input_range)
+    sample = resolve_sample(data, loaded, options.seed)
+    batches = [b.to(device) for b in sample.batches(options.batch_size, options.batches)]
+    loss_name = resolve_loss(options.loss, sample.target)
+    measurements = run(loaded, batches, loss_name, options, progress)
+    progress.stage("diagnosing")
+    return build_report(loaded, measurements, options, device=str(device), loss=loss_name,
+                        samples=sample.size(), batch_size=options.batch_size, batches=len(batches))
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise UsageError(f"unknown device {name!r}", hint="use cpu, cuda, cuda:N or auto") from None
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise UsageError("--device cuda was requested but CUDA is not available here", hint="use --device cpu or auto")
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            raise UsageError(f"{name} does not exist: this machine has {torch.cuda.device_count()} CUDA device(s)")
+    return device
+
+
+def resolve_sample(data: DataSpec, loaded: LoadedModel, seed: int) -> Sample:
+    """Inputs from the file or objects given, else random data of the given (or stored) shapes."""
+    given = data.inputs
+    if isinstance(given, Sample):
+        sample = given
+    elif isinstance(given, (str, Path)):
+        sample = load_sample(Path(given))
+    elif isinstance(given, torch.Tensor):
+        sample = Sample((given,))
+    elif isinstance(given, (tuple, list)):
+        sample = Sample(tuple(given))
+    elif isinstance(given, dict):
+        sample = Sample((), dict(given))
+    elif data.input_shapes:
+        sample = random_sample(list(data.input_shapes), parse_dtype(data.dtype), data.input_range, seed)
+    elif loaded.example_inputs:
+        sample = like_examples(loaded.example_inputs, seed)
+    elif loaded.frontend == "onnx" and hasattr(loaded.module, "random_inputs"):
+        sample = Sample(tuple(loaded.module.random_inputs(seed)))
+    else:
+        raise InputError("no input data", hint="pass --input FILE or --input-shape N,C,H,W")
+    if not sample.tensors():
+        raise InputError("the input sample holds no tensors")
+    if any(t.numel() == 0 for t in sample.tensors()):
+        raise InputError("the input sample holds an empty tensor", hint="give at least one sample")
+    if data.target is not None:
+        sample.target = load_target(Path(data.target)) if isinstance(data.target, (str, Path)) else data.target
+    return sample
+
+
+def run(loaded: LoadedModel, batches: list[Sample], loss_name: str, options: AnalyzeOptions, progress: Progress) -> Measurements:
+    """Instrumented forward + loss + backward for every batch; the model is restored afterwards."""
+    module = loaded.module
+    collector = StatsCollector()
+    if loaded.frontend == "fx":
+        loaded.notes.append(
+            "torch.export programs keep the train/eval behaviour they were exported with; --mode does not change it"
+        )
+    with _preserved(module, options.mode, settable=loaded.frontend != "fx") as params:
+        torch.manual_seed(options.seed)
+        with instrument(loaded, collector, functional=options.functional) as forward:
+            for i, batch in enumerate(batches):
+                progress.batch(i, len(batches))
+                _step(forward, batch, loss_name, options.seed + i, collector)
+            progress.batch(len(batches), len(batches))
+        layer_stats = collector.finalize()
+        weights = _weights(collector, params)
+        measured = _parameter_measures(module, params, len(batches))
+    return Measurements(layer_stats, measured, weights)
+
+
+def _step(forward: Any, batch: Sample, loss_name: str, seed: int, collector: StatsCollector) -> None:
+    try:
+        output = forward(*batch.args, **batch.kwargs)
+    except (InputError, AnalysisError):
+        raise
+    except torch.OutOfMemoryError:
+        raise AnalysisError("out of memory in the forward pass", hint="use a smaller --batch-size") from None
+    except Exception as exc:  # noqa: BLE001 - the user's model raised: say where, not how
+        raise AnalysisError(
+            f"the model's forward pass raised {type(exc).__name__}: {_first_line(exc)}"
+            + (f" (after layer {collector.layers[-1].name})" if collector.layers else ""),
+            hint="check the input shape and dtype against what the model expects",
+        ) from exc
+    loss = compute_loss(loss_name, pick_output(output), batch.target, seed)
+    try:
+        loss.backward()
+    except torch.OutOfMemoryError:
+        raise AnalysisError("out of memory in the backward pass", hint="use a smaller --batch-size") from None
+    except RuntimeError as exc:
+        raise AnalysisError(f"the backward pass raised: {_first_line(exc)}") from exc
+
+
+def _first_line(exc: BaseException) -> str:
+    lines = str(exc).strip().splitlines()
+    return lines[0] if lines else type(exc).__name__
+
+
+@contextmanager
+def _preserved(module: torch.nn.Module, mode: str, settable: bool = True) -> Iterator[dict[str, torch.nn.Parameter]]:
+    """Set train/eval mode and clear grads; restore modes, grads and buffers (BN stats) afterwards."""
+    modes = [(m, m.training) for m in module.modules()]
+    params: dict[str, torch.nn.Parameter] = dict(module.named_parameters())
+    saved_grads = {name: p.grad for name, p in params.items()}
+    saved_buffers = [(b, b.detach().clone()) for b in module.buffers()]
+    try:
+        if settable:
+            module.train(mode == "train")
+        for p in params.values():
+            p.grad = None
+        yield params
+    finally:
+        with torch.no_grad():
+            for buffer, value in saved_buffers:
+                buffer.copy_(value)
+        for m, training in modes:
+            m.training = training
+        for name, p in params.items():
+            p.grad = saved_grads[name]
+
+
+def _weights(collector: StatsCollector, params: dict[str, torch.nn.Parameter]) -> dict[str, tuple[tuple[int, ...], float, float]]:
+    """Shape, RMS and max |w| of every weight-layer weight, in one device-to-host transfer."""
+    names = sorted({
+        info.params["weight"] for info in collector.layers
+        if info.kind in WEIGHT_KINDS and info.params.get("weight") in params
+    })
+    if not names:
+        return {}
+    rows = torch.stack([
+        torch.stack([params[n].detach().float().square().mean().sqrt(), params[n].detach().float().abs().amax()])
+        for n in names
+    ]).cpu().tolist()
+    return {n: (tuple(params[n].shape), rms, peak) for n, (rms, peak) in zip(names, rows)}
+
+
+def _parameter_measures(module: torch.nn.Module, params: dict[str, torch.nn.Parameter], batches: int) -> list[ParamMeasure]:
+    """Gradient and weight norms per unique parameter (mean gradient over batches), tied names as aliases."""
+    aliases: dict[int, list[str]] = {}
+    for name, p in module.named_parameters(remove_duplicate=False):
+        aliases.setdefault(id(p), []).append(name)
+    with torch.no_grad():
+        plist = list(params.values())
+        weight_norms = torch._foreach_norm([p.detach() for p in plist]) if plist else []
+        with_grad = [p.grad.detach() for p in plist if p.grad is not None]
+        grad_norms = iter(torch._foreach_norm(with_grad)) if with_grad else iter(())
+        norms = [(w, next(grad_norms) if p.grad is not None else None) for p, w in zip(plist, weight_norms)]
+        flat = [t.float() for pair in norms for t in pair if t is not None]
+        values = iter(torch.stack(flat).cpu().tolist()) if flat else iter(())
+    result = []
+    for (name, p), (_, g) in zip(params.items(), norms):
+        weight_norm = next(values)
+        grad_norm = next(values) / batches if g is not None else None
+        result.append(ParamMeasure(
+            name=name, shape=tuple(p.shape), numel=p.numel(), requires_grad=p.requires_grad,
+            weight_norm=weight_norm, grad_norm=grad_norm, aliases=[a for a in aliases.get(id(p), []) if a != name],
+        ))
+    return result

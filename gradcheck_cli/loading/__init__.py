@@ -1,0 +1,85 @@
+"""Model loading: one entry point over every supported format.
+
+Dispatch is on the file's content (:func:`detect_format`), with the factory spec
+(``file.py:function``) recognised first. Every loader returns a :class:`LoadedModel`.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from gradcheck_cli.errors import ModelLoadError, UsageError
+from gradcheck_cli.loading.base import LoadedModel
+from gradcheck_cli.loading.detect import detect_format
+from gradcheck_cli.loading.factory import call_factory, is_factory_spec
+
+__all__ = ["LoadedModel", "load_model", "wrap_object", "detect_format"]
+
+
+def load_model(spec: str, *, factory: str | None = None, trust_pickle: bool = False, device: Any = None) -> LoadedModel:
+    """Load ``spec`` (a path or ``file.py:function``) onto ``device``."""
+    import torch
+
+    device = torch.device(device or "cpu")
+    if is_factory_spec(spec):
+        if factory:
+            raise UsageError("give either a factory as the model or --factory with a weights file, not both")
+        return _on_device(LoadedModel(call_factory(spec), "factory", spec), device)
+
+    path = Path(spec)
+    fmt = detect_format(path)
+    if fmt == "onnx":
+        return _load_onnx(path, device)
+    from gradcheck_cli.loading import torch_files
+
+    if fmt == "torchscript":
+        return torch_files.load_torchscript(path, device)
+    if fmt == "export":
+        return torch_files.load_export(path, device)
+
+    content = torch_files.read_weights(path, fmt)
+    if isinstance(content, torch_files.PickledObject):
+        if factory:
+            raise ModelLoadError(f"{path} is a pickled module, not a state_dict", hint="drop --factory and pass --trust-pickle")
+        module = torch_files.load_pickled_module(path, trust_pickle)
+        return _on_device(LoadedModel(module, "pickle", str(path)), device)
+    state = torch_files.extract_state_dict(content, path)
+    if not factory:
+        raise ModelLoadError(
+            f"{path} is a state_dict (weights only): gradcheck needs the architecture too",
+            hint="pass --factory my_models.py:build_model (a function returning the nn.Module)",
+        )
+    if not is_factory_spec(factory):
+        raise UsageError(f"--factory must look like file.py:function or package.module:function, got {factory!r}")
+    model = call_factory(factory)
+    torch_files.apply_state_dict(model, state, path)
+    fmt_name = "safetensors" if fmt == "safetensors" else "state_dict"
+    return _on_device(LoadedModel(model, fmt_name, str(path)), device)
+
+
+def wrap_object(model: Any) -> LoadedModel:
+    """A model handed to the Python API: an nn.Module, ScriptModule or ExportedProgram."""
+    import torch
+
+    if isinstance(model, torch.export.ExportedProgram):
+        return LoadedModel(model.module(), "export", "<ExportedProgram>", frontend="fx")
+    if isinstance(model, torch.jit.ScriptModule):
+        return LoadedModel(model, "torchscript", "<ScriptModule>", frontend="torchscript")
+    if isinstance(model, torch.nn.Module):
+        return LoadedModel(model, "module", f"<{type(model).__name__}>")
+    raise UsageError(f"cannot analyse a {type(model).__name__}: pass an nn.Module or a model file path")
+
+
+def _on_device(loaded: LoadedModel, device: Any) -> LoadedModel:
+    loaded.module.to(device)
+    return loaded
+
+
+def _load_onnx(path: Path, device: Any) -> LoadedModel:
+    try:
+        from gradcheck_cli.onnx import OnnxModule, load_onnx
+    except ImportError as exc:
+        raise ModelLoadError(f"{path} is an ONNX model, but the ONNX front end is unavailable: {exc}") from None
+    module = OnnxModule(load_onnx(str(path)), base_dir=str(path.parent))
+    return _on_device(LoadedModel(module, "onnx", str(path), frontend="onnx"), device)

@@ -1,0 +1,134 @@
+"""Loaders for the PyTorch file formats. Only :func:`load_pickled_module` ever unpickles code."""
+
+from __future__ import annotations
+
+import pickle
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from gradcheck_cli.errors import ModelLoadError
+from gradcheck_cli.loading.base import LoadedModel
+
+PICKLE_REFUSAL = (
+    "{path} holds a pickled Python object (a full nn.Module), and unpickling runs arbitrary code from the file"
+)
+PICKLE_HINT = (
+    "pass --trust-pickle only if you trust whoever made it, or save it as a state_dict, "
+    "TorchScript or torch.export file instead"
+)
+_MAX_LISTED = 8
+
+
+def load_torchscript(path: Path, device: torch.device) -> LoadedModel:
+    try:
+        module = torch.jit.load(str(path), map_location=device)
+    except Exception as exc:  # noqa: BLE001 - any failure is a damaged or foreign archive
+        raise ModelLoadError(f"cannot load TorchScript archive {path}: {_first_line(exc)}", hint="re-save it") from None
+    return LoadedModel(module, "torchscript", str(path), frontend="torchscript")
+
+
+def load_export(path: Path, device: torch.device) -> LoadedModel:
+    try:
+        program = torch.export.load(str(path))
+        module = program.module()
+    except Exception as exc:  # noqa: BLE001
+        raise ModelLoadError(f"cannot load torch.export program {path}: {_first_line(exc)}", hint="re-export it") from None
+    module.to(device)
+    examples = None
+    if program.example_inputs is not None:
+        args, kwargs = program.example_inputs
+        examples = tuple(args) if not kwargs else None
+    return LoadedModel(module, "export", str(path), frontend="fx", example_inputs=examples)
+
+
+def read_weights(path: Path, fmt: str) -> Any:
+    """A state_dict from ``torch.save`` (safe ``weights_only`` unpickler) or ``.safetensors``.
+
+    Returns :class:`PickledObject` when the file holds something the safe unpickler refuses.
+    """
+    if fmt == "safetensors":
+        try:
+            from safetensors.torch import load_file
+        except ImportError:
+            raise ModelLoadError(f"{path} is a .safetensors file", hint="pip install safetensors") from None
+        try:
+            return load_file(str(path))
+        except Exception as exc:  # noqa: BLE001
+            raise ModelLoadError(f"cannot read safetensors file {path}: {_first_line(exc)}") from None
+    try:
+        return torch.load(str(path), map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError:
+        return PickledObject(path)
+    except Exception as exc:  # noqa: BLE001 - truncated zips, bad storages...
+        raise ModelLoadError(f"cannot read {path}: {_first_line(exc)}", hint="is the file complete?") from None
+
+
+class PickledObject:
+    """Marker: the file holds code-bearing pickle data that the safe loader would not touch."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+
+def load_pickled_module(path: Path, trust_pickle: bool) -> nn.Module:
+    if not trust_pickle:
+        raise ModelLoadError(PICKLE_REFUSAL.format(path=path), hint=PICKLE_HINT)
+    try:
+        obj = torch.load(str(path), map_location="cpu", weights_only=False)
+    except Exception as exc:  # noqa: BLE001
+        raise ModelLoadError(f"unpickling {path} failed: {_first_line(exc)}", hint="is its code importable here?") from None
+    if not isinstance(obj, nn.Module):
+        raise ModelLoadError(f"{path} holds a {type(obj).__name__}, not a torch.nn.Module")
+    return obj
+
+
+def extract_state_dict(obj: Any, path: Path) -> dict[str, torch.Tensor]:
+    """Accept a bare state_dict or a checkpoint dict that wraps one (``state_dict``/``model``...)."""
+    if isinstance(obj, Mapping):
+        for key in ("state_dict", "model_state_dict", "model"):
+            inner = obj.get(key)
+            if isinstance(inner, Mapping) and inner and all(isinstance(v, torch.Tensor) for v in inner.values()):
+                return dict(inner)
+        if obj and all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in obj.items()):
+            return dict(obj)
+    raise ModelLoadError(
+        f"{path} holds a {type(obj).__name__}, not a state_dict or a model",
+        hint="save the model with torch.save(model.state_dict()), torch.jit.save or torch.export.save",
+    )
+
+
+def apply_state_dict(model: nn.Module, state: dict[str, torch.Tensor], path: Path) -> None:
+    """``load_state_dict(strict=True)`` with one readable line listing what does not fit."""
+    expected = model.state_dict()
+    missing = [k for k in expected if k not in state]
+    unexpected = [k for k in state if k not in expected]
+    mismatched = [
+        f"{k} {tuple(state[k].shape)} vs {tuple(v.shape)}"
+        for k, v in expected.items()
+        if k in state and tuple(state[k].shape) != tuple(v.shape)
+    ]
+    problems = [
+        f"{label}: {_cap(items)}"
+        for label, items in (("missing keys", missing), ("unexpected keys", unexpected), ("shape mismatch (file vs model)", mismatched))
+        if items
+    ]
+    if problems:
+        raise ModelLoadError(
+            f"state_dict {path} does not fit the factory's model; " + "; ".join(problems),
+            hint="check that --factory builds the same architecture",
+        )
+    model.load_state_dict(state, strict=True)
+
+
+def _cap(items: list[str]) -> str:
+    shown = ", ".join(items[:_MAX_LISTED])
+    return shown + (f" (+{len(items) - _MAX_LISTED} more)" if len(items) > _MAX_LISTED else "")
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return text[0] if text else type(exc).__name__

@@ -1,0 +1,14 @@
+"""Op implementations, one module per family; importing this package registers them all."""
+
+from . import (  # noqa: F401
+    activation,
+    conv_pool,
+    elementwise,
+    indexing,
+    misc,
+    nn,
+    reduce,
+    resize,
+    rnn,
+    shape,
+)

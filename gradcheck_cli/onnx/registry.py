@@ -1,0 +1,137 @@
+"""Operator registry: (domain, op_type) -> implementation with its supported opset range.
+
+Each implementation is a plain function ``fn(ctx, inputs) -> Tensor | tuple``.
+Implementations declare the range of *domain opset versions* (the model's
+``opset_import`` for that domain) whose semantics they reproduce; version
+dependent behaviour inside that range is handled by looking at ``ctx.opset``.
+Keeping the range explicit means a model using a newer opset than we have
+verified fails loudly with OnnxUnsupportedError instead of computing silently
+wrong gradients.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Callable, Optional, Sequence, Union
+
+import onnx
+import torch
+from onnx import helper
+
+from .dtypes import UnsupportedDtypeError, tensor_proto_to_torch
+from .errors import OnnxUnsupportedError
+
+#: newest default-domain opset the installed onnx package knows about.
+MAX_OPSET: int = onnx.defs.onnx_opset_version()
+
+OpResult = Union[torch.Tensor, None, Sequence[Optional[torch.Tensor]]]
+OpFn = Callable[["NodeContext", list[Optional[torch.Tensor]]], OpResult]
+
+
+@dataclass(frozen=True)
+class OpImpl:
+    domain: str
+    op_type: str
+    fn: OpFn
+    min_version: int
+    max_version: int
+
+
+_REGISTRY: dict[tuple[str, str], list[OpImpl]] = {}
+
+
+def _norm_domain(domain: str) -> str:
+    return "" if domain in ("", "ai.onnx") else domain
+
+
+def register(
+    *op_types: str, since: int = 1, until: int | None = None, domain: str = ""
+) -> Callable[[OpFn], OpFn]:
+    """Decorator registering ``fn`` for ``op_types`` over opset versions [since, until]."""
+
+    def deco(fn: OpFn) -> OpFn:
+        for op in op_types:
+            impl = OpImpl(_norm_domain(domain), op, fn, since, until if until is not None else MAX_OPSET)
+            _REGISTRY.setdefault((impl.domain, op), []).append(impl)
+        return fn
+
+    return deco
+
+
+def lookup(domain: str, op_type: str, version: int | None, node_name: str = "") -> OpImpl:
+    """Find the implementation for an op at a domain opset version or raise OnnxUnsupportedError."""
+    impls = _REGISTRY.get((_norm_domain(domain), op_type))
+    if not impls:
+        raise OnnxUnsupportedError(op_type, domain, version, node_name, "no implementation for this op")
+    if version is None:
+        raise OnnxUnsupportedError(op_type, domain, version, node_name, "model does not import this domain")
+    for impl in impls:
+        if impl.min_version <= version <= impl.max_version:
+            return impl
+    ranges = ", ".join(f"{i.min_version}-{i.max_version}" for i in impls)
+    raise OnnxUnsupportedError(op_type, domain, version, node_name, f"supported opset versions: {ranges}")
+
+
+def supported_ops() -> dict[tuple[str, str], list[tuple[int, int]]]:
+    """(domain, op_type) -> list of supported version ranges (for docs and tests)."""
+    return {k: [(i.min_version, i.max_version) for i in v] for k, v in sorted(_REGISTRY.items())}
+
+
+def parse_attributes(node: onnx.NodeProto, base_dir: str | None = None) -> dict[str, Any]:
+    """Decode node attributes into Python values once, at model construction.
+
+    Strings become ``str``; tensors become torch tensors; graphs stay GraphProto.
+    """
+    out: dict[str, Any] = {}
+    for a in node.attribute:
+        if a.ref_attr_name:
+            raise OnnxUnsupportedError(node.op_type, node.domain, None, node.name, "attribute references (functions)")
+        if a.type == onnx.AttributeProto.TENSOR:
+            out[a.name] = tensor_proto_to_torch(a.t, base_dir)
+        elif a.type == onnx.AttributeProto.SPARSE_TENSOR:
+            from .dtypes import sparse_to_dense
+
+            out[a.name] = sparse_to_dense(a.sparse_tensor, base_dir)
+        else:
+            v = helper.get_attribute_value(a)
+            if isinstance(v, bytes):
+                v = v.decode("utf-8")
+            elif isinstance(v, list) and v and isinstance(v[0], bytes):
+                v = [s.decode("utf-8") for s in v]
+            out[a.name] = v
+    return out
+
+
+@dataclass
+class NodeContext:
+    """Everything an op implementation may need besides its input tensors."""
+
+    node: onnx.NodeProto
+    attrs: dict[str, Any]
+    opset: int
+    num_outputs: int
+    outputs_wanted: tuple[bool, ...] = field(default=())
+
+    def attr(self, name: str, default: Any = None) -> Any:
+        return self.attrs.get(name, default)
+
+    def unsupported(self, detail: str) -> OnnxUnsupportedError:
+        """Build (not raise) an error naming this node, for unsupported attribute values."""
+        n = self.node
+        return OnnxUnsupportedError(n.op_type, n.domain, self.opset, n.name, detail)
+
+    def wants(self, i: int) -> bool:
+        """Whether optional output ``i`` is consumed (lets ops skip extra work)."""
+        return i < len(self.outputs_wanted) and self.outputs_wanted[i]
+
+
+__all__ = [
+    "MAX_OPSET",
+    "NodeContext",
+    "OpImpl",
+    "UnsupportedDtypeError",
+    "lookup",
+    "parse_attributes",
+    "register",
+    "supported_ops",
+]

@@ -1,0 +1,1 @@
+"""Renderers turn a Report into something to show; they return values and never print."""

@@ -1,0 +1,258 @@
+"""Streaming per-layer statistics, computed on the tensor's device and never retained.
+
+The hot path (:meth:`StatsCollector.observe` and the gradient hook it installs) launches a
+handful of reductions per tensor and keeps only their scalar results as device tensors: no
+``.item()``, no host synchronisation, no copy of the activation. :meth:`StatsCollector.finalize`
+moves everything to the host in one transfer per table and merges batches with Chan's parallel
+variance formula, so statistics over several batches equal those over their concatenation.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import torch
+
+from gradcheck_cli.kinds import RECTIFIER_KINDS, Saturation, saturation_for
+
+if TYPE_CHECKING:
+    from collections.abc import Iterable
+
+# Kinds whose output is laid out channel-first (N, C, ...): a rectifier after them has channel units.
+_CHANNEL_FIRST = frozenset({"conv", "conv_transpose", "batchnorm", "groupnorm", "instancenorm", "pool"})
+_FEATURE_LAST = frozenset({"linear", "layernorm", "rmsnorm", "embedding", "attention", "rnn"})
+
+
+@dataclass
+class LayerInfo:
+    """One observation point: a module call or a graph node, in forward order."""
+
+    index: int
+    name: str
+    kind: str
+    type_name: str
+    params: dict[str, str] = field(default_factory=dict)
+    """Role (``weight``/``bias``) -> parameter name, for the layer's parameter-gradient columns."""
+    attrs: dict[str, float] = field(default_factory=dict)
+    """Hyper-parameters the verdicts need (leaky ``negative_slope``, hardtanh bounds)."""
+    shape: tuple[int, ...] | None = None
+    """Output shape at the first observation."""
+    observable: bool = True
+    note: str | None = None
+    """Why a layer could not be observed, or anything else the report should say about it."""
+
+
+@dataclass(frozen=True)
+class ForwardSummary:
+    count: int
+    mean: float
+    std: float
+    signal_std: float | None
+    min: float
+    max: float
+    zero_fraction: float
+    nonfinite: int
+    saturation: float | None
+    dead_ratio: float | None
+    units: int | None
+    samples_per_unit: float | None
+
+
+@dataclass(frozen=True)
+class LayerStats:
+    """Everything measured for one layer, merged over all batches and calls."""
+
+    info: LayerInfo
+    forward: ForwardSummary | None
+    grad_rms: float | None
+    grad_count: int
+    grad_nonfinite: bool
+
+
+def forward_row(x: torch.Tensor, saturation: Saturation | None, unit_dim: int | None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Fused forward statistics of one tensor: (mean, var, min, max, signal var) and (nonzero, finite, saturated).
+
+    The *signal* variance is each unit's variance across samples and positions, averaged over
+    units: the data-dependent part of the activation, which a bias cannot fake (a layer whose
+    output no longer depends on its input has signal variance 0 however large its biases).
+    A handful of reductions, each a single pass; nothing returned aliases ``x``.
+    """
+    var, mean = torch.var_mean(x, correction=0)
+    if unit_dim is None:
+        signal = torch.full((), float("nan"), device=x.device)
+    else:
+        dims = tuple(d for d in range(x.dim()) if d != unit_dim % x.dim())
+        signal = torch.var(x, dim=dims, correction=0).mean()
+    lo, hi = torch.aminmax(x)
+    nonzero = torch.count_nonzero(x)
+    finite = torch.isfinite(x).sum()
+    if saturation is None:
+        saturated = torch.zeros((), dtype=torch.int64, device=x.device)
+    else:
+        saturated = ((x - saturation.centre).abs_() >= saturation.cutoff).sum()
+    return torch.stack([mean, var, lo, hi, signal.to(var.dtype)]).float(), torch.stack([nonzero, finite, saturated])
+
+
+def unit_alive(x: torch.Tensor, unit_dim: int) -> torch.Tensor:
+    """Per-unit "fired at least once" mask of a rectifier output (>= 0 everywhere, so max > 0 suffices)."""
+    dims = tuple(d for d in range(x.dim()) if d != unit_dim % x.dim())
+    return (x.amax(dim=dims) if dims else x) > 0
+
+
+class StatsCollector:
+    """Receives layer outputs during forward, output gradients during backward; summarises at the end."""
+
+    def __init__(self) -> None:
+        self.layers: list[LayerInfo] = []
+        self._fwd_float: list[torch.Tensor] = []
+        self._fwd_count: list[torch.Tensor] = []
+        self._fwd_meta: list[tuple[int, int]] = []  # (layer index, numel)
+        self._grad_norm: list[torch.Tensor] = []
+        self._grad_meta: list[tuple[int, int]] = []
+        self._alive: dict[int, torch.Tensor | None] = {}
+        self._unit_obs: dict[int, int] = {}
+        self._channel_first = False
+
+    def add_layer(self, name: str, kind: str, type_name: str, **extra: Any) -> LayerInfo:
+        info = LayerInfo(index=len(self.layers), name=name, kind=kind, type_name=type_name, **extra)
+        self.layers.append(info)
+        return info
+
+    # -- hot path -------------------------------------------------------------------------------
+    def observe(self, info: LayerInfo, output: torch.Tensor) -> None:
+        """Record forward statistics of a layer output and hook its gradient. Never synchronises."""
+        if info.kind in _CHANNEL_FIRST:
+            self._channel_first = True
+        elif info.kind in _FEATURE_LAST:
+            self._channel_first = False
+        if not output.is_floating_point() or output.numel() == 0:
+            return
+        x = output.detach()
+        if info.shape is None:
+            info.shape = tuple(x.shape)
+        if x.dtype in (torch.float16, torch.bfloat16):
+            x = x.float()
+        unit_dim = self._unit_dim(x)
+        per_unit = unit_dim is not None and x.numel() // x.shape[unit_dim] >= 2
+        floats, counts = forward_row(x, saturation_for(info.kind, info.attrs), unit_dim if per_unit else None)
+        self._fwd_float.append(floats)
+        self._fwd_count.append(counts)
+        self._fwd_meta.append((info.index, x.numel()))
+        if info.kind in RECTIFIER_KINDS and unit_dim is not None:
+            self._track_units(info.index, x, unit_dim)
+        if output.requires_grad:
+            output.register_hook(self._grad_hook(info.index, output.numel()))
+
+    def _unit_dim(self, x: torch.Tensor) -> int | None:
+        """Channels (dim 1) after conv-like layers, features (last dim) otherwise; None for scalars."""
+        if x.dim() == 0:
+            return None
+        return 1 if (self._channel_first and x.dim() >= 3) else x.dim() - 1
+
+    def _track_units(self, index: int, x: torch.Tensor, unit_dim: int) -> None:
+        alive = unit_alive(x, unit_dim)
+        previous = self._alive.get(index, alive)
+        if previous is None or previous.shape != alive.shape:
+            self._alive[index] = None  # unit layout changed between calls: dead ratio is undefined
+            return
+        self._alive[index] = alive if previous is alive else previous.logical_or_(alive)
+        self._unit_obs[index] = self._unit_obs.get(index, 0) + x.numel() // max(alive.numel(), 1)
+
+    def _grad_hook(self, index: int, numel: int):
+        def hook(grad: torch.Tensor) -> None:
+            self._grad_norm.append(torch.linalg.vector_norm(grad.detach(), dtype=torch.float32))
+            self._grad_meta.append((index, numel))
+
+        return hook
+
+    # -- end of run -------------------------------------------------------------------------------
+    def finalize(self) -> list[LayerStats]:
+        """Merge every batch and call per layer; the only place that moves data to the host."""
+        forwards = self._merge_forward()
+        grads = self._merge_grads()
+        result = []
+        for info in self.layers:
+            g = grads.get(info.index)
+            result.append(
+                LayerStats(
+                    info=info,
+                    forward=forwards.get(info.index),
+                    grad_rms=None if g is None else g[0],
+                    grad_count=0 if g is None else g[1],
+                    grad_nonfinite=False if g is None else not math.isfinite(g[0]),
+                )
+            )
+        return result
+
+    def _merge_forward(self) -> dict[int, ForwardSummary]:
+        if not self._fwd_meta:
+            return {}
+        floats = torch.stack(self._fwd_float).double().cpu().tolist()
+        counts = torch.stack(self._fwd_count).cpu().tolist()
+        alive = {i: a for i, a in self._alive.items() if a is not None}
+        alive_counts = dict(zip(alive, torch.stack([a.sum() for a in alive.values()]).cpu().tolist())) if alive else {}
+        units = {i: a.numel() for i, a in alive.items()}
+
+        groups: dict[int, list[tuple[int, list[float], list[int]]]] = {}
+        for (index, n), f, c in zip(self._fwd_meta, floats, counts):
+            groups.setdefault(index, []).append((n, f, c))
+        out = {}
+        for index, rows in groups.items():
+            info = self.layers[index]
+            mean, var = _merge_moments((n, f[0], f[1]) for n, f, _ in rows)
+            total = sum(n for n, _, _ in rows)
+            nonzero = sum(c[0] for _, _, c in rows)
+            finite = sum(c[1] for _, _, c in rows)
+            sat = sum(c[2] for _, _, c in rows)
+            n_units = units.get(index)
+            out[index] = ForwardSummary(
+                count=total,
+                mean=mean,
+                std=math.sqrt(var) if var >= 0 else math.nan,
+                signal_std=_signal_std(rows),
+                min=min(f[2] for _, f, _ in rows),
+                max=max(f[3] for _, f, _ in rows),
+                zero_fraction=1.0 - nonzero / total,
+                nonfinite=total - finite,
+                saturation=sat / total if saturation_for(info.kind, info.attrs) else None,
+                dead_ratio=1.0 - alive_counts[index] / n_units if n_units else None,
+                units=n_units,
+                samples_per_unit=self._unit_obs.get(index) if n_units else None,
+            )
+        return out
+
+    def _merge_grads(self) -> dict[int, tuple[float, int]]:
+        if not self._grad_meta:
+            return {}
+        norms = torch.stack(self._grad_norm).double().cpu().tolist()
+        sumsq: dict[int, float] = {}
+        count: dict[int, int] = {}
+        for (index, n), norm in zip(self._grad_meta, norms):
+            sumsq[index] = sumsq.get(index, 0.0) + norm * norm
+            count[index] = count.get(index, 0) + n
+        return {i: (math.sqrt(sumsq[i] / count[i]), count[i]) for i in sumsq}
+
+
+def _signal_std(rows: list[tuple[int, list[float], list[int]]]) -> float | None:
+    """Count-weighted mean of the per-batch signal variances, as a std (None if never measurable)."""
+    measured = [(n, f[4]) for n, f, _ in rows if not math.isnan(f[4])]
+    if not measured:
+        return None
+    var = sum(n * v for n, v in measured) / sum(n for n, _ in measured)
+    return math.sqrt(var) if var >= 0 else math.nan
+
+
+def _merge_moments(rows: Iterable[tuple[int, float, float]]) -> tuple[float, float]:
+    """Chan et al.'s pairwise merge of (count, mean, population variance) triples."""
+    n_total, mean, m2 = 0, 0.0, 0.0
+    for n, m, v in rows:
+        if n == 0:
+            continue
+        delta = m - mean
+        new_total = n_total + n
+        mean += delta * n / new_total
+        m2 += v * n + delta * delta * n_total * n / new_total
+        n_total = new_total
+    return mean, (m2 / n_total if n_total else math.nan)
