@@ -62,7 +62,7 @@ class Sample:
 
 def parse_shape(text: str) -> tuple[int, ...]:
     """``"8,3,32,32"`` (or ``8x3x32x32``) -> (8, 3, 32, 32); every dimension a positive integer."""
-    parts = [p.strip() for p in text.replace("x", ",").split(",") if p.strip()]
+    parts = [p.strip() for p in text.strip().replace("x", ",").split(",")]
     try:
         shape = tuple(int(p) for p in parts)
     except ValueError:
@@ -124,9 +124,11 @@ def like_examples(examples: tuple[Any, ...], seed: int) -> Sample:
 
 def load_sample(path: Path) -> Sample:
     """``.pt`` (tensor, tuple/list, dict, or dict with ``input``/``target``), ``.npy`` or ``.npz``."""
+    import numpy as np
+
     data = _read(path)
-    if isinstance(data, torch.Tensor):
-        return Sample((data,))
+    if isinstance(data, (torch.Tensor, np.ndarray)):
+        return Sample((_as_tensor(data, path),))
     if isinstance(data, (tuple, list)):
         return Sample(tuple(_as_tensor(v, path) for v in data))
     if isinstance(data, dict):

@@ -71,34 +71,54 @@ class LayerStats:
     grad_nonfinite: bool
 
 
-def forward_row(x: torch.Tensor, saturation: Saturation | None, unit_dim: int | None) -> tuple[torch.Tensor, torch.Tensor]:
-    """Fused forward statistics of one tensor: (mean, var, min, max, signal var) and (nonzero, finite, saturated).
+def forward_row(x: torch.Tensor, saturation: Saturation | None, unit_dim: int | None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Fused forward statistics of one tensor, as device tensors (no host synchronisation).
 
-    The *signal* variance is each unit's variance across samples and positions, averaged over
-    units: the data-dependent part of the activation, which a bias cannot fake (a layer whose
-    output no longer depends on its input has signal variance 0 however large its biases).
-    A handful of reductions, each a single pass; nothing returned aliases ``x``.
+    Returns ``floats`` = (sum, sum of squares, sum over units of unit-sum squared, min, max) in
+    float64, ``counts`` = (nonzero, finite, saturated), and the per-unit sums. Sums accumulate in
+    float64 straight from the input (``dtype=`` casts inside the reduction, no copy), so values up
+    to float32's limit square without overflow. Two full passes carry everything: the per-unit sum
+    (mean, signal variance, and -- for rectifier outputs, which are >= 0 -- whether a unit ever
+    fired) and the norm (second moment); min/max, nonzero and finite counts are one each.
     """
-    var, mean = torch.var_mean(x, correction=0)
     if unit_dim is None:
-        signal = torch.full((), float("nan"), device=x.device)
+        unit_sum = x.sum(dtype=torch.float64).reshape(1)
     else:
-        dims = tuple(d for d in range(x.dim()) if d != unit_dim % x.dim())
-        signal = torch.var(x, dim=dims, correction=0).mean()
+        dims = tuple(d for d in range(x.dim()) if d != unit_dim)
+        unit_sum = x.sum(dim=dims, dtype=torch.float64) if dims else x.to(torch.float64)
+    sumsq = torch.linalg.vector_norm(x, dtype=torch.float64).square()
     lo, hi = torch.aminmax(x)
+    floats = torch.stack([unit_sum.sum(), sumsq, unit_sum.square().sum(), lo.double(), hi.double()])
     nonzero = torch.count_nonzero(x)
     finite = torch.isfinite(x).sum()
     if saturation is None:
         saturated = torch.zeros((), dtype=torch.int64, device=x.device)
     else:
         saturated = ((x - saturation.centre).abs_() >= saturation.cutoff).sum()
-    return torch.stack([mean, var, lo, hi, signal.to(var.dtype)]).float(), torch.stack([nonzero, finite, saturated])
+    return floats, torch.stack([nonzero, finite, saturated]), unit_sum
 
 
-def unit_alive(x: torch.Tensor, unit_dim: int) -> torch.Tensor:
-    """Per-unit "fired at least once" mask of a rectifier output (>= 0 everywhere, so max > 0 suffices)."""
-    dims = tuple(d for d in range(x.dim()) if d != unit_dim % x.dim())
-    return (x.amax(dim=dims) if dims else x) > 0
+def merge_rows(rows: Iterable[tuple[int, int, list[float]]]) -> tuple[float, float, float | None]:
+    """(numel, units, floats) per observation -> mean, population variance, signal variance.
+
+    Signal variance of one observation = E[x^2] - mean over units of (unit mean)^2, i.e. each
+    unit's variance across samples and positions, averaged over units; it needs >= 2
+    observations per unit and is averaged over observations weighted by their size.
+    """
+    n_total, s1, s2 = 0, 0.0, 0.0
+    signal_weight, signal_sum = 0, 0.0
+    for n, units, f in rows:
+        n_total += n
+        s1 += f[0]
+        s2 += f[1]
+        per_unit = n / units
+        if units and per_unit >= 2:
+            signal_sum += n * (f[1] / n - f[2] / (units * per_unit * per_unit))
+            signal_weight += n
+    mean = s1 / n_total
+    var = max(s2 / n_total - mean * mean, 0.0) if math.isfinite(s2) else math.nan
+    signal = max(signal_sum / signal_weight, 0.0) if signal_weight and math.isfinite(signal_sum) else None
+    return mean, var, signal
 
 
 class StatsCollector:
@@ -108,7 +128,7 @@ class StatsCollector:
         self.layers: list[LayerInfo] = []
         self._fwd_float: list[torch.Tensor] = []
         self._fwd_count: list[torch.Tensor] = []
-        self._fwd_meta: list[tuple[int, int]] = []  # (layer index, numel)
+        self._fwd_meta: list[tuple[int, int, int]] = []  # (layer index, numel, units)
         self._grad_norm: list[torch.Tensor] = []
         self._grad_meta: list[tuple[int, int]] = []
         self._alive: dict[int, torch.Tensor | None] = {}
@@ -132,16 +152,13 @@ class StatsCollector:
         x = output.detach()
         if info.shape is None:
             info.shape = tuple(x.shape)
-        if x.dtype in (torch.float16, torch.bfloat16):
-            x = x.float()
         unit_dim = self._unit_dim(x)
-        per_unit = unit_dim is not None and x.numel() // x.shape[unit_dim] >= 2
-        floats, counts = forward_row(x, saturation_for(info.kind, info.attrs), unit_dim if per_unit else None)
+        floats, counts, unit_sum = forward_row(x, saturation_for(info.kind, info.attrs), unit_dim)
         self._fwd_float.append(floats)
         self._fwd_count.append(counts)
-        self._fwd_meta.append((info.index, x.numel()))
+        self._fwd_meta.append((info.index, x.numel(), unit_sum.numel()))
         if info.kind in RECTIFIER_KINDS and unit_dim is not None:
-            self._track_units(info.index, x, unit_dim)
+            self._track_units(info.index, unit_sum, x.numel())
         if output.requires_grad:
             output.register_hook(self._grad_hook(info.index, output.numel()))
 
@@ -151,18 +168,19 @@ class StatsCollector:
             return None
         return 1 if (self._channel_first and x.dim() >= 3) else x.dim() - 1
 
-    def _track_units(self, index: int, x: torch.Tensor, unit_dim: int) -> None:
-        alive = unit_alive(x, unit_dim)
+    def _track_units(self, index: int, unit_sum: torch.Tensor, numel: int) -> None:
+        """Rectifier outputs are >= 0, so a unit fired at least once exactly when its sum is > 0."""
+        alive = unit_sum > 0
         previous = self._alive.get(index, alive)
         if previous is None or previous.shape != alive.shape:
             self._alive[index] = None  # unit layout changed between calls: dead ratio is undefined
             return
         self._alive[index] = alive if previous is alive else previous.logical_or_(alive)
-        self._unit_obs[index] = self._unit_obs.get(index, 0) + x.numel() // max(alive.numel(), 1)
+        self._unit_obs[index] = self._unit_obs.get(index, 0) + numel // max(alive.numel(), 1)
 
     def _grad_hook(self, index: int, numel: int):
         def hook(grad: torch.Tensor) -> None:
-            self._grad_norm.append(torch.linalg.vector_norm(grad.detach(), dtype=torch.float32))
+            self._grad_norm.append(torch.linalg.vector_norm(grad.detach(), dtype=torch.float64))
             self._grad_meta.append((index, numel))
 
         return hook
@@ -189,31 +207,28 @@ class StatsCollector:
     def _merge_forward(self) -> dict[int, ForwardSummary]:
         if not self._fwd_meta:
             return {}
-        floats = torch.stack(self._fwd_float).double().cpu().tolist()
+        floats = torch.stack(self._fwd_float).cpu().tolist()
         counts = torch.stack(self._fwd_count).cpu().tolist()
         alive = {i: a for i, a in self._alive.items() if a is not None}
         alive_counts = dict(zip(alive, torch.stack([a.sum() for a in alive.values()]).cpu().tolist())) if alive else {}
-        units = {i: a.numel() for i, a in alive.items()}
 
-        groups: dict[int, list[tuple[int, list[float], list[int]]]] = {}
-        for (index, n), f, c in zip(self._fwd_meta, floats, counts):
-            groups.setdefault(index, []).append((n, f, c))
+        groups: dict[int, list[tuple[int, int, list[float], list[int]]]] = {}
+        for (index, n, units), f, c in zip(self._fwd_meta, floats, counts):
+            groups.setdefault(index, []).append((n, units, f, c))
         out = {}
         for index, rows in groups.items():
             info = self.layers[index]
-            mean, var = _merge_moments((n, f[0], f[1]) for n, f, _ in rows)
-            total = sum(n for n, _, _ in rows)
-            nonzero = sum(c[0] for _, _, c in rows)
-            finite = sum(c[1] for _, _, c in rows)
-            sat = sum(c[2] for _, _, c in rows)
-            n_units = units.get(index)
+            mean, var, signal = merge_rows((n, u, f) for n, u, f, _ in rows)
+            total = sum(r[0] for r in rows)
+            nonzero, finite, sat = (sum(r[3][k] for r in rows) for k in range(3))
+            n_units = alive[index].numel() if index in alive else None
             out[index] = ForwardSummary(
                 count=total,
                 mean=mean,
-                std=math.sqrt(var) if var >= 0 else math.nan,
-                signal_std=_signal_std(rows),
-                min=min(f[2] for _, f, _ in rows),
-                max=max(f[3] for _, f, _ in rows),
+                std=math.sqrt(var) if math.isfinite(var) else math.nan,
+                signal_std=math.sqrt(signal) if signal is not None else None,
+                min=min(r[2][3] for r in rows),
+                max=max(r[2][4] for r in rows),
                 zero_fraction=1.0 - nonzero / total,
                 nonfinite=total - finite,
                 saturation=sat / total if saturation_for(info.kind, info.attrs) else None,
@@ -226,33 +241,10 @@ class StatsCollector:
     def _merge_grads(self) -> dict[int, tuple[float, int]]:
         if not self._grad_meta:
             return {}
-        norms = torch.stack(self._grad_norm).double().cpu().tolist()
+        norms = torch.stack(self._grad_norm).cpu().tolist()
         sumsq: dict[int, float] = {}
         count: dict[int, int] = {}
         for (index, n), norm in zip(self._grad_meta, norms):
             sumsq[index] = sumsq.get(index, 0.0) + norm * norm
             count[index] = count.get(index, 0) + n
         return {i: (math.sqrt(sumsq[i] / count[i]), count[i]) for i in sumsq}
-
-
-def _signal_std(rows: list[tuple[int, list[float], list[int]]]) -> float | None:
-    """Count-weighted mean of the per-batch signal variances, as a std (None if never measurable)."""
-    measured = [(n, f[4]) for n, f, _ in rows if not math.isnan(f[4])]
-    if not measured:
-        return None
-    var = sum(n * v for n, v in measured) / sum(n for n, _ in measured)
-    return math.sqrt(var) if var >= 0 else math.nan
-
-
-def _merge_moments(rows: Iterable[tuple[int, float, float]]) -> tuple[float, float]:
-    """Chan et al.'s pairwise merge of (count, mean, population variance) triples."""
-    n_total, mean, m2 = 0, 0.0, 0.0
-    for n, m, v in rows:
-        if n == 0:
-            continue
-        delta = m - mean
-        new_total = n_total + n
-        mean += delta * n / new_total
-        m2 += v * n + delta * delta * n_total * n / new_total
-        n_total = new_total
-    return mean, (m2 / n_total if n_total else math.nan)

@@ -1,0 +1,125 @@
+"""Fast on-device statistics against a slow, obvious reference over the full tensors."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from torch import nn
+
+from gradcheck_cli import analyze
+from gradcheck_cli.losses import compute_loss
+from gradcheck_cli.stats import merge_rows
+
+
+def _model() -> nn.Sequential:
+    torch.manual_seed(1)
+    return nn.Sequential(
+        nn.Linear(12, 32), nn.ReLU(), nn.Linear(32, 32), nn.Sigmoid(), nn.Linear(32, 16), nn.Tanh(), nn.Linear(16, 3)
+    )
+
+
+def _reference(model: nn.Module, batches: list[torch.Tensor]):
+    """Per layer: every output and every output gradient, kept whole (what gradcheck must not do)."""
+    outputs: dict[int, list[torch.Tensor]] = {}
+    grads: dict[int, list[torch.Tensor]] = {}
+    handles = []
+    for i, layer in enumerate(model):
+        def hook(module, args, out, i=i):
+            outputs.setdefault(i, []).append(out.detach().clone())
+            out.register_hook(lambda g, i=i: grads.setdefault(i, []).append(g.detach().clone()))
+        handles.append(layer.register_forward_hook(hook))
+    try:
+        for b, x in enumerate(batches):
+            compute_loss("projection", model(x), None, seed=b).backward()
+    finally:
+        for h in handles:
+            h.remove()
+    model.zero_grad(set_to_none=True)
+    return outputs, grads
+
+
+@pytest.mark.parametrize("batch_size,batches", [(None, 1), (50, 3)])
+def test_layer_statistics_match_full_tensor_reference(batch_size, batches):
+    torch.manual_seed(0)
+    data = torch.randn(150, 12)
+    model = _model()
+    report = analyze(model, data, batch_size=batch_size, batches=batches)
+    chunks = [data] if batch_size is None else list(data.split(batch_size))[:batches]
+    outputs, grads = _reference(model, chunks)
+
+    assert [l.name for l in report.layers] == [str(i) for i in range(7)]
+    for i, layer in enumerate(report.layers):
+        out = torch.cat(outputs[i]).double()
+        a = layer.activation
+        assert a.mean == pytest.approx(out.mean().item(), rel=1e-5, abs=1e-7)
+        assert a.std == pytest.approx(out.std(correction=0).item(), rel=1e-5)
+        assert a.min == pytest.approx(out.min().item()) and a.max == pytest.approx(out.max().item())
+        assert a.zero_fraction == pytest.approx((out == 0).double().mean().item())
+        assert a.centring == pytest.approx(abs(out.mean().item()) / out.std(correction=0).item(), rel=1e-5)
+        # signal std: each unit's variance across samples, averaged over units (per batch, then averaged)
+        per_batch = [o.double().var(dim=0, correction=0).mean().item() for o in outputs[i]]
+        assert a.signal_std == pytest.approx(math.sqrt(sum(per_batch) / len(per_batch)), rel=1e-5)
+        g = torch.cat(grads[i]).double()
+        assert layer.grad.output_rms == pytest.approx(g.square().mean().sqrt().item(), rel=1e-5)
+    relu = torch.cat(outputs[1])
+    assert report.layers[1].activation.dead_ratio == pytest.approx((relu.amax(dim=0) == 0).double().mean().item())
+    sig = torch.cat(outputs[3])
+    assert report.layers[3].activation.saturation == pytest.approx(((sig < 0.01) | (sig > 0.99)).double().mean().item())
+    tanh = torch.cat(outputs[5])
+    assert report.layers[5].activation.saturation == pytest.approx((tanh.abs() > 0.99).double().mean().item())
+
+
+def test_parameter_gradients_are_the_mean_over_batches():
+    torch.manual_seed(0)
+    data = torch.randn(90, 12)
+    model = _model()
+    report = analyze(model, data, batch_size=30, batches=3)
+    for b, x in enumerate(data.split(30)):
+        compute_loss("projection", model(x), None, seed=b).backward()
+    for p in report.parameters:
+        expected = dict(model.named_parameters())[p.name].grad.norm().item() / 3
+        assert p.grad_norm == pytest.approx(expected, rel=1e-5)
+        assert p.ratio == pytest.approx(expected / dict(model.named_parameters())[p.name].norm().item(), rel=1e-5)
+
+
+def test_conv_dead_units_are_channels():
+    conv = nn.Conv2d(3, 8, 3, padding=1)
+    with torch.no_grad():
+        conv.bias[:3] = -100.0  # three channels can never fire
+    model = nn.Sequential(conv, nn.ReLU(), nn.Flatten(), nn.Linear(8 * 64, 2))
+    report = analyze(model, torch.randn(4, 3, 8, 8))
+    relu = report.layers[1].activation
+    assert relu.units == 8
+    assert relu.dead_ratio == pytest.approx(3 / 8)
+    assert relu.samples_per_unit == 4 * 8 * 8
+
+
+def test_large_values_do_not_overflow_the_statistics():
+    model = nn.Sequential(nn.Linear(1, 1, bias=False))
+    nn.init.constant_(model[0].weight, 1e19)  # squares reach 1e38+: float32 would overflow
+    report = analyze(model, torch.randn(64, 1) * 10)
+    a = report.layers[0].activation
+    assert math.isfinite(a.std) and a.std > 1e19
+    assert a.nonfinite == 0
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    st.lists(
+        st.lists(st.floats(-1e6, 1e6, allow_nan=False, width=32), min_size=2, max_size=40),
+        min_size=1, max_size=5,
+    )
+)
+def test_merging_observations_equals_concatenation(chunks):
+    rows = []
+    for chunk in chunks:
+        t = torch.tensor(chunk, dtype=torch.float64)
+        rows.append((t.numel(), 1, [t.sum().item(), t.square().sum().item(), t.sum().item() ** 2]))
+    mean, var, _ = merge_rows(rows)
+    everything = torch.tensor([v for c in chunks for v in c], dtype=torch.float64)
+    assert mean == pytest.approx(everything.mean().item(), rel=1e-9, abs=1e-6)
+    assert var == pytest.approx(everything.var(correction=0).item(), rel=1e-6, abs=1e-3)
