@@ -14,20 +14,19 @@ from typing import Any
 
 from torch import fx
 
-from gradcheck_cli.instrument.graph_naming import GraphNamer, param_roles
+from gradcheck_cli.instrument.graph_naming import LazyRows, NodeSpec, param_roles
 from gradcheck_cli.instrument.modules import first_tensor
-from gradcheck_cli.kinds import OBSERVED_OP_KINDS, module_kind, op_base_name, op_kind
-from gradcheck_cli.stats import LayerInfo, StatsCollector
+from gradcheck_cli.kinds import OBSERVED_OP_KINDS, op_kind
+from gradcheck_cli.stats import StatsCollector
 
-_ACTIVE: list[tuple[StatsCollector, list[LayerInfo]]] = []
+_ACTIVE: list[LazyRows] = []
 
 
 def gradcheck_observe(value: Any, index: int) -> Any:
-    """Graph-side probe: report ``value`` as layer ``index`` of the active run and pass it through."""
-    collector, rows = _ACTIVE[-1]
+    """Graph-side probe: report ``value`` as node ``index`` of the active run and pass it through."""
     tensor = first_tensor(value)
-    if tensor is not None:
-        collector.observe(rows[index], tensor)
+    if tensor is not None and _ACTIVE:
+        _ACTIVE[-1].observe(index, tensor)
     return value
 
 
@@ -55,9 +54,8 @@ def _layer_attrs(kind: str, node: fx.Node) -> dict[str, float]:
     return {}
 
 
-def plan_layers(graph: fx.Graph, collector: StatsCollector) -> list[tuple[fx.Node, LayerInfo]]:
-    """The nodes to observe, in graph order, each with its report row."""
-    namer = GraphNamer()
+def plan_nodes(graph: fx.Graph) -> list[tuple[fx.Node, NodeSpec]]:
+    """The nodes to observe, in graph order, with what their rows will say."""
     planned = []
     for node in graph.nodes:
         if node.op != "call_function":
@@ -68,22 +66,15 @@ def plan_layers(graph: fx.Graph, collector: StatsCollector) -> list[tuple[fx.Nod
             continue
         path, type_name = _module_of(node)
         params = [a.target for a in node.all_input_nodes if a.op == "get_attr"]
-        info = collector.add_layer(
-            namer.name(op_name, kind, path, type_name),
-            kind,
-            type_name if module_kind(type_name) == kind else f"aten.{op_base_name(op_name)}",
-            params=param_roles(kind, params),
-            attrs=_layer_attrs(kind, node),
-        )
-        planned.append((node, info))
+        planned.append((node, NodeSpec(op_name, kind, path, type_name, param_roles(kind, params), _layer_attrs(kind, node))))
     return planned
 
 
 @contextmanager
 def instrument_fx(gm: fx.GraphModule, collector: StatsCollector) -> Iterator[Any]:
     graph = gm.graph
-    planned = plan_layers(graph, collector)
-    rows = [info for _, info in planned]
+    planned = plan_nodes(graph)
+    rows = LazyRows(collector, [spec for _, spec in planned])
     inserted: list[fx.Node] = []
     try:
         for position, (node, _) in enumerate(planned):
@@ -92,10 +83,10 @@ def instrument_fx(gm: fx.GraphModule, collector: StatsCollector) -> Iterator[Any
             node.replace_all_uses_with(probe, delete_user_cb=lambda user, probe=probe: user is not probe)
             inserted.append(probe)
         gm.recompile()
-        _ACTIVE.append((collector, rows))
+        _ACTIVE.append(rows)
         yield gm
     finally:
-        if _ACTIVE and _ACTIVE[-1][0] is collector:
+        if _ACTIVE and _ACTIVE[-1] is rows:
             _ACTIVE.pop()
         for probe in inserted:
             probe.replace_all_uses_with(probe.args[0])

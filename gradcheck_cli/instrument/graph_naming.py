@@ -8,7 +8,14 @@ is named after the module (``encoder.fc``); an op called as a function inside a 
 
 from __future__ import annotations
 
+import re
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
 from gradcheck_cli.kinds import module_kind, op_base_name
+
+if TYPE_CHECKING:
+    from gradcheck_cli.stats import LayerInfo, StatsCollector
 
 
 class GraphNamer:
@@ -26,14 +33,58 @@ class GraphNamer:
         return base if count == 1 else f"{base}#{count}"
 
 
+@dataclass(frozen=True)
+class NodeSpec:
+    """A graph node chosen for observation, before it has run."""
+
+    op_name: str
+    kind: str
+    module_path: str
+    module_type: str
+    params: dict[str, str] = field(default_factory=dict)
+    attrs: dict[str, float] = field(default_factory=dict)
+
+
+class LazyRows:
+    """Report rows for graph probes, created when a probe first fires.
+
+    So rows come in execution order, and a node that never runs (the untaken branch of an
+    ``if``) gets no row; a node inside a loop keeps one row that merges its iterations.
+    """
+
+    def __init__(self, collector: StatsCollector, specs: list[NodeSpec]) -> None:
+        self.collector = collector
+        self.specs = specs
+        self.rows: dict[int, LayerInfo] = {}
+        self.namer = GraphNamer()
+
+    def observe(self, index: int, tensor: Any) -> None:
+        info = self.rows.get(index)
+        if info is None:
+            spec = self.specs[index]
+            own = module_kind(spec.module_type) == spec.kind
+            info = self.collector.add_layer(
+                self.namer.name(spec.op_name, spec.kind, spec.module_path, spec.module_type),
+                spec.kind,
+                spec.module_type if own else f"aten.{op_base_name(spec.op_name)}",
+                params=dict(spec.params),
+                attrs=dict(spec.attrs),
+            )
+            self.rows[index] = info
+        self.collector.observe(info, tensor)
+
+
 def parse_torchscript_hierarchy(text: str) -> tuple[str, str]:
-    """``b1(Block).act(ReLU).UNKNOWN_INSTANCE(UNKNOWN_TYPE)`` -> (``b1.act``, ``ReLU``)."""
+    """``b1(Block).act(ReLU).UNKNOWN_INSTANCE(UNKNOWN_TYPE)`` -> (``b1.act``, ``ReLU``).
+
+    An empty first instance is the root module; ``SELF(...)`` is a method call on the same module.
+    """
     path, type_name = [], ""
-    for part in text.split(").") if text else []:
-        part = part.rstrip(")")
-        instance, _, kind = part.partition("(")
-        if instance.startswith("UNKNOWN_INSTANCE") or not instance:
+    for instance, kind in re.findall(r"([^.()]*)\(([^()]*)\)", text):
+        if instance.startswith("UNKNOWN_INSTANCE"):
             break
+        if not instance or instance == "SELF":
+            continue
         path.append(instance)
         type_name = kind
     return ".".join(path), type_name

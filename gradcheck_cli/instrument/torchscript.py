@@ -16,18 +16,17 @@ from typing import Any
 
 import torch
 
-from gradcheck_cli.instrument.graph_naming import GraphNamer, param_roles, parse_torchscript_hierarchy
-from gradcheck_cli.kinds import OBSERVED_OP_KINDS, module_kind, op_base_name, op_kind
-from gradcheck_cli.stats import LayerInfo, StatsCollector
+from gradcheck_cli.instrument.graph_naming import LazyRows, NodeSpec, param_roles, parse_torchscript_hierarchy
+from gradcheck_cli.kinds import OBSERVED_OP_KINDS, op_kind
+from gradcheck_cli.stats import StatsCollector
 
-_ACTIVE: list[tuple[StatsCollector, list[LayerInfo]]] = []
+_ACTIVE: list[LazyRows] = []
 _LIBRARY: torch.library.Library | None = None
 
 
 def _observe_kernel(x: torch.Tensor, index: int) -> torch.Tensor:
     if _ACTIVE:
-        collector, rows = _ACTIVE[-1]
-        collector.observe(rows[index], x)
+        _ACTIVE[-1].observe(index, x)
     return x
 
 
@@ -70,8 +69,7 @@ def _constant(value: torch._C.Value) -> float | None:
     return None
 
 
-def plan_graph(graph: torch._C.Graph, collector: StatsCollector) -> list[tuple[torch._C.Node, LayerInfo]]:
-    namer = GraphNamer()
+def plan_graph(graph: torch._C.Graph) -> list[tuple[torch._C.Node, NodeSpec]]:
     paths = _attribute_paths(graph)
     planned = []
     for node in list(_walk(graph)):
@@ -87,20 +85,14 @@ def plan_graph(graph: torch._C.Graph, collector: StatsCollector) -> list[tuple[t
         params = [paths[v.debugName()] for v in node.inputs() if paths.get(v.debugName())]
         attrs: dict[str, float] = {}
         inputs = list(node.inputs())
-        if kind == "leaky_relu" and len(inputs) > 1 and _constant(inputs[1]) is not None:
-            attrs["negative_slope"] = _constant(inputs[1])  # type: ignore[assignment]
-        info = collector.add_layer(
-            namer.name(op_name, kind, path, type_name),
-            kind,
-            type_name if module_kind(type_name) == kind else f"aten.{op_base_name(op_name)}",
-            params=param_roles(kind, params),
-            attrs=attrs,
-        )
-        planned.append((node, info))
+        slope = _constant(inputs[1]) if kind == "leaky_relu" and len(inputs) > 1 else None
+        if slope is not None:
+            attrs["negative_slope"] = slope
+        planned.append((node, NodeSpec(op_name, kind, path, type_name, param_roles(kind, params), attrs)))
     return planned
 
 
-def _splice_probes(graph: torch._C.Graph, planned: list[tuple[torch._C.Node, LayerInfo]]) -> None:
+def _splice_probes(graph: torch._C.Graph, planned: list[tuple[torch._C.Node, NodeSpec]]) -> None:
     for position, (node, _) in enumerate(planned):
         out = node.outputsAt(0)
         index = graph.insertConstant(position)
@@ -116,10 +108,11 @@ def instrument_torchscript(module: torch.jit.ScriptModule, collector: StatsColle
     _register_probe_op()
     graph = module.forward.graph.copy()
     torch._C._jit_pass_inline(graph)
-    planned = plan_graph(graph, collector)
+    planned = plan_graph(graph)
     _splice_probes(graph, planned)
     function = torch._C._create_function_from_graph("gradcheck_forward", graph)
-    _ACTIVE.append((collector, [info for _, info in planned]))
+    rows = LazyRows(collector, [spec for _, spec in planned])
+    _ACTIVE.append(rows)
 
     def forward(*args: Any, **kwargs: Any) -> Any:
         # The profiling executor could fuse probes away into differentiable subgraphs: run unoptimised.
@@ -129,5 +122,5 @@ def instrument_torchscript(module: torch.jit.ScriptModule, collector: StatsColle
     try:
         yield forward
     finally:
-        if _ACTIVE and _ACTIVE[-1][0] is collector:
+        if _ACTIVE and _ACTIVE[-1] is rows:
             _ACTIVE.pop()

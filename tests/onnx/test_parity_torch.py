@@ -127,12 +127,13 @@ CASES = [
     Case("cnn", True, 18, min_matched=0.2), Case("cnn", True, 18, optimize=False),
     Case("cnn", False, 13), Case("cnn", False, 17),
     Case("transformer", True, 18), Case("transformer", False, 17),
+    Case("transformer", True, 23),  # opset 23: scaled_dot_product_attention becomes an Attention node
     # dynamo constant-folds the LSTM/GRU weights into gate-reordered, concatenated initializers
     Case("lstm", True, 18, min_matched=0.1), Case("lstm", False, 13), Case("lstm", False, 17),
     Case("gru", True, 18, min_matched=0.1), Case("gru", False, 17),
     # dynamo splits the tied wte/lm_head weight (Gather table + pre-transposed MatMul copy) and
     # constant-folds the position-embedding slice for the traced sequence length
-    Case("gpt2", True, 18, min_matched=0.9),
+    Case("gpt2", True, 18, min_matched=0.9), Case("gpt2", True, 23, min_matched=0.9),
 ]
 
 

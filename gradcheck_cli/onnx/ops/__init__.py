@@ -2,6 +2,7 @@
 
 from . import (  # noqa: F401
     activation,
+    attention,
     conv_pool,
     elementwise,
     indexing,

@@ -1,0 +1,42 @@
+"""CUDA and CPU statistics agree (skipped without a GPU)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from conftest import mlp
+from torch import nn
+
+from gradcheck_cli import analyze
+
+pytestmark = [
+    pytest.mark.cuda,
+    pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device"),
+]
+
+
+@pytest.mark.parametrize("depth", [4, 16])
+def test_cuda_statistics_match_cpu(depth):
+    model = mlp(depth, 128, nn.ReLU, "he")
+    x = torch.randn(256, 128)
+    cpu = analyze(model, x, device="cpu")
+    gpu = analyze(model, x, device="cuda")
+    assert gpu.run.device.startswith("cuda")
+    for a, b in zip(cpu.layers, gpu.layers):
+        assert a.name == b.name
+        assert b.activation.std == pytest.approx(a.activation.std, rel=1e-3)
+        assert b.activation.signal_std == pytest.approx(a.activation.signal_std, rel=1e-3)
+        assert b.activation.zero_fraction == pytest.approx(a.activation.zero_fraction, abs=1e-3)
+        assert b.grad.output_rms == pytest.approx(a.grad.output_rms, rel=1e-3)
+    assert [f.kind for f in cpu.findings] == [f.kind for f in gpu.findings]
+
+
+def test_cuda_torchscript_and_export():
+    model = nn.Sequential(nn.Linear(8, 8), nn.Tanh(), nn.Linear(8, 2))
+    x = torch.randn(16, 8)
+    cpu = analyze(model, x)
+    for wrapped in (torch.jit.script(model), torch.export.export(model.cuda(), (x.cuda(),))):
+        gpu = analyze(wrapped, x, device="cuda")
+        for a, b in zip(cpu.layers, gpu.layers):
+            assert b.grad.output_rms == pytest.approx(a.grad.output_rms, rel=1e-3)
+    model.cpu()

@@ -1,0 +1,187 @@
+"""Instrumentation leaves no trace: hooks removed, model state restored; graph front ends name layers well."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from gradcheck_cli import analyze
+from gradcheck_cli.errors import AnalysisError
+
+
+class Functional(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc1 = nn.Linear(6, 12)
+        self.fc2 = nn.Linear(12, 12)
+        self.out = nn.Linear(12, 2)
+        self.bn = nn.BatchNorm1d(12)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = F.relu(self.fc1(x))
+        x = torch.tanh(self.bn(self.fc2(x)))
+        x = F.leaky_relu(x, 0.1)
+        return torch.sigmoid(self.out(x))
+
+
+def _hook_count(model: nn.Module) -> int:
+    return sum(len(m._forward_hooks) + len(m._forward_pre_hooks) for m in model.modules())
+
+
+def test_hooks_removed_and_state_restored():
+    torch.manual_seed(0)
+    model = Functional().eval()
+    model.fc1.weight.grad = torch.ones_like(model.fc1.weight)
+    buffers = {k: v.clone() for k, v in model.named_buffers()}
+    params = {k: v.clone() for k, v in model.named_parameters()}
+    analyze(model, torch.randn(32, 6), mode="train")
+    assert _hook_count(model) == 0
+    assert not model.training and not model.bn.training
+    assert torch.equal(model.fc1.weight.grad, torch.ones_like(model.fc1.weight))
+    assert model.fc2.weight.grad is None
+    for k, v in model.named_buffers():
+        assert torch.equal(v, buffers[k]), k  # BatchNorm running stats untouched
+    for k, v in model.named_parameters():
+        assert torch.equal(v, params[k]), k
+
+
+def test_hooks_removed_when_the_model_raises():
+    class Broken(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.fc = nn.Linear(4, 4)
+
+        def forward(self, x):
+            raise RuntimeError("boom")
+
+    model = Broken()
+    with pytest.raises(AnalysisError, match="boom"):
+        analyze(model, torch.randn(2, 4))
+    assert _hook_count(model) == 0
+
+
+def test_functional_activations_get_rows_named_after_their_module():
+    torch.manual_seed(0)
+    report = analyze(Functional(), torch.randn(64, 6))
+    assert [(l.name, l.kind) for l in report.layers] == [
+        ("fc1", "linear"), ("relu", "relu"), ("fc2", "linear"), ("bn", "batchnorm"), ("tanh", "tanh"),
+        ("leaky_relu", "leaky_relu"), ("out", "linear"), ("sigmoid", "sigmoid"),
+    ]
+    advice = {l.name: l.init for l in report.layers if l.init}
+    assert advice["fc1"].activation_after == "relu"
+    assert advice["fc2"].activation_after == "tanh" and advice["fc2"].normalized_after
+    assert advice["out"].activation_after == "sigmoid"
+
+
+def test_torchscript_and_export_match_module_names_and_numbers():
+    torch.manual_seed(0)
+    model = Functional()
+    x = torch.randn(64, 6)
+    eager = analyze(model, x)
+    scripted = analyze(torch.jit.script(model), x)
+    exported = analyze(torch.export.export(model, (x,)), x)
+    for other in (scripted, exported):
+        assert [l.name for l in other.layers] == [l.name for l in eager.layers]
+        for a, b in zip(other.layers, eager.layers):
+            assert a.activation.std == pytest.approx(b.activation.std, rel=1e-5), a.name
+            assert a.grad.output_rms == pytest.approx(b.grad.output_rms, rel=1e-5), a.name
+
+
+def test_module_called_twice_gets_two_rows():
+    class Twice(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.fc = nn.Linear(4, 4)
+            self.act = nn.ReLU()
+
+        def forward(self, x):
+            return self.act(self.fc(self.act(self.fc(x))))
+
+    report = analyze(Twice(), torch.randn(8, 4))
+    assert [l.name for l in report.layers] == ["fc", "act", "fc#2", "act#2"]
+    for name in ("torchscript", "export"):
+        model = torch.jit.script(Twice()) if name == "torchscript" else torch.export.export(Twice(), (torch.randn(8, 4),))
+        assert [l.name for l in analyze(model, torch.randn(8, 4)).layers] == ["fc", "act", "fc#2", "act#2"], name
+
+
+def test_torchscript_control_flow_is_observed_inside_blocks():
+    class Loop(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.fc = nn.Linear(4, 4)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            for _ in range(3):
+                x = torch.tanh(self.fc(x))
+            return x
+
+    torch.manual_seed(0)
+    model, x = Loop(), torch.randn(16, 4)
+    report = analyze(torch.jit.script(model), x)
+    assert [(l.name, l.kind) for l in report.layers] == [("fc", "linear"), ("tanh", "tanh")]
+    # One row per graph node: the three loop iterations are merged into it.
+    outputs, h = [], x
+    with torch.no_grad():
+        for _ in range(3):
+            outputs.append(model.fc(h))
+            h = torch.tanh(outputs[-1])
+    merged = torch.cat(outputs).double()
+    assert report.layers[0].activation.std == pytest.approx(merged.std(correction=0).item(), rel=1e-5)
+    assert report.layers[0].activation.mean == pytest.approx(merged.mean().item(), rel=1e-5, abs=1e-7)
+
+
+def test_parameters_used_outside_layers_are_reported_as_unobserved():
+    class Pos(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.pos = nn.Parameter(torch.randn(4))
+            self.fc = nn.Linear(4, 2)
+
+        def forward(self, x):
+            return self.fc(x + self.pos)
+
+    report = analyze(Pos(), torch.randn(8, 4))
+    unobserved = [l for l in report.layers if not l.observed]
+    assert [l.name for l in unobserved] == ["pos"]
+    assert "not observed" in unobserved[0].note
+    pos = next(p for p in report.parameters if p.name == "pos")
+    assert pos.grad_norm > 0
+
+
+def test_tied_weights_are_counted_once():
+    class Tied(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.embed = nn.Embedding(20, 8)
+            self.head = nn.Linear(8, 20, bias=False)
+            self.head.weight = self.embed.weight
+
+        def forward(self, t):
+            return self.head(self.embed(t))
+
+    report = analyze(Tied(), torch.randint(0, 20, (4, 5)))
+    names = [p.name for p in report.parameters]
+    assert names == ["embed.weight"]
+    assert report.parameters[0].aliases == ["head.weight"]
+    assert report.model.parameters == 160
+
+
+def test_frozen_model_has_no_gradient_path():
+    model = nn.Linear(4, 2).requires_grad_(False)
+    with pytest.raises(AnalysisError, match="no gradient path"):
+        analyze(model, torch.randn(3, 4))
+
+
+def test_huggingface_style_outputs_use_logits():
+    class HF(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.fc = nn.Linear(4, 3)
+
+        def forward(self, x):
+            return {"loss": None, "logits": self.fc(x), "hidden": x}
+
+    report = analyze(HF(), torch.randn(5, 4), target=torch.tensor([0, 1, 2, 0, 1]))
+    assert report.run.loss == "cross-entropy"
