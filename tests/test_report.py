@@ -42,5 +42,8 @@ def test_nan_model_gives_valid_json_equal_to_to_dict():
     parsed = json.loads(text, parse_constant=lambda token: pytest.fail(f"invalid JSON token {token}"))
     assert parsed == report.to_dict()
     assert parsed["summary"]["first_nonfinite_layer"] == "fc"
-    assert parsed["layers"][0]["activation"]["mean"] is None
-    assert parsed["layers"][0]["activation"]["mean_nonfinite"] == "nan"
+    # fc's own output is finite; the NaN enters after it, so fc is where the backward pass turns NaN.
+    assert parsed["layers"][0]["activation"]["nonfinite"] == 0
+    assert parsed["layers"][0]["grad"]["output_rms"] is None
+    assert parsed["layers"][0]["grad"]["output_rms_nonfinite"] == "nan"
+    assert [f["kind"] for f in parsed["findings"]] == ["nonfinite"]
