@@ -10,7 +10,7 @@ from rich.text import Text
 
 from gradcheck_cli.advice import init_call
 from gradcheck_cli.render.numbers import log_bar, num, pct
-from gradcheck_cli.report import Report
+from gradcheck_cli.report import Finding, Report
 
 SEVERITY_STYLE = {"error": "bold red", "warning": "yellow", "info": "cyan"}
 STATUS_STYLE = {"fail": "bold red", "warn": "bold yellow", "ok": "bold green"}
@@ -69,6 +69,10 @@ def layer_table(report: Report) -> Table:
     return table
 
 
+GROUP_AT = 4
+"""Findings of one kind on this many layers or more share a row (the JSON keeps every one)."""
+
+
 def findings_table(report: Report) -> Table:
     table = Table(title="Findings", title_justify="left")
     table.add_column("severity", no_wrap=True)
@@ -78,13 +82,41 @@ def findings_table(report: Report) -> Table:
     table.add_column("threshold", justify="right", no_wrap=True)
     table.add_column("what it means / what to do", overflow="fold", ratio=1)
     fail_on = set(report.run.fail_on)
-    for f in report.findings:
+    for group in _grouped(report.findings):
+        f = group[0]
         marker = " (fails)" if f.kind in fail_on else ""
+        if len(group) == 1:
+            layer, value, message = f.layer, num(f.value), f.message
+        else:
+            names = [g.layer for g in group]
+            shown = ", ".join(names[:3] + ["...", names[-1]]) if len(names) > 5 else ", ".join(names)
+            values = [g.value for g in group]
+            layer = f"{len(group)} layers: {shown}"
+            value = f"{num(min(values))}..{num(max(values))}"
+            message = f"{f.message} (and {len(group) - 1} more layers like it)"
         table.add_row(
-            Text(f.severity + marker, SEVERITY_STYLE[f.severity]), f.kind, f.layer, num(f.value), num(f.threshold),
-            Text.assemble(f.message, "\n", ("fix: " + f.hint, "dim")),
+            Text(f.severity + marker, SEVERITY_STYLE[f.severity]), f.kind, layer, value, num(f.threshold),
+            Text.assemble(message, "\n", ("fix: " + f.hint, "dim")),
         )
     return table
+
+
+def _grouped(findings: list[Finding]) -> list[list[Finding]]:
+    """Consecutive runs are not required: all findings of a (kind, severity) group once frequent enough."""
+    by_key: dict[tuple[str, str], list[Finding]] = {}
+    for f in findings:
+        by_key.setdefault((f.kind, f.severity), []).append(f)
+    groups: list[list[Finding]] = []
+    emitted: set[tuple[str, str]] = set()
+    for f in findings:
+        key = (f.kind, f.severity)
+        if len(by_key[key]) >= GROUP_AT:
+            if key not in emitted:
+                groups.append(by_key[key])
+                emitted.add(key)
+        else:
+            groups.append([f])
+    return groups
 
 
 def init_table(report: Report) -> Table:
