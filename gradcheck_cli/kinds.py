@@ -112,6 +112,18 @@ OP_KINDS: dict[str, str] = {
     "scaled_dot_product_attention": "attention", "lstm": "rnn", "gru": "rnn", "rnn_tanh": "rnn", "rnn_relu": "rnn",
 }
 
+# ONNX op_type -> kind (MatMul and Gather count as layers only with an initializer weight; see onnx_nodes).
+ONNX_KINDS: dict[str, str] = {
+    "Gemm": "linear", "MatMul": "linear", "Conv": "conv", "ConvTranspose": "conv_transpose", "Gather": "embedding",
+    "BatchNormalization": "batchnorm", "LayerNormalization": "layernorm", "GroupNormalization": "groupnorm",
+    "InstanceNormalization": "instancenorm", "RMSNormalization": "rmsnorm",
+    "Relu": "relu", "LeakyRelu": "leaky_relu", "PRelu": "prelu", "Elu": "elu", "Selu": "selu", "Celu": "celu",
+    "Gelu": "gelu", "Mish": "mish", "Softplus": "softplus", "Sigmoid": "sigmoid", "Tanh": "tanh",
+    "HardSigmoid": "hardsigmoid", "HardSwish": "hardswish", "Softsign": "softsign",
+    "Softmax": "softmax", "LogSoftmax": "log_softmax",
+    "LSTM": "rnn", "GRU": "rnn", "RNN": "rnn", "Attention": "attention",
+}
+
 # Ops worth a row of their own in a graph (the rest -- views, arithmetic, casts -- are plumbing).
 OBSERVED_OP_KINDS = WEIGHT_KINDS | NORM_KINDS | ACTIVATION_KINDS | {"embedding", "attention", "rnn"}
 

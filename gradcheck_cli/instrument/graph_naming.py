@@ -22,8 +22,10 @@ class GraphNamer:
     def __init__(self) -> None:
         self._seen: dict[str, int] = {}
 
-    def name(self, op_name: str, op_kind: str, module_path: str, module_type: str) -> str:
-        if module_path and module_kind(module_type) == op_kind:
+    def name(self, op_name: str, op_kind: str, module_path: str, module_type: str, own: bool | None = None) -> str:
+        if own is None:
+            own = module_kind(module_type) == op_kind
+        if module_path and own:
             base = module_path
         else:
             op = op_base_name(op_name).strip("_")
@@ -43,6 +45,10 @@ class NodeSpec:
     module_type: str
     params: dict[str, str] = field(default_factory=dict)
     attrs: dict[str, float] = field(default_factory=dict)
+    own: bool | None = None
+    """Whether the op is its module's own (named after the module); None: decide from module_type."""
+    op_label: str | None = None
+    """Type shown for an op that is not its module's own (default ``aten.<op>``)."""
 
 
 class LazyRows:
@@ -62,11 +68,11 @@ class LazyRows:
         info = self.rows.get(index)
         if info is None:
             spec = self.specs[index]
-            own = module_kind(spec.module_type) == spec.kind
+            own = module_kind(spec.module_type) == spec.kind if spec.own is None else spec.own
             info = self.collector.add_layer(
-                self.namer.name(spec.op_name, spec.kind, spec.module_path, spec.module_type),
+                self.namer.name(spec.op_name, spec.kind, spec.module_path, spec.module_type, own=own),
                 spec.kind,
-                spec.module_type if own else f"aten.{op_base_name(spec.op_name)}",
+                spec.module_type if own else (spec.op_label or f"aten.{op_base_name(spec.op_name)}"),
                 params=dict(spec.params),
                 attrs=dict(spec.attrs),
             )
