@@ -34,6 +34,7 @@ class ParamMeasure:
     numel: int
     requires_grad: bool
     weight_norm: float
+    max_abs: float
     grad_norm: float | None
     aliases: list[str] = field(default_factory=list)
 
@@ -42,7 +43,6 @@ class ParamMeasure:
 class Measurements:
     layers: list[LayerStats]
     params: list[ParamMeasure]
-    weights: dict[str, tuple[tuple[int, ...], float, float]]
 
 
 def build_report(loaded: Any, m: Measurements, options: AnalyzeOptions, *, device: str, loss: str,
@@ -54,7 +54,7 @@ def build_report(loaded: Any, m: Measurements, options: AnalyzeOptions, *, devic
             by_name.setdefault(alias, p)
     infos = [s.info for s in m.layers] + _unobserved(m, by_name)
     stats = {s.info.index: s for s in m.layers}
-    layers = [_layer(info, stats.get(info.index), infos, by_name, m.weights, options) for info in infos]
+    layers = [_layer(info, stats.get(info.index), infos, by_name, options) for info in infos]
     findings = evaluate(layers, options.thresholds)
     owner = {name: layer.name for info, layer in zip(infos, layers) for name in info.params.values()}
     parameters = [_parameter(p, owner, display) for p in m.params]
@@ -94,7 +94,7 @@ def _unobserved(m: Measurements, by_name: dict[str, ParamMeasure]) -> list[Layer
 
 
 def _layer(info: LayerInfo, stats: LayerStats | None, infos: list[LayerInfo], params: dict[str, ParamMeasure],
-           weights: dict[str, tuple[tuple[int, ...], float, float]], options: AnalyzeOptions) -> LayerReport:
+           options: AnalyzeOptions) -> LayerReport:
     forward = stats.forward if stats else None
     note = info.note
     activation = _activation(forward) if forward else None
@@ -105,16 +105,16 @@ def _layer(info: LayerInfo, stats: LayerStats | None, infos: list[LayerInfo], pa
     bias = params.get(info.params.get("bias", ""))
     grad = GradStats(
         output_rms=stats.grad_rms if stats else None,
+        nonfinite=stats.grad_nonfinite if stats else 0,
         weight_norm=weight.grad_norm if weight else None,
         bias_norm=bias.grad_norm if bias else None,
         weight_rms=weight.grad_norm / math.sqrt(weight.numel) if weight and weight.grad_norm is not None else None,
         weight_ratio=(weight.grad_norm / weight.weight_norm) if weight and weight.grad_norm is not None and weight.weight_norm else None,
     )
     init = None
-    w = weights.get(info.params.get("weight", ""))
-    if info.kind in WEIGHT_KINDS and w is not None and info.observable:
-        position = infos.index(info)
-        init = init_advice(infos, position, WeightSummary(*w))
+    if info.kind in WEIGHT_KINDS and weight is not None and weight.numel and info.observable:
+        summary = WeightSummary(weight.shape, weight.weight_norm / math.sqrt(weight.numel), weight.max_abs)
+        init = init_advice(infos, infos.index(info), summary)
     shape = list(info.shape) if info.shape is not None else None
     return LayerReport(info.index, info.name, info.kind, info.type_name, info.observable and forward is not None,
                        shape, activation, grad, init, note)

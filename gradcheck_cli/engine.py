@@ -18,7 +18,6 @@ from gradcheck_cli.assemble import Measurements, ParamMeasure, build_report
 from gradcheck_cli.errors import AnalysisError, InputError, UsageError
 from gradcheck_cli.inputs import Sample, like_examples, load_sample, load_target, parse_dtype, random_sample
 from gradcheck_cli.instrument import instrument
-from gradcheck_cli.kinds import WEIGHT_KINDS
 from gradcheck_cli.loading import LoadedModel, load_model, wrap_object
 from gradcheck_cli.losses import compute_loss, pick_output, resolve_loss
 from gradcheck_cli.options import AnalyzeOptions
@@ -159,9 +158,8 @@ def run(loaded: LoadedModel, batches: list[Sample], loss_name: str, options: Ana
                 _step(forward, batch, loss_name, options.seed + i, collector)
             progress.batch(len(batches), len(batches))
         layer_stats = collector.finalize()
-        weights = _weights(collector, params)
         measured = _parameter_measures(module, params, len(batches))
-    return Measurements(layer_stats, measured, weights)
+    return Measurements(layer_stats, measured)
 
 
 def _step(forward: Any, batch: Sample, loss_name: str, seed: int, collector: StatsCollector) -> None:
@@ -214,40 +212,30 @@ def _preserved(module: torch.nn.Module, mode: str, settable: bool = True) -> Ite
             p.grad = saved_grads[name]
 
 
-def _weights(collector: StatsCollector, params: dict[str, torch.nn.Parameter]) -> dict[str, tuple[tuple[int, ...], float, float]]:
-    """Shape, RMS and max |w| of every weight-layer weight, in one device-to-host transfer."""
-    names = sorted({
-        info.params["weight"] for info in collector.layers
-        if info.kind in WEIGHT_KINDS and info.params.get("weight") in params
-    })
-    if not names:
-        return {}
-    rows = torch.stack([
-        torch.stack([params[n].detach().float().square().mean().sqrt(), params[n].detach().float().abs().amax()])
-        for n in names
-    ]).cpu().tolist()
-    return {n: (tuple(params[n].shape), rms, peak) for n, (rms, peak) in zip(names, rows)}
-
-
 def _parameter_measures(module: torch.nn.Module, params: dict[str, torch.nn.Parameter], batches: int) -> list[ParamMeasure]:
-    """Gradient and weight norms per unique parameter (mean gradient over batches), tied names as aliases."""
+    """Gradient norm, weight L2 and max norms per unique parameter, with fused multi-tensor kernels and
+    one device-to-host transfer. Gradients are the mean over batches; tied names become aliases."""
     aliases: dict[int, list[str]] = {}
     for name, p in module.named_parameters(remove_duplicate=False):
         aliases.setdefault(id(p), []).append(name)
+    plist = list(params.values())
+    if not plist:
+        return []
     with torch.no_grad():
-        plist = list(params.values())
-        weight_norms = torch._foreach_norm([p.detach() for p in plist]) if plist else []
-        with_grad = [p.grad.detach() for p in plist if p.grad is not None]
-        grad_norms = iter(torch._foreach_norm(with_grad)) if with_grad else iter(())
-        norms = [(w, next(grad_norms) if p.grad is not None else None) for p, w in zip(plist, weight_norms)]
-        flat = [t.float() for pair in norms for t in pair if t is not None]
-        values = iter(torch.stack(flat).cpu().tolist()) if flat else iter(())
+        weights = [p.detach() for p in plist]
+        grads = [p.grad.detach() for p in plist if p.grad is not None]
+        norms = [*torch._foreach_norm(weights), *torch._foreach_norm(weights, float("inf"))]
+        if grads:
+            norms += torch._foreach_norm(grads)
+        values = torch.stack([n.float() for n in norms]).cpu().tolist()
+    count = len(plist)
+    weight_norms, peaks, grad_norms = values[:count], values[count : 2 * count], iter(values[2 * count :])
     result = []
-    for (name, p), (_, g) in zip(params.items(), norms):
-        weight_norm = next(values)
-        grad_norm = next(values) / batches if g is not None else None
+    for i, (name, p) in enumerate(params.items()):
+        grad_norm = next(grad_norms) / batches if p.grad is not None else None
         result.append(ParamMeasure(
             name=name, shape=tuple(p.shape), numel=p.numel(), requires_grad=p.requires_grad,
-            weight_norm=weight_norm, grad_norm=grad_norm, aliases=[a for a in aliases.get(id(p), []) if a != name],
+            weight_norm=weight_norms[i], max_abs=peaks[i], grad_norm=grad_norm,
+            aliases=[a for a in aliases.get(id(p), []) if a != name],
         ))
     return result

@@ -34,7 +34,7 @@ class ActivationStats:
     zero_fraction: float
     """Fraction of exact zeros: the per-sample sparsity (about 0.5 for a healthy ReLU)."""
     nonfinite: int
-    """Number of NaN/Inf output elements."""
+    """Number of NaN/Inf output elements (an inf std with no such element means float32 overflow)."""
     dead_ratio: float | None
     """Fraction of units (features; channels after a conv) that were zero for EVERY sample and position."""
     units: int | None
@@ -47,7 +47,10 @@ class ActivationStats:
 @dataclass(frozen=True)
 class GradStats:
     output_rms: float | None
-    """RMS of dLoss/d(layer output): the backward signal arriving at this layer."""
+    """RMS of dLoss/d(layer output): the backward signal arriving at this layer (inf when its
+    squares overflow float32, i.e. values beyond ~1.8e19)."""
+    nonfinite: int
+    """Number of NaN/Inf elements in that gradient."""
     weight_norm: float | None
     """L2 norm of the weight's gradient."""
     bias_norm: float | None

@@ -109,7 +109,7 @@ def gradient_trend(layers: Sequence[LayerReport], t: Thresholds) -> list[Finding
             f"{_where(seg, ref, layer, ratio)}: updates there will be huge and unstable",
         ))
     if not any(f.kind == "exploding_gradient" for f in findings):
-        loud = [l for l in layers if _finite(l.grad.output_rms) and l.grad.output_rms > t.gradient_abs_max]  # type: ignore[operator]
+        loud = [l for l in layers if l.grad.output_rms is not None and l.grad.output_rms > t.gradient_abs_max]
         if loud:
             worst = max(loud, key=lambda l: l.grad.output_rms)  # type: ignore[arg-type, return-value]
             findings.append(_finding(
@@ -137,7 +137,7 @@ def activation_trend(layers: Sequence[LayerReport], t: Thresholds) -> list[Findi
             f"the activations grow {ratio:.2e}x from {ref.name} to {layer.name} {_where(seg, ref, layer, ratio)}",
         ))
     if not any(f.kind == "exploding_activation" for f in findings):
-        loud = [l for l in layers if l.activation is not None and _finite(l.activation.std) and l.activation.std > t.activation_abs_max]
+        loud = [l for l in layers if l.activation is not None and l.activation.std > t.activation_abs_max]
         if loud:
             findings.append(_finding(
                 "exploding_activation", "error", loud[0].name, loud[0].activation.std, t.activation_abs_max,  # type: ignore[union-attr]
@@ -244,9 +244,9 @@ def nonfinite(layers: Sequence[LayerReport], t: Thresholds) -> list[Finding]:
                 f"{layer.name} is the first layer whose output holds NaN/Inf ({layer.activation.nonfinite} elements)",
             )]
     for layer in reversed(layers):
-        if layer.grad.output_rms is not None and not math.isfinite(layer.grad.output_rms):
+        if layer.grad.nonfinite:
             return [_finding(
-                "nonfinite", "error", layer.name, layer.grad.output_rms, 0.0,
+                "nonfinite", "error", layer.name, float(layer.grad.nonfinite), 0.0,
                 f"the backward pass first turns NaN/Inf at {layer.name} (counting from the output)",
             )]
     return []

@@ -68,56 +68,65 @@ class LayerStats:
     forward: ForwardSummary | None
     grad_rms: float | None
     grad_count: int
-    grad_nonfinite: bool
+    grad_nonfinite: int
 
 
 def forward_row(x: torch.Tensor, saturation: Saturation | None, unit_dim: int | None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Fused forward statistics of one tensor, as device tensors (no host synchronisation).
 
-    Returns ``floats`` = (sum, sum of squares, sum over units of unit-sum squared, min, max) in
-    float64, ``counts`` = (nonzero, finite, saturated), and the per-unit sums. Sums accumulate in
-    float64 straight from the input (``dtype=`` casts inside the reduction, no copy), so values up
-    to float32's limit square without overflow. Two full passes carry everything: the per-unit sum
-    (mean, signal variance, and -- for rectifier outputs, which are >= 0 -- whether a unit ever
-    fired) and the norm (second moment); min/max, nonzero and finite counts are one each.
+    Returns ``floats`` = (sum, sum of squared deviations from each unit's mean, variance of the
+    unit means, min, max), ``counts`` = (nonzero, nonfinite, saturated), and the per-unit sums.
+
+    Why this shape: the per-unit sum carries the mean and -- for rectifier outputs, which are
+    >= 0 -- whether a unit ever fired. Squares are taken of *centred* values, so the signal
+    variance stays exact when a bias dwarfs it (E[x^2] - mean^2 in float32 loses everything below
+    ~3e-4 of the RMS, exactly where a collapsing network lives); total variance = signal variance
+    + variance of the unit means (law of total variance). Every reduction is one float32 pass
+    (float64 accumulation costs 4-20x on CPU); counting uses ``count_nonzero`` (a bool ``.sum()``
+    is ~5x slower); ``x - x`` is NaN exactly where ``x`` is NaN/Inf. Squares beyond float32's
+    range (|x| > 1.8e19) overflow to inf, reported as an infinite std.
     """
-    if unit_dim is None:
-        unit_sum = x.sum(dtype=torch.float64).reshape(1)
-    else:
-        dims = tuple(d for d in range(x.dim()) if d != unit_dim)
-        unit_sum = x.sum(dim=dims, dtype=torch.float64) if dims else x.to(torch.float64)
-    sumsq = torch.linalg.vector_norm(x, dtype=torch.float64).square()
+    dims = tuple(d for d in range(x.dim()) if unit_dim is None or d != unit_dim)
+    unit_sum = x.sum(dim=dims, keepdim=True) if dims else x.clone()
+    per_unit = x.numel() // unit_sum.numel()
+    unit_mean = unit_sum / per_unit
+    centred_sq = torch.linalg.vector_norm(x - unit_mean).square()
+    unit_sum = unit_sum.reshape(-1)
     lo, hi = torch.aminmax(x)
-    floats = torch.stack([unit_sum.sum(), sumsq, unit_sum.square().sum(), lo.double(), hi.double()])
+    between = unit_mean.var(correction=0) if unit_mean.numel() > 1 else torch.zeros((), dtype=x.dtype, device=x.device)
+    floats = torch.stack([unit_sum.sum(), centred_sq, between, lo, hi])
     nonzero = torch.count_nonzero(x)
-    finite = torch.isfinite(x).sum()
+    nonfinite = torch.count_nonzero(x - x)
     if saturation is None:
         saturated = torch.zeros((), dtype=torch.int64, device=x.device)
     else:
-        saturated = ((x - saturation.centre).abs_() >= saturation.cutoff).sum()
-    return floats, torch.stack([nonzero, finite, saturated]), unit_sum
+        saturated = torch.count_nonzero((x - saturation.centre).abs_() >= saturation.cutoff)
+    return floats, torch.stack([nonzero, nonfinite, saturated]), unit_sum
 
 
 def merge_rows(rows: Iterable[tuple[int, int, list[float]]]) -> tuple[float, float, float | None]:
     """(numel, units, floats) per observation -> mean, population variance, signal variance.
 
-    Signal variance of one observation = E[x^2] - mean over units of (unit mean)^2, i.e. each
-    unit's variance across samples and positions, averaged over units; it needs >= 2
-    observations per unit and is averaged over observations weighted by their size.
+    Observations merge with Chan et al.'s pairwise formula, so several batches give the variance of
+    their concatenation. The signal variance (each unit's variance across samples and positions,
+    averaged over units) needs >= 2 observations per unit; across observations it is averaged,
+    weighted by size (between-batch shifts of a unit's mean are not counted as signal).
     """
-    n_total, s1, s2 = 0, 0.0, 0.0
+    n_total, mean, m2 = 0, 0.0, 0.0
     signal_weight, signal_sum = 0, 0.0
     for n, units, f in rows:
-        n_total += n
-        s1 += f[0]
-        s2 += f[1]
-        per_unit = n / units
-        if units and per_unit >= 2:
-            signal_sum += n * (f[1] / n - f[2] / (units * per_unit * per_unit))
+        row_mean = f[0] / n
+        row_var = f[1] / n + f[2]
+        delta = row_mean - mean
+        new_total = n_total + n
+        mean += delta * n / new_total
+        m2 += row_var * n + delta * delta * n_total * n / new_total
+        n_total = new_total
+        if n // units >= 2:
+            signal_sum += f[1]
             signal_weight += n
-    mean = s1 / n_total
-    var = max(s2 / n_total - mean * mean, 0.0) if math.isfinite(s2) else math.nan
-    signal = max(signal_sum / signal_weight, 0.0) if signal_weight and math.isfinite(signal_sum) else None
+    var = m2 / n_total if n_total else math.nan
+    signal = signal_sum / signal_weight if signal_weight else None
     return mean, var, signal
 
 
@@ -180,7 +189,8 @@ class StatsCollector:
 
     def _grad_hook(self, index: int, numel: int):
         def hook(grad: torch.Tensor) -> None:
-            self._grad_norm.append(torch.linalg.vector_norm(grad.detach(), dtype=torch.float64))
+            g = grad.detach()
+            self._grad_norm.append(torch.stack([torch.linalg.vector_norm(g).float(), torch.count_nonzero(g - g).float()]))
             self._grad_meta.append((index, numel))
 
         return hook
@@ -199,7 +209,7 @@ class StatsCollector:
                     forward=forwards.get(info.index),
                     grad_rms=None if g is None else g[0],
                     grad_count=0 if g is None else g[1],
-                    grad_nonfinite=False if g is None else not math.isfinite(g[0]),
+                    grad_nonfinite=0 if g is None else g[2],
                 )
             )
         return result
@@ -220,17 +230,17 @@ class StatsCollector:
             info = self.layers[index]
             mean, var, signal = merge_rows((n, u, f) for n, u, f, _ in rows)
             total = sum(r[0] for r in rows)
-            nonzero, finite, sat = (sum(r[3][k] for r in rows) for k in range(3))
+            nonzero, nonfinite, sat = (sum(r[3][k] for r in rows) for k in range(3))
             n_units = alive[index].numel() if index in alive else None
             out[index] = ForwardSummary(
                 count=total,
                 mean=mean,
-                std=math.sqrt(var) if math.isfinite(var) else math.nan,
+                std=math.sqrt(var) if var >= 0 else math.nan,  # inf stays inf (float32 overflow)
                 signal_std=math.sqrt(signal) if signal is not None else None,
                 min=min(r[2][3] for r in rows),
                 max=max(r[2][4] for r in rows),
                 zero_fraction=1.0 - nonzero / total,
-                nonfinite=total - finite,
+                nonfinite=nonfinite,
                 saturation=sat / total if saturation_for(info.kind, info.attrs) else None,
                 dead_ratio=1.0 - alive_counts[index] / n_units if n_units else None,
                 units=n_units,
@@ -238,13 +248,15 @@ class StatsCollector:
             )
         return out
 
-    def _merge_grads(self) -> dict[int, tuple[float, int]]:
+    def _merge_grads(self) -> dict[int, tuple[float, int, int]]:
+        """Per layer: gradient RMS (inf if float32 squares overflowed), element count, non-finite count."""
         if not self._grad_meta:
             return {}
-        norms = torch.stack(self._grad_norm).cpu().tolist()
-        sumsq: dict[int, float] = {}
-        count: dict[int, int] = {}
-        for (index, n), norm in zip(self._grad_meta, norms):
-            sumsq[index] = sumsq.get(index, 0.0) + norm * norm
-            count[index] = count.get(index, 0) + n
-        return {i: (math.sqrt(sumsq[i] / count[i]), count[i]) for i in sumsq}
+        rows = torch.stack(self._grad_norm).cpu().tolist()
+        merged: dict[int, list[float]] = {}
+        for (index, n), (norm, bad) in zip(self._grad_meta, rows):
+            acc = merged.setdefault(index, [0.0, 0, 0])
+            acc[0] += norm * norm
+            acc[1] += n
+            acc[2] += int(bad)
+        return {i: (math.sqrt(a[0] / a[1]), int(a[1]), int(a[2])) for i, a in merged.items()}

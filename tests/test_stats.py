@@ -98,13 +98,19 @@ def test_conv_dead_units_are_channels():
     assert relu.samples_per_unit == 4 * 8 * 8
 
 
-def test_large_values_do_not_overflow_the_statistics():
+def test_large_values_are_exact_and_overflow_is_not_called_nan():
     model = nn.Sequential(nn.Linear(1, 1, bias=False))
-    nn.init.constant_(model[0].weight, 1e19)  # squares reach 1e38+: float32 would overflow
-    report = analyze(model, torch.randn(64, 1) * 10)
+    x = torch.randn(64, 1) * 10
+    nn.init.constant_(model[0].weight, 1e17)  # outputs ~1e18: squares ~1e36 still fit float32
+    a = analyze(model, x).layers[0].activation
+    assert a.std == pytest.approx((x.double() * 1e17).std(correction=0).item(), rel=1e-5)
+
+    nn.init.constant_(model[0].weight, 1e19)  # squares beyond float32: the std overflows to inf
+    report = analyze(model, x)
     a = report.layers[0].activation
-    assert math.isfinite(a.std) and a.std > 1e19
-    assert a.nonfinite == 0
+    assert a.std == math.inf and a.nonfinite == 0
+    kinds = {f.kind for f in report.findings}
+    assert "exploding_activation" in kinds and "nonfinite" not in kinds
 
 
 @settings(max_examples=60, deadline=None)
@@ -118,7 +124,7 @@ def test_merging_observations_equals_concatenation(chunks):
     rows = []
     for chunk in chunks:
         t = torch.tensor(chunk, dtype=torch.float64)
-        rows.append((t.numel(), 1, [t.sum().item(), t.square().sum().item(), t.sum().item() ** 2]))
+        rows.append((t.numel(), 1, [t.sum().item(), (t - t.mean()).square().sum().item(), 0.0]))
     mean, var, _ = merge_rows(rows)
     everything = torch.tensor([v for c in chunks for v in c], dtype=torch.float64)
     assert mean == pytest.approx(everything.mean().item(), rel=1e-9, abs=1e-6)

@@ -55,7 +55,13 @@ def test_weight_02_chain_vanishes_in_both_directions():
 def test_weight_5_chain_explodes_and_fails_by_default():
     report = analyze(chain(30, 5.0), torch.randn(64, 1))
     linears = _layers(report, "linear")
-    assert linears[0].grad.output_rms / linears[-1].grad.output_rms == pytest.approx(5.0**29, rel=1e-3)
+    # Each step back multiplies the gradient by exactly 5 (until float32 squares overflow past ~1e19,
+    # where the statistic saturates at inf and the verdict still stands).
+    grads = [l.grad.output_rms for l in linears]
+    in_range = [i for i in range(1, 30) if math.isfinite(grads[i - 1])]
+    assert len(in_range) >= 25
+    for i in in_range:
+        assert grads[i - 1] / grads[i] == pytest.approx(5.0, rel=1e-4)
     assert {"exploding_gradient", "exploding_activation"} <= _kinds(report)
     assert report.summary.exit_code == 1
     assert report.summary.status == "fail"

@@ -169,6 +169,7 @@ def _leave(calls: _Calls, name: str, module: nn.Module, layer: bool):
         calls.in_layer -= 1
         tensor = first_tensor(output)
         if tensor is not None:
-            calls.collector.observe(calls.row(name, kind, type_name, params=params, attrs=attrs), tensor)
+            with torch._C.DisableTorchFunction():  # our own reductions need not pass through the mode
+                calls.collector.observe(calls.row(name, kind, type_name, params=params, attrs=attrs), tensor)
 
     return hook

@@ -60,7 +60,7 @@ def numpy_to_torch(arr: np.ndarray) -> torch.Tensor:
     protobuf bytes, and torch must own memory it may hand out as a Parameter.
     """
     if arr.dtype.name == "bfloat16":
-        return torch.from_numpy(np.ascontiguousarray(arr).view(np.uint16).copy()).view(torch.bfloat16)
+        return torch.from_numpy(np.array(arr, copy=True).view(np.uint16)).view(torch.bfloat16)  # keeps 0-d shape
     if arr.dtype.kind in "OSU":
         raise UnsupportedDtypeError("string tensors are not supported")
     if arr.dtype.name not in {

@@ -11,8 +11,7 @@ natural per-node hook for activation statistics.
 from __future__ import annotations
 
 import re
-from collections import deque
-from typing import Callable, Optional
+from typing import Optional
 
 import onnx
 import torch
@@ -21,9 +20,7 @@ from torch import nn
 from . import ops as _ops  # noqa: F401  (importing registers all op implementations)
 from .dtypes import UnsupportedDtypeError, sparse_to_dense, tensor_proto_to_torch, to_torch_dtype
 from .errors import OnnxUnsupportedError
-from .registry import NodeContext, OpImpl, lookup, parse_attributes
-
-NodeHook = Callable[[int, onnx.NodeProto, tuple[Optional[torch.Tensor], ...]], None]
+from .graph import CompiledGraph, NodeHook
 InputSpec = tuple[str, list, torch.dtype]
 
 _FLOAT_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
@@ -35,55 +32,6 @@ def _sanitise(name: str) -> str:
     if not s or s[0].isdigit():
         s = "p_" + s
     return s
-
-
-def _topological_order(graph: onnx.GraphProto, available: set[str]) -> list[onnx.NodeProto]:
-    """Kahn's algorithm, stable w.r.t. the file order (which is already sorted for valid models)."""
-    nodes = list(graph.node)
-    producer: dict[str, int] = {}
-    for i, n in enumerate(nodes):
-        for o in n.output:
-            if o:
-                producer[o] = i
-    deps: list[set[int]] = []
-    users: list[list[int]] = [[] for _ in nodes]
-    for i, n in enumerate(nodes):
-        d = {producer[x] for x in _node_inputs(n) if x in producer and x not in available and producer[x] != i}
-        deps.append(d)
-        for j in d:
-            users[j].append(i)
-    ready = deque(i for i, d in enumerate(deps) if not d)
-    order: list[int] = []
-    remaining = [len(d) for d in deps]
-    while ready:
-        i = ready.popleft()
-        order.append(i)
-        for u in sorted(users[i]):
-            remaining[u] -= 1
-            if remaining[u] == 0:
-                ready.append(u)
-    if len(order) != len(nodes):
-        raise ValueError("ONNX graph has a cycle or references undefined values")
-    return [nodes[i] for i in order]
-
-
-def _node_inputs(node: onnx.NodeProto) -> list[str]:
-    """Names a node reads, including outer-scope names used inside its subgraphs."""
-    names = [x for x in node.input if x]
-    for a in node.attribute:
-        for g in ([a.g] if a.type == onnx.AttributeProto.GRAPH else list(a.graphs)):
-            names.extend(_graph_free_names(g))
-    return names
-
-
-def _graph_free_names(g: onnx.GraphProto) -> set[str]:
-    defined = {i.name for i in g.input} | {i.name for i in g.initializer}
-    used: set[str] = set()
-    for n in g.node:
-        used.update(x for x in _node_inputs(n) if x not in defined)
-        defined.update(n.output)
-    used.update(o.name for o in g.output if o.name not in defined)
-    return used
 
 
 def _value_spec(vi: onnx.ValueInfoProto) -> InputSpec:
@@ -158,33 +106,9 @@ class OnnxModule(nn.Module):
         self.input_specs: list[InputSpec] = [_value_spec(i) for i in graph.input if i.name not in init_names]
         self.graph_input_order: list[str] = [i.name for i in graph.input]
 
-        # ---- nodes: order, implementations, attributes
-        self.nodes: list[onnx.NodeProto] = _topological_order(graph, set(self.input_names) | init_names)
-        consumed = {x for n in self.nodes for x in _node_inputs(n)}
-        self._impls: list[OpImpl] = []
-        self._ctxs: list[NodeContext] = []
-        for n in self.nodes:
-            domain = "" if n.domain in ("", "ai.onnx") else n.domain
-            version = self.opset_imports.get(domain)
-            impl = lookup(domain, n.op_type, version, n.name)
-            try:
-                attrs = parse_attributes(n, base_dir)
-            except UnsupportedDtypeError as e:
-                raise OnnxUnsupportedError(n.op_type, domain, version, n.name, str(e)) from None
-            wanted = tuple(bool(o) and (o in consumed or o in self.output_names) for o in n.output)
-            self._impls.append(impl)
-            self._ctxs.append(NodeContext(n, attrs, version or 0, len(n.output), wanted))
-
-        # ---- last use of each value so intermediates are freed like in eager torch
-        keep = set(self.output_names)
-        last: dict[str, int] = {}
-        for i, n in enumerate(self.nodes):
-            for x in _node_inputs(n):
-                last[x] = i
-        self._free_after: list[list[str]] = [[] for _ in self.nodes]
-        for name, i in last.items():
-            if name not in keep:
-                self._free_after[i].append(name)
+        # ---- nodes: order, implementations, attributes, value lifetimes
+        self._graph = CompiledGraph(graph, self.opset_imports, base_dir, constants={})
+        self.nodes: list[onnx.NodeProto] = self._graph.nodes
 
         self.node_hook: Optional[NodeHook] = None
 
@@ -219,28 +143,6 @@ class OnnxModule(nn.Module):
             raise TypeError(f"missing graph inputs: {missing}")
         env = {k: (torch.as_tensor(v) if v is not None and not isinstance(v, torch.Tensor) else v) for k, v in env.items()}
 
-        hook = self.node_hook
-        for i, (node, impl, ctx) in enumerate(zip(self.nodes, self._impls, self._ctxs)):
-            args = [env[x] if x else None for x in node.input]
-            try:
-                res = impl.fn(ctx, args)
-            except OnnxUnsupportedError:
-                raise
-            except UnsupportedDtypeError as e:
-                raise ctx.unsupported(str(e)) from None
-            except Exception as e:  # add the node to the message: essential for debugging large graphs
-                raise RuntimeError(f"error executing ONNX node {node.name!r} ({node.op_type}): {e}") from e
-            outs = (res,) if res is None or isinstance(res, torch.Tensor) else tuple(res)
-            if len(outs) < len(node.output):
-                outs = outs + (None,) * (len(node.output) - len(outs))
-            for name, t in zip(node.output, outs):
-                if name:
-                    env[name] = t
-            if hook is not None:
-                hook(i, node, outs[: len(node.output)])
-            for name in self._free_after[i]:
-                env.pop(name, None)
-            del args, outs, res
-
+        self._graph.run(env, self.node_hook)
         results = tuple(env[n] for n in self.output_names)
         return results[0] if len(results) == 1 else results

@@ -44,6 +44,18 @@ def _norm_domain(domain: str) -> str:
     return "" if domain in ("", "ai.onnx") else domain
 
 
+def _first_versions() -> dict[tuple[str, str], int]:
+    """(domain, op) -> opset version that introduced the op, from the installed onnx."""
+    first: dict[tuple[str, str], int] = {}
+    for sch in onnx.defs.get_all_schemas_with_history():
+        key = (_norm_domain(sch.domain), sch.name)
+        first[key] = min(first.get(key, sch.since_version), sch.since_version)
+    return first
+
+
+_FIRST_VERSION: dict[tuple[str, str], int] = _first_versions()
+
+
 def register(
     *op_types: str, since: int = 1, until: int | None = None, domain: str = ""
 ) -> Callable[[OpFn], OpFn]:
@@ -51,7 +63,9 @@ def register(
 
     def deco(fn: OpFn) -> OpFn:
         for op in op_types:
-            impl = OpImpl(_norm_domain(domain), op, fn, since, until if until is not None else MAX_OPSET)
+            # never claim versions before the op existed (keeps supported_ops() honest)
+            lo = max(since, _FIRST_VERSION.get((_norm_domain(domain), op), since))
+            impl = OpImpl(_norm_domain(domain), op, fn, lo, until if until is not None else MAX_OPSET)
             _REGISTRY.setdefault((impl.domain, op), []).append(impl)
         return fn
 
@@ -111,6 +125,10 @@ class NodeContext:
     opset: int
     num_outputs: int
     outputs_wanted: tuple[bool, ...] = field(default=())
+    #: compiled subgraph attributes (If/Loop/Scan bodies), set by CompiledGraph
+    subgraphs: dict[str, Any] = field(default_factory=dict)
+    #: the executing graph's value environment while this node runs (outer scope for subgraphs)
+    scope: Optional[dict[str, Any]] = None
 
     def attr(self, name: str, default: Any = None) -> Any:
         return self.attrs.get(name, default)
@@ -119,6 +137,14 @@ class NodeContext:
         """Build (not raise) an error naming this node, for unsupported attribute values."""
         n = self.node
         return OnnxUnsupportedError(n.op_type, n.domain, self.opset, n.name, detail)
+
+    def run_subgraph(self, attr: str, inputs: Sequence[Optional[torch.Tensor]]) -> tuple:
+        """Run subgraph attribute ``attr`` with positional ``inputs``, seeing the outer scope."""
+        g = self.subgraphs[attr]
+        env = dict(self.scope or {})
+        env.update(zip(g.input_names, inputs))
+        g.run(env)
+        return tuple(env[o] for o in g.output_names)
 
     def wants(self, i: int) -> bool:
         """Whether optional output ``i`` is consumed (lets ops skip extra work)."""

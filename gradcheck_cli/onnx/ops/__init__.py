@@ -3,9 +3,11 @@
 from . import (  # noqa: F401
     activation,
     attention,
+    control,
     conv_pool,
     elementwise,
     indexing,
+    loss,
     misc,
     nn,
     reduce,

@@ -80,7 +80,8 @@ def scatter_nd(ctx: NodeContext, inp: list) -> Tensor:
     mode = {"mul": "prod", "max": "amax", "min": "amin"}.get(red)
     if mode is None:
         raise ctx.unsupported(f"reduction {red!r}")
-    return d2.index_reduce(0, lin.reshape(-1), u2, mode, include_self=True).reshape(data.shape)
+    idx = lin.reshape((-1,) + (1,) * len(rest)).expand(u2.shape)
+    return d2.scatter_reduce(0, idx, u2, mode, include_self=True).reshape(data.shape)
 
 
 @register("ScatterElements", "Scatter", since=9)

@@ -48,3 +48,42 @@ def reverse_sequence(ctx: NodeContext, inp: list) -> Tensor:
     shape[time_axis], shape[batch_axis] = x.shape[time_axis], x.shape[batch_axis]
     src = src.reshape(shape).expand(x.shape)
     return torch.gather(x, time_axis, src)
+
+
+@register("Det", since=11)
+def det(ctx: NodeContext, inp: list) -> Tensor:
+    return torch.linalg.det(inp[0])
+
+
+@register("SwiGLU", since=1)
+def swiglu(ctx: NodeContext, inp: list) -> Tensor:
+    a, b = inp
+    return a * torch.sigmoid(ctx.attr("alpha", 1.0) * a) * b
+
+
+@register("RotaryEmbedding", since=23)
+def rotary_embedding(ctx: NodeContext, inp: list) -> Tensor:
+    """Rotates the first ``rotary_embedding_dim`` features of every head (halves or interleaved pairs)."""
+    x, cos, sin = inp[0], inp[1], inp[2]
+    pos = inp[3] if len(inp) > 3 else None
+    shape = x.shape
+    if x.dim() == 4:  # [batch, heads, seq, head] -> [batch, seq, heads, head]
+        x = x.transpose(1, 2)
+    else:
+        x = x.reshape(shape[0], shape[1], ctx.attr("num_heads"), -1)
+    rd = ctx.attr("rotary_embedding_dim", 0) or x.shape[3]
+    rot, keep = x[..., :rd], x[..., rd:]
+    if pos is not None:
+        cos, sin = cos[pos.long()], sin[pos.long()]
+    cos, sin = cos.unsqueeze(2), sin.unsqueeze(2)
+    if ctx.attr("interleaved", 0):
+        x1, x2 = rot[..., 0::2], rot[..., 1::2]
+    else:
+        x1, x2 = rot.chunk(2, -1)
+    real, imag = cos * x1 - sin * x2, sin * x1 + cos * x2
+    if ctx.attr("interleaved", 0):
+        rot = torch.stack([real, imag], -1).reshape(rot.shape)
+    else:
+        rot = torch.cat([real, imag], -1)
+    y = torch.cat([rot, keep], -1)
+    return y.reshape(shape) if len(shape) == 3 else y.transpose(1, 2)

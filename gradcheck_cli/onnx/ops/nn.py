@@ -50,6 +50,8 @@ def batch_norm(ctx: NodeContext, inp: list) -> tuple:
     or extra outputs before that) normalises with batch statistics and also returns the
     updated running statistics (momentum-weighted, population variance, as the reference)."""
     x, scale, bias, mean, var = inp[:5]
+    if ctx.opset < 9 and ctx.attr("spatial", 1) == 0:
+        raise ctx.unsupported("BatchNormalization with spatial=0 (per-element statistics)")
     eps = ctx.attr("epsilon", 1e-5)
     momentum = ctx.attr("momentum", 0.9)
     training = bool(ctx.attr("training_mode", 0)) if ctx.opset >= 14 else ctx.num_outputs > 1
