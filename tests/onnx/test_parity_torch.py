@@ -236,3 +236,23 @@ def test_parity(case: Case, tmp_path) -> None:
     print(f"\n{case.id}: output max|diff| vs ort {np.abs(out.detach().numpy() - ort_out).max():.2e}, "
           f"grad norms compared for {compared}/{len(params)} parameters")
     assert compared >= case.min_matched * len(params), f"only {compared}/{len(params)} parameters comparable"
+
+
+def test_dynamic_batch_export_has_symbolic_input_spec(tmp_path) -> None:
+    """A dynamo export with a dynamic batch dim declares it symbolically; any batch size runs."""
+    torch.manual_seed(0)
+    model = _mlp().eval()
+    path = str(tmp_path / "dyn.onnx")
+    logging.disable(logging.WARNING)
+    try:
+        with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
+            warnings.simplefilter("ignore")
+            torch.onnx.export(model, (torch.randn(4, 6),), path, dynamo=True,
+                              dynamic_shapes=({0: torch.export.Dim("batch")},))
+    finally:
+        logging.disable(logging.NOTSET)
+    om = OnnxModule(load_onnx(path), str(tmp_path))
+    (name, dims, dtype), = om.input_specs
+    assert isinstance(dims[0], str) and dims[1] == 6 and dtype == torch.float32
+    x = torch.randn(9, 6)
+    torch.testing.assert_close(om(x), model(x), atol=ATOL, rtol=1e-4)

@@ -10,8 +10,10 @@ from . import (  # noqa: F401
     loss,
     misc,
     nn,
+    quant,
     reduce,
     resize,
     rnn,
     shape,
+    vision,
 )

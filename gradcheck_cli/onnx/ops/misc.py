@@ -87,3 +87,35 @@ def rotary_embedding(ctx: NodeContext, inp: list) -> Tensor:
         rot = torch.cat([real, imag], -1)
     y = torch.cat([rot, keep], -1)
     return y.reshape(shape) if len(shape) == 3 else y.transpose(1, 2)
+
+
+def _window(ctx: NodeContext, size_t: Tensor, coeffs: list[float]) -> Tensor:
+    """Generalised cosine window sum_k (-1)^k a_k cos(2 pi k n / N'), N' = N (periodic) or N-1."""
+    n = int(scalar(size_t))
+    denom = n if ctx.attr("periodic", 1) else n - 1
+    i = torch.arange(n, dtype=torch.float64)
+    w = torch.zeros(n, dtype=torch.float64)
+    for k, a in enumerate(coeffs):
+        w = w + ((-1) ** k) * a * torch.cos(2 * torch.pi * k * i / denom)
+    return w.to(to_torch_dtype(ctx.attr("output_datatype", 1)))
+
+
+register("HannWindow", since=17)(lambda ctx, inp: _window(ctx, inp[0], [0.5, 0.5]))
+register("HammingWindow", since=17)(lambda ctx, inp: _window(ctx, inp[0], [25 / 46, 21 / 46]))
+register("BlackmanWindow", since=17)(lambda ctx, inp: _window(ctx, inp[0], [0.42, 0.5, 0.08]))
+
+
+@register("TensorScatter", since=24)
+def tensor_scatter(ctx: NodeContext, inp: list) -> Tensor:
+    """KV-cache write: update[b, ..., s] goes to cache[b, ..., write_indices[b] + s] (mod length if circular)."""
+    cache, update = inp[0], inp[1]
+    widx = inp[2] if len(inp) > 2 and inp[2] is not None else torch.zeros(cache.shape[0], dtype=torch.int64)
+    axis = ctx.attr("axis", -2) % cache.dim()
+    L, S = cache.shape[axis], update.shape[axis]
+    pos = widx.long().reshape(-1, 1) + torch.arange(S).reshape(1, S)  # [batch, S]
+    if ctx.attr("mode", "linear") == "circular":
+        pos = pos % L
+    shape = [1] * cache.dim()
+    shape[0], shape[axis] = cache.shape[0], S
+    index = pos.reshape(shape).expand(update.shape)
+    return torch.scatter(cache, axis, index, update)

@@ -1,0 +1,208 @@
+"""Overhead of `gradcheck analyze` against a bare forward + loss + backward, per reference model.
+
+    python benchmarks/bench.py                       # all models, table on stdout
+    python benchmarks/bench.py --models mlp30 --pairs 9 --json results.json
+    python benchmarks/bench.py --device cuda
+
+Time: in one process, bare and analyze steps alternate (warm-up first, then the median of
+``--pairs`` pairs), so drift and thermal effects hit both alike. The analyze step is the whole
+public API call (instrumentation, statistics, parameter norms, rules, report), with the same
+projection loss the bare step uses.
+Memory: on CPU each (model, mode) runs once in a fresh subprocess, and the peak RSS increase of
+that one step over the RSS just before it is compared (a fresh process, because the OS high-water
+mark cannot be reset); on CUDA, ``torch.cuda.max_memory_allocated`` after a reset.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+from torch import nn
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "examples"))
+
+
+def mlp30() -> tuple[nn.Module, tuple[torch.Tensor, ...]]:
+    """30-layer width-512 ReLU MLP, batch 64."""
+    layers: list[nn.Module] = []
+    for _ in range(30):
+        layers += [nn.Linear(512, 512), nn.ReLU()]
+    return nn.Sequential(*layers, nn.Linear(512, 10)), (torch.randn(64, 512),)
+
+
+def resnet_bn() -> tuple[nn.Module, tuple[torch.Tensor, ...]]:
+    """ResNet-style CNN with BatchNorm (64 channels, 4 blocks), batch 16 at 64x64."""
+    from models import SmallResNet
+
+    return SmallResNet(channels=64, blocks=4), (torch.randn(16, 3, 64, 64),)
+
+
+def gpt2_small() -> tuple[nn.Module, tuple[torch.Tensor, ...]]:
+    """A small GPT-2 from transformers.GPT2Config (random weights), batch 2x128."""
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    config = GPT2Config(n_layer=4, n_embd=256, n_head=4, vocab_size=8000, n_positions=256)
+    return GPT2LMHeadModel(config), (torch.randint(0, 8000, (2, 128)),)
+
+
+def gpt2_large() -> tuple[nn.Module, tuple[torch.Tensor, ...]]:
+    """GPT-2-large-sized (774M parameters), batch 1x128."""
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    return GPT2LMHeadModel(GPT2Config(n_layer=36, n_embd=1280, n_head=20)), (torch.randint(0, 50257, (1, 128)),)
+
+
+class LSTMNet(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.lstm = nn.LSTM(128, 256, num_layers=2, batch_first=True)
+        self.head = nn.Linear(256, 10)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.lstm(x)[0])
+
+
+def lstm() -> tuple[nn.Module, tuple[torch.Tensor, ...]]:
+    """2-layer LSTM (hidden 256), batch 16 x 64 steps."""
+    return LSTMNet(), (torch.randn(16, 64, 128),)
+
+
+MODELS: dict[str, Callable[[], tuple[nn.Module, tuple[torch.Tensor, ...]]]] = {
+    "mlp30": mlp30, "resnet_bn": resnet_bn, "gpt2_small": gpt2_small, "lstm": lstm, "gpt2_large": gpt2_large,
+}
+DEFAULT = ["mlp30", "resnet_bn", "gpt2_small", "lstm"]
+
+
+def _steps(model: nn.Module, inputs: tuple[torch.Tensor, ...], device: str):
+    from gradcheck_cli import analyze
+    from gradcheck_cli.losses import compute_loss, pick_output
+
+    model.to(device).train()
+    inputs = tuple(x.to(device) for x in inputs)
+
+    def bare() -> None:
+        out = pick_output(model(*inputs))
+        compute_loss("projection", out, None, 0).backward()
+        model.zero_grad(set_to_none=True)
+
+    def instrumented() -> None:
+        analyze(model, inputs, device=device)
+
+    return bare, instrumented
+
+
+def _sync(device: str) -> None:
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+
+
+def time_ratio(name: str, device: str, pairs: int, warmup: int) -> dict[str, float]:
+    torch.manual_seed(0)
+    model, inputs = MODELS[name]()
+    bare, instrumented = _steps(model, inputs, device)
+    for _ in range(warmup):
+        bare(), instrumented()
+    times: dict[str, list[float]] = {"bare": [], "analyze": []}
+    for _ in range(pairs):
+        for label, step in (("bare", bare), ("analyze", instrumented)):
+            _sync(device)
+            start = time.perf_counter()
+            step()
+            _sync(device)
+            times[label].append(time.perf_counter() - start)
+    bare_s, analyze_s = statistics.median(times["bare"]), statistics.median(times["analyze"])
+    return {"bare_ms": bare_s * 1e3, "analyze_ms": analyze_s * 1e3, "time_ratio": analyze_s / bare_s}
+
+
+def _rss_bytes() -> int:
+    with open("/proc/self/statm") as handle:
+        return int(handle.read().split()[1]) * resource.getpagesize()
+
+
+def memory_probe(name: str, mode: str, device: str) -> dict[str, float]:
+    """Run one step in this (fresh) process; report its peak memory increase."""
+    torch.manual_seed(0)
+    model, inputs = MODELS[name]()
+    bare, instrumented = _steps(model, inputs, device)
+    step = bare if mode == "bare" else instrumented
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+        base = torch.cuda.memory_allocated()
+        step()
+        torch.cuda.synchronize()
+        return {"peak_increase": torch.cuda.max_memory_allocated() - base, "peak_total": torch.cuda.max_memory_allocated()}
+    base = _rss_bytes()
+    step()
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    return {"peak_increase": max(peak - base, 1), "peak_total": peak}
+
+
+def memory_ratio(name: str, device: str) -> dict[str, float]:
+    results = {}
+    for mode in ("bare", "analyze"):
+        out = subprocess.run(
+            [sys.executable, __file__, "--probe", name, mode, "--device", device],
+            capture_output=True, text=True, check=True,
+        )
+        results[mode] = json.loads(out.stdout.strip().splitlines()[-1])
+    return {
+        "bare_peak_mb": results["bare"]["peak_increase"] / 2**20,
+        "analyze_peak_mb": results["analyze"]["peak_increase"] / 2**20,
+        "memory_ratio": results["analyze"]["peak_increase"] / results["bare"]["peak_increase"],
+        "total_peak_ratio": results["analyze"]["peak_total"] / results["bare"]["peak_total"],
+    }
+
+
+def machine(device: str) -> str:
+    if device.startswith("cuda"):
+        return torch.cuda.get_device_name(0)
+    return f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads, torch {torch.__version__}"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--models", nargs="*", default=DEFAULT, choices=list(MODELS))
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--pairs", type=int, default=7)
+    parser.add_argument("--warmup", type=int, default=2)
+    parser.add_argument("--no-memory", action="store_true")
+    parser.add_argument("--json", type=Path)
+    parser.add_argument("--probe", nargs=2, metavar=("MODEL", "MODE"), help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.probe:
+        print(json.dumps(memory_probe(args.probe[0], args.probe[1], args.device)))
+        return
+
+    rows = []
+    print(f"machine: {machine(args.device)}")
+    print(f"{'model':<12} {'bare ms':>9} {'analyze ms':>11} {'time x':>7} {'bare MB':>8} {'analyze MB':>11} {'mem x':>6}")
+    for name in args.models:
+        try:
+            row = {"model": name, **time_ratio(name, args.device, args.pairs, args.warmup)}
+            if not args.no_memory:
+                row |= memory_ratio(name, args.device)
+        except ImportError as exc:
+            print(f"{name:<12} skipped: {exc}")
+            continue
+        rows.append(row)
+        mem = (f"{row['bare_peak_mb']:>8.1f} {row['analyze_peak_mb']:>11.1f} {row['memory_ratio']:>6.2f}"
+               if "memory_ratio" in row else "")
+        print(f"{name:<12} {row['bare_ms']:>9.1f} {row['analyze_ms']:>11.1f} {row['time_ratio']:>7.3f} {mem}", flush=True)
+    if args.json:
+        args.json.write_text(json.dumps({"machine": machine(args.device), "device": args.device, "rows": rows}, indent=2))
+
+
+if __name__ == "__main__":
+    main()
