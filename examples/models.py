@@ -9,29 +9,26 @@ import torch
 from torch import nn
 
 
-def deep_sigmoid_mlp(depth: int = 12, width: int = 64) -> nn.Sequential:
-    """The textbook vanishing-gradient network: sigmoid' <= 1/4 shrinks the backward signal per layer."""
+def _mlp(depth: int, width: int, activation: type[nn.Module], init) -> nn.Sequential:  # noqa: ANN001
     torch.manual_seed(0)
     layers: list[nn.Module] = []
     for _ in range(depth):
         linear = nn.Linear(width, width)
-        nn.init.xavier_normal_(linear.weight)
+        init(linear.weight)
         nn.init.zeros_(linear.bias)
-        layers += [linear, nn.Sigmoid()]
+        layers += [linear, activation()]
     return nn.Sequential(*layers, nn.Linear(width, 10))
+
+
+def deep_sigmoid_mlp(depth: int = 12, width: int = 64) -> nn.Sequential:
+    """The textbook vanishing-gradient network: sigmoid' <= 1/4 shrinks the backward signal per layer."""
+    return _mlp(depth, width, nn.Sigmoid, nn.init.xavier_normal_)
 
 
 def bad_relu_mlp(depth: int = 30, width: int = 256) -> nn.Sequential:
     """He et al.'s failing case: a 30-layer ReLU MLP with Xavier init. Each ReLU halves the variance
     that Xavier preserves, so the signal fades ~sqrt(2)x per layer (3e-5 over 30 layers)."""
-    torch.manual_seed(0)
-    layers: list[nn.Module] = []
-    for _ in range(depth):
-        linear = nn.Linear(width, width)
-        nn.init.xavier_normal_(linear.weight)
-        nn.init.zeros_(linear.bias)
-        layers += [linear, nn.ReLU()]
-    return nn.Sequential(*layers, nn.Linear(width, 10))
+    return _mlp(depth, width, nn.ReLU, nn.init.xavier_normal_)
 
 
 def he_relu_mlp(depth: int = 30, width: int = 256) -> nn.Sequential:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 
 from gradcheck_cli.advice import HINTS
 from gradcheck_cli.kinds import ACTIVATION_KINDS, WEIGHT_KINDS
@@ -90,60 +91,75 @@ def _extremes(layers: Sequence[LayerReport], t: Thresholds, value, reference_of)
     return low, high
 
 
+@dataclass(frozen=True)
+class _Trend:
+    """One signal's trend rule: which value, measured against which reference, and what to say."""
+
+    signal: Callable[[LayerReport], float | None]
+    reference: Callable[[list[LayerReport]], LayerReport]
+    vanishing: tuple[str, str, str]  # finding kind, severity, threshold field
+    exploding: tuple[str, str, str]
+    absolute_max: str  # threshold field for the absolute guard
+    vanishing_text: str
+    exploding_text: str
+    absolute_text: str
+
+
+_GRADIENT = _Trend(
+    signal=lambda l: l.grad.output_rms,
+    reference=lambda segment: segment[-1],  # the loss's scale: nearest the output
+    vanishing=("vanishing_gradient", "error", "vanishing_gradient_ratio"),
+    exploding=("exploding_gradient", "error", "exploding_gradient_ratio"),
+    absolute_max="gradient_abs_max",
+    vanishing_text="the backward signal reaching {layer} is {ratio:.2e} of that at {ref} {where}: the layers before it barely learn",
+    exploding_text="the backward signal grows {ratio:.2e}x from {ref} back to {layer} {where}: updates there will be huge and unstable",
+    absolute_text="the gradient reaching {layer} has RMS {value:.2e}, above the absolute limit",
+)
+_ACTIVATION = _Trend(
+    signal=forward_signal,
+    reference=lambda segment: segment[0],  # the data's own scale: nearest the input
+    vanishing=("vanishing_activation", "warning", "vanishing_activation_ratio"),
+    exploding=("exploding_activation", "error", "exploding_activation_ratio"),
+    absolute_max="activation_abs_max",
+    vanishing_text="the input-dependent part of the activations shrinks to {ratio:.2e} of its size at {ref} by {layer} {where}",
+    exploding_text="the activations grow {ratio:.2e}x from {ref} to {layer} {where}",
+    absolute_text="the output of {layer} has std {value:.2e}, above the absolute limit",
+)
+
+
+def _trend(layers: Sequence[LayerReport], t: Thresholds, spec: _Trend) -> list[Finding]:
+    findings: list[Finding] = []
+    low, high = _extremes(layers, t, spec.signal, spec.reference)
+    for extreme, (kind, severity, field_name), text, beyond in (
+        (low, spec.vanishing, spec.vanishing_text, lambda r, limit: r < limit),
+        (high, spec.exploding, spec.exploding_text, lambda r, limit: r > limit),
+    ):
+        limit = getattr(t, field_name)
+        if extreme and beyond(extreme[0], limit):
+            ratio, layer, ref, segment = extreme
+            where = _where(segment, ref, layer, ratio)
+            message = text.format(layer=layer.name, ref=ref.name, ratio=ratio, where=where)
+            findings.append(_finding(kind, severity, layer.name, ratio, limit, message))
+    kind, severity, _ = spec.exploding
+    if not any(f.kind == kind for f in findings):
+        limit = getattr(t, spec.absolute_max)
+        loud = [l for l in layers if (spec.signal(l) or 0.0) > limit]
+        if loud:
+            worst = max(loud, key=lambda l: spec.signal(l))  # type: ignore[arg-type, return-value]
+            value = spec.signal(worst)
+            findings.append(_finding(kind, severity, worst.name, value, limit,  # type: ignore[arg-type]
+                                     spec.absolute_text.format(layer=worst.name, value=value)))
+    return findings
+
+
 def gradient_trend(layers: Sequence[LayerReport], t: Thresholds) -> list[Finding]:
     """Backward signal at each weight layer relative to the one nearest the output of its segment."""
-    findings: list[Finding] = []
-    low, high = _extremes(layers, t, lambda l: l.grad.output_rms, lambda seg: seg[-1])
-    if low and low[0] < t.vanishing_gradient_ratio:
-        ratio, layer, ref, seg = low
-        findings.append(_finding(
-            "vanishing_gradient", "error", layer.name, ratio, t.vanishing_gradient_ratio,
-            f"the backward signal reaching {layer.name} is {ratio:.2e} of that at {ref.name} "
-            f"{_where(seg, ref, layer, ratio)}: the layers before it barely learn",
-        ))
-    if high and high[0] > t.exploding_gradient_ratio:
-        ratio, layer, ref, seg = high
-        findings.append(_finding(
-            "exploding_gradient", "error", layer.name, ratio, t.exploding_gradient_ratio,
-            f"the backward signal grows {ratio:.2e}x from {ref.name} back to {layer.name} "
-            f"{_where(seg, ref, layer, ratio)}: updates there will be huge and unstable",
-        ))
-    if not any(f.kind == "exploding_gradient" for f in findings):
-        loud = [l for l in layers if l.grad.output_rms is not None and l.grad.output_rms > t.gradient_abs_max]
-        if loud:
-            worst = max(loud, key=lambda l: l.grad.output_rms)  # type: ignore[arg-type, return-value]
-            findings.append(_finding(
-                "exploding_gradient", "error", worst.name, worst.grad.output_rms, t.gradient_abs_max,  # type: ignore[arg-type]
-                f"the gradient reaching {worst.name} has RMS {worst.grad.output_rms:.2e}, above the absolute limit",
-            ))
-    return findings
+    return _trend(layers, t, _GRADIENT)
 
 
 def activation_trend(layers: Sequence[LayerReport], t: Thresholds) -> list[Finding]:
-    """Forward signal at each weight layer relative to the first one of its segment."""
-    findings: list[Finding] = []
-    low, high = _extremes(layers, t, forward_signal, lambda seg: seg[0])
-    if low and low[0] < t.vanishing_activation_ratio:
-        ratio, layer, ref, seg = low
-        findings.append(_finding(
-            "vanishing_activation", "warning", layer.name, ratio, t.vanishing_activation_ratio,
-            f"the input-dependent part of the activations shrinks to {ratio:.2e} of its size at {ref.name} "
-            f"by {layer.name} {_where(seg, ref, layer, ratio)}",
-        ))
-    if high and high[0] > t.exploding_activation_ratio:
-        ratio, layer, ref, seg = high
-        findings.append(_finding(
-            "exploding_activation", "error", layer.name, ratio, t.exploding_activation_ratio,
-            f"the activations grow {ratio:.2e}x from {ref.name} to {layer.name} {_where(seg, ref, layer, ratio)}",
-        ))
-    if not any(f.kind == "exploding_activation" for f in findings):
-        loud = [l for l in layers if l.activation is not None and l.activation.std > t.activation_abs_max]
-        if loud:
-            findings.append(_finding(
-                "exploding_activation", "error", loud[0].name, loud[0].activation.std, t.activation_abs_max,  # type: ignore[union-attr]
-                f"the output of {loud[0].name} has std {loud[0].activation.std:.2e}, above the absolute limit",  # type: ignore[union-attr]
-            ))
-    return findings
+    """Forward (input-dependent) signal at each weight layer relative to the first one of its segment."""
+    return _trend(layers, t, _ACTIVATION)
 
 
 def chance_dead(zero_fraction: float, dead_ratio: float, samples_per_unit: float) -> float:
@@ -227,7 +243,7 @@ def init_scale(layers: Sequence[LayerReport], t: Thresholds, trend: str | None =
     return findings
 
 
-def _trend(findings: list[Finding]) -> str | None:
+def _direction(findings: list[Finding]) -> str | None:
     kinds = {f.kind for f in findings}
     if kinds & {"vanishing_gradient", "vanishing_activation"}:
         return "vanishing"
@@ -267,5 +283,5 @@ def evaluate(layers: Sequence[LayerReport], thresholds: Thresholds) -> list[Find
     order = {layer.name: layer.index for layer in layers}
     rank = {"error": 0, "warning": 1, "info": 2}
     findings = [f for rule in RULES.values() for f in rule(layers, thresholds)]
-    findings += init_scale(layers, thresholds, _trend(findings))
+    findings += init_scale(layers, thresholds, _direction(findings))
     return sorted(findings, key=lambda f: (order.get(f.layer, len(order)), rank[f.severity]))

@@ -64,15 +64,21 @@ def col2im(ctx: NodeContext, inp: list) -> Tensor:
 
 @register("MaxUnpool", since=9)
 def max_unpool(ctx: NodeContext, inp: list) -> Tensor:
-    """Scatter values to the flat (whole-tensor) indices produced by MaxPool."""
+    """Scatter values to the flat indices MaxPool produced (over the inferred unpooled shape);
+    a larger ``output_shape`` zero-extends that result at the end of each dim (reference semantics)."""
     x, idx = inp[0], inp[1]
     out_shape = ints(inp[2]) if len(inp) > 2 and inp[2] is not None else None
-    if out_shape is None:
-        k = ctx.attr("kernel_shape")
-        n = len(k)
-        strides = list(ctx.attr("strides") or [1] * n)
-        pads = list(ctx.attr("pads") or [0] * (2 * n))
-        spatial = [(x.shape[2 + i] - 1) * strides[i] + k[i] - pads[i] - pads[i + n] for i in range(n)]
-        out_shape = list(x.shape[:2]) + spatial
-    flat = torch.zeros(prod(out_shape), dtype=x.dtype)
-    return flat.scatter(0, idx.reshape(-1).long(), x.reshape(-1)).reshape(out_shape)
+    k = ctx.attr("kernel_shape")
+    n = len(k)
+    strides = list(ctx.attr("strides") or [1] * n)
+    pads = list(ctx.attr("pads") or [0] * (2 * n))
+    spatial = [(x.shape[2 + i] - 1) * strides[i] + k[i] - pads[i] - pads[i + n] for i in range(n)]
+    inferred = list(x.shape[:2]) + spatial
+    flat = torch.zeros(prod(inferred), dtype=x.dtype)
+    y = flat.scatter(0, idx.reshape(-1).long(), x.reshape(-1)).reshape(inferred)
+    if out_shape is None or list(out_shape) == inferred:
+        return y
+    spec: list[int] = []
+    for have, want in zip(reversed(inferred), reversed(out_shape)):
+        spec += [0, want - have]
+    return F.pad(y, spec)
