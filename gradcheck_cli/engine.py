@@ -155,14 +155,14 @@ def run(loaded: LoadedModel, batches: list[Sample], loss_name: str, options: Ana
         with instrument(loaded, collector, functional=options.functional) as forward:
             for i, batch in enumerate(batches):
                 progress.batch(i, len(batches))
-                _step(forward, batch, loss_name, options.seed + i, collector)
+                _step(module, forward, batch, loss_name, options.seed + i, collector)
             progress.batch(len(batches), len(batches))
         layer_stats = collector.finalize()
         measured = _parameter_measures(module, params, len(batches))
     return Measurements(layer_stats, measured)
 
 
-def _step(forward: Any, batch: Sample, loss_name: str, seed: int, collector: StatsCollector) -> None:
+def _step(module: Any, forward: Any, batch: Sample, loss_name: str, seed: int, collector: StatsCollector) -> None:
     try:
         output = forward(*batch.args, **batch.kwargs)
     except (InputError, AnalysisError):
@@ -170,10 +170,10 @@ def _step(forward: Any, batch: Sample, loss_name: str, seed: int, collector: Sta
     except torch.OutOfMemoryError:
         raise AnalysisError("out of memory in the forward pass", hint="use a smaller --batch-size") from None
     except Exception as exc:  # noqa: BLE001 - the user's model raised: say where, not how
+        where = f" (after layer {collector.layers[-1].name})" if collector.layers else ""
         raise AnalysisError(
-            f"the model's forward pass raised {type(exc).__name__}: {_first_line(exc)}"
-            + (f" (after layer {collector.layers[-1].name})" if collector.layers else ""),
-            hint="check the input shape and dtype against what the model expects",
+            f"the model's forward pass raised {type(exc).__name__}: {_first_line(exc)}{where}",
+            hint=_input_hint(module, batch) if not collector.layers else "check the input against what the model expects",
         ) from exc
     loss = compute_loss(loss_name, pick_output(output), batch.target, seed)
     try:
@@ -182,6 +182,22 @@ def _step(forward: Any, batch: Sample, loss_name: str, seed: int, collector: Sta
         raise AnalysisError("out of memory in the backward pass", hint="use a smaller --batch-size") from None
     except RuntimeError as exc:
         raise AnalysisError(f"the backward pass raised: {_first_line(exc)}") from exc
+
+
+def _input_hint(module: Any, batch: Sample) -> str:
+    """What the first weight layer expects, next to what was given (the usual cause of a failing first call)."""
+    given = ", ".join(str(tuple(t.shape)) + f" {str(t.dtype).removeprefix('torch.')}" for t in batch.tensors())
+    for name, child in module.named_modules():
+        expected = None
+        if isinstance(child, torch.nn.Linear):
+            expected = f"{child.in_features} features in its last dimension"
+        elif isinstance(child, torch.nn.modules.conv._ConvNd):
+            expected = f"{child.in_channels} channels in dimension 1 ({child.weight.dim()}-d input incl. batch)"
+        elif isinstance(child, torch.nn.Embedding):
+            expected = f"integer token ids below {child.num_embeddings}"
+        if expected:
+            return f"the first layer {name} ({type(child).__name__}) expects {expected}; the input was {given}"
+    return f"check the input (given: {given}) against what the model expects"
 
 
 def _first_line(exc: BaseException) -> str:

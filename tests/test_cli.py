@@ -287,6 +287,7 @@ def test_forward_failure_exits_3_naming_the_layer(invoke, factory):
     result = invoke("analyze", f"{factory}:build", "-s", "4,5")  # the model wants 8 features
     assert result.exit_code == 3
     assert "forward pass raised" in result.stderr
+    assert "expects 8 features" in result.stderr and "(4, 5) float32" in result.stderr
 
 
 def test_model_file_is_never_modified(invoke, mlp_files):

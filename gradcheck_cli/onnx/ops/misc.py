@@ -119,3 +119,35 @@ def tensor_scatter(ctx: NodeContext, inp: list) -> Tensor:
     shape[0], shape[axis] = cache.shape[0], S
     index = pos.reshape(shape).expand(update.shape)
     return torch.scatter(cache, axis, index, update)
+
+
+@register("BitCast", since=26)
+def bitcast(ctx: NodeContext, inp: list) -> Tensor:
+    return inp[0].view(to_torch_dtype(ctx.attr("to")))
+
+
+@register("Unique", since=11)
+def unique(ctx: NodeContext, inp: list) -> tuple:
+    """numpy.unique semantics (first-occurrence indices); values gathered from x so they stay differentiable."""
+    import numpy as np
+
+    from ..dtypes import torch_to_numpy
+
+    x = inp[0]
+    axis = ctx.attr("axis")
+    arr = torch_to_numpy(x)
+    if axis is None:
+        _, idx, inv, cnt = np.unique(arr.reshape(-1), True, True, True)
+    else:
+        axis = axis % x.dim()
+        _, idx, inv, cnt = np.unique(arr, True, True, True, axis=axis)
+    inv = inv.reshape(-1)
+    if not ctx.attr("sorted", 1):
+        order = np.argsort(idx)
+        rank = np.empty_like(order)
+        rank[order] = np.arange(len(order))
+        idx, cnt, inv = idx[order], cnt[order], rank[inv]
+    sel = torch.from_numpy(idx.astype(np.int64))
+    y = x.reshape(-1).index_select(0, sel) if axis is None else x.index_select(axis, sel)
+    as_t = lambda a: torch.from_numpy(np.asarray(a, dtype=np.int64))  # noqa: E731
+    return y, as_t(idx), as_t(inv), as_t(cnt)
