@@ -58,6 +58,22 @@ def test_healthy_model_has_no_findings(name):
     assert sum(l.observed for l in report.layers) >= 10
 
 
+def test_gpt2_at_init_has_no_findings():
+    transformers = pytest.importorskip("transformers")
+    torch.manual_seed(0)
+    config = transformers.GPT2Config(n_layer=4, n_embd=64, n_head=4, vocab_size=500, n_positions=64,
+                                     bos_token_id=0, eos_token_id=0)
+    model = transformers.GPT2LMHeadModel(config)
+    report = analyze(model, torch.randint(0, 500, (2, 32)))
+    assert report.findings == [], [(f.kind, f.layer, f.value) for f in report.findings]
+    kinds = {l.name: l.kind for l in report.layers}
+    assert kinds["transformer.h.0.attn.c_attn"] == "linear"  # HF's Conv1D is a transposed Linear
+    c_fc = next(l for l in report.layers if l.name == "transformer.h.0.mlp.c_fc")
+    assert (c_fc.init.fan_in, c_fc.init.fan_out, c_fc.init.activation_after) == (64, 256, "gelu")
+    tied = next(p for p in report.parameters if p.name == "transformer.wte.weight")
+    assert tied.aliases == ["lm_head.weight"]
+
+
 def test_transformer_functional_activations_are_observed():
     torch.manual_seed(0)
     report = analyze(TinyTransformer(), torch.randint(0, 500, (4, 16)))

@@ -21,6 +21,8 @@ from . import ops as _ops  # noqa: F401  (importing registers all op implementat
 from .dtypes import UnsupportedDtypeError, sparse_to_dense, tensor_proto_to_torch, to_torch_dtype
 from .errors import OnnxUnsupportedError
 from .graph import CompiledGraph, NodeHook
+
+#: (name, declared dims -- int, symbolic str or None for unknown --, dtype) of a graph input
 InputSpec = tuple[str, list, torch.dtype]
 
 _FLOAT_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
@@ -70,7 +72,6 @@ class OnnxModule(nn.Module):
             from onnx import inliner
 
             model = inliner.inline_local_functions(model)
-        self._base_dir = base_dir
         graph = model.graph
         self.opset_imports: dict[str, int] = {}
         for o in model.opset_import:
