@@ -52,7 +52,7 @@ def build_report(loaded: Any, m: Measurements, options: AnalyzeOptions, *, devic
     for p in m.params:
         for alias in p.aliases:
             by_name.setdefault(alias, p)
-    infos = [s.info for s in m.layers] + _unobserved(m, by_name)
+    infos = [s.info for s in m.layers] + _unobserved(m, by_name, display)
     stats = {s.info.index: s for s in m.layers}
     layers = [_layer(info, stats.get(info.index), infos, by_name, options) for info in infos]
     findings = evaluate(layers, options.thresholds)
@@ -74,16 +74,16 @@ def build_report(loaded: Any, m: Measurements, options: AnalyzeOptions, *, devic
     )
 
 
-def _unobserved(m: Measurements, by_name: dict[str, ParamMeasure]) -> list[LayerInfo]:
-    """Rows for parameters that no observed layer used, grouped by owning module."""
+def _unobserved(m: Measurements, by_name: dict[str, ParamMeasure], display: dict[str, str]) -> list[LayerInfo]:
+    """Rows for parameters that no observed layer used, grouped by owning module (display names)."""
     used = {name for s in m.layers for name in s.info.params.values()}
     used |= {alias for name in list(used) if name in by_name for alias in [by_name[name].name, *by_name[name].aliases]}
     groups: dict[str, dict[str, str]] = {}
     for p in m.params:
         if p.name in used:
             continue
-        owner, _, role = p.name.rpartition(".")
-        groups.setdefault(owner or p.name, {})[role] = p.name
+        owner, _, role = display.get(p.name, p.name).rpartition(".")
+        groups.setdefault(owner or display.get(p.name, p.name), {})[role] = p.name
     start = len(m.layers)
     return [
         LayerInfo(start + i, owner, "unobserved", "parameters", params=params, observable=False,

@@ -94,6 +94,7 @@ OutputOpt = Annotated[Optional[Path], typer.Option("--output", "-o", help="Write
                                                    "--format, else the suffix: .json, .txt).")]
 ThresholdOpt = Annotated[Optional[list[str]], typer.Option("--threshold", metavar="NAME=VALUE",
                                                            help="Override a threshold, e.g. dead_ratio=0.2 (repeatable).")]
+VerifyOpt = Annotated[bool, typer.Option("--verify", help="ONNX: check the interpreter's output against onnxruntime first.")]
 QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="Print only the verdict line.")]
 DebugOpt = Annotated[bool, typer.Option("--debug", help="Show Python tracebacks for errors.")]
 
@@ -118,6 +119,7 @@ def analyze(
     format: FormatOpt = None,  # noqa: A002 - the flag is --format
     output: OutputOpt = None,
     threshold: ThresholdOpt = None,
+    verify: VerifyOpt = False,
     quiet: QuietOpt = False,
     debug: DebugOpt = False,
 ) -> None:
@@ -133,7 +135,7 @@ def analyze(
             _check_writable(output)
         report = _run_analysis(
             model, input, input_shape, dtype, input_range, target, loss.value, batch_size, batches, device, seed,
-            mode.value, factory, trust_pickle, fail_on, threshold, show_progress=not quiet and err.is_terminal,
+            mode.value, factory, trust_pickle, fail_on, threshold, verify, show_progress=not quiet and err.is_terminal,
         )
     except GradcheckError as exc:
         _fail(err, exc, debug, exc.exit_code)
@@ -159,7 +161,7 @@ def analyze(
 
 
 def _run_analysis(model, input, input_shape, dtype, input_range, target, loss, batch_size, batches, device, seed,  # noqa: ANN001, PLR0913
-                  mode, factory, trust_pickle, fail_on, threshold, *, show_progress: bool):
+                  mode, factory, trust_pickle, fail_on, threshold, verify, *, show_progress: bool):
     from gradcheck_cli.inputs import parse_range, parse_shape
     from gradcheck_cli.options import AnalyzeOptions, Thresholds, parse_fail_on
 
@@ -168,6 +170,7 @@ def _run_analysis(model, input, input_shape, dtype, input_range, target, loss, b
     options = AnalyzeOptions(
         loss=loss, batch_size=batch_size, batches=batches, device=device, seed=seed, mode=mode,
         fail_on=parse_fail_on(fail_on), thresholds=Thresholds().replace(**_parse_thresholds(threshold or [])),
+        verify=verify,
     )
     shapes = [parse_shape(s) for s in input_shape or []]
     value_range = parse_range(input_range) if input_range else None

@@ -15,7 +15,7 @@ from typing import Any, Protocol
 import torch
 
 from gradcheck_cli.assemble import Measurements, ParamMeasure, build_report
-from gradcheck_cli.errors import AnalysisError, InputError, UsageError
+from gradcheck_cli.errors import AnalysisError, InputError, ModelLoadError, UsageError
 from gradcheck_cli.inputs import Sample, like_examples, load_sample, load_target, parse_dtype, random_sample
 from gradcheck_cli.instrument import instrument
 from gradcheck_cli.loading import LoadedModel, load_model, wrap_object
@@ -49,6 +49,7 @@ class DataSpec:
     input_shapes: tuple[tuple[int, ...], ...] = ()
     dtype: str = "float32"
     input_range: tuple[int, int] | None = None
+    batch_size: int | None = None
 
 
 def analyze(
@@ -87,10 +88,16 @@ def analyze(
         loaded = load_model(str(model), factory=factory, trust_pickle=trust_pickle, device=device)
     else:
         loaded = wrap_object(model)
-    data = DataSpec(inputs, target, tuple(input_shapes or ()), dtype, input_range)
+    data = DataSpec(inputs, target, tuple(input_shapes or ()), dtype, input_range, options.batch_size)
     sample = resolve_sample(data, loaded, options.seed)
     batches = [b.to(device) for b in sample.batches(options.batch_size, options.batches)]
     loss_name = resolve_loss(options.loss, sample.target)
+    if options.verify and loaded.frontend == "onnx":
+        from gradcheck_cli.loading.onnx_model import verify_with_onnxruntime
+
+        progress.stage("verifying against onnxruntime")
+        difference = verify_with_onnxruntime(loaded.source, loaded.module, batches[0].args, batches[0].kwargs)
+        loaded.notes.append(f"forward output verified against onnxruntime: max abs difference {difference:.3g}")
     measurements = run(loaded, batches, loss_name, options, progress)
     progress.stage("diagnosing")
     return build_report(loaded, measurements, options, device=str(device), loss=loss_name,
@@ -129,8 +136,10 @@ def resolve_sample(data: DataSpec, loaded: LoadedModel, seed: int) -> Sample:
         sample = random_sample(list(data.input_shapes), parse_dtype(data.dtype), data.input_range, seed)
     elif loaded.example_inputs:
         sample = like_examples(loaded.example_inputs, seed)
-    elif loaded.frontend == "onnx" and hasattr(loaded.module, "random_inputs"):
-        sample = Sample(tuple(loaded.module.random_inputs(seed)))
+    elif loaded.frontend == "onnx":
+        from gradcheck_cli.loading.onnx_model import random_onnx_inputs
+
+        sample = Sample(random_onnx_inputs(loaded.module, seed, data.batch_size, data.input_range))
     else:
         raise InputError("no input data", hint="pass --input FILE or --input-shape N,C,H,W")
     if not sample.tensors():
@@ -170,6 +179,8 @@ def _step(module: Any, forward: Any, batch: Sample, loss_name: str, seed: int, c
     except torch.OutOfMemoryError:
         raise AnalysisError("out of memory in the forward pass", hint="use a smaller --batch-size") from None
     except Exception as exc:  # noqa: BLE001 - the user's model raised: say where, not how
+        if type(exc).__name__ == "OnnxUnsupportedError":  # found only when run (a dtype, a dynamic attribute)
+            raise ModelLoadError(_first_line(exc), hint="export with another opset") from None
         where = f" (after layer {collector.layers[-1].name})" if collector.layers else ""
         raise AnalysisError(
             f"the model's forward pass raised {type(exc).__name__}: {_first_line(exc)}{where}",

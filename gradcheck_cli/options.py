@@ -110,6 +110,8 @@ class AnalyzeOptions:
     thresholds: Thresholds = field(default_factory=Thresholds)
     functional: bool = True
     """Also observe activations called as functions (F.relu, torch.sigmoid) inside modules."""
+    verify: bool = False
+    """ONNX only: compare the interpreter's forward output with onnxruntime's first."""
 
     def __post_init__(self) -> None:
         if self.loss not in LOSSES:

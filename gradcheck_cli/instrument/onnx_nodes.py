@@ -42,17 +42,45 @@ def _attr(node: Any, name: str, default: float) -> float:
     return default
 
 
+def _bias_adds(module: Any, params: dict[str, str]) -> dict[int, int]:
+    """MatMul (weight initializer) -> the Add of a bias initializer that completes it as a Linear.
+
+    Exporters write ``x @ W + b`` for Linear layers on >2-d inputs; the layer's output is the Add's.
+    """
+    consumers: dict[str, list[int]] = {}
+    for i, node in enumerate(module.nodes):
+        for name in node.input:
+            consumers.setdefault(name, []).append(i)
+    fused = {}
+    for i, node in enumerate(module.nodes):
+        if node.op_type != "MatMul" or not any(n in params for n in node.input):
+            continue
+        users = consumers.get(node.output[0], [])
+        if len(users) == 1:
+            add = module.nodes[users[0]]
+            if add.op_type == "Add" and any(n in params for n in add.input if n != node.output[0]):
+                fused[i] = users[0]
+    return fused
+
+
 def plan_onnx(module: Any) -> list[NodeSpec | None]:
     """One spec per interpreter node (None: not a layer)."""
     params = {onnx: attr for attr, onnx in module.onnx_name.items()}
+    fused = _bias_adds(module, params)
+    moved = {add: matmul for matmul, add in fused.items()}
     candidates: list[tuple[Any, str, list[str]]] = []
-    for node in module.nodes:
+    for i, node in enumerate(module.nodes):
         kind = ONNX_KINDS.get(node.op_type)
-        weights = [params[i] for i in node.input if i in params]
-        if kind is None or (node.op_type in ("MatMul", "Gather") and not weights):
+        weights = [params[n] for n in node.input if n in params]
+        if i in fused:  # observed at its bias Add instead
             candidates.append((node, "", []))
-            continue
-        candidates.append((node, kind, weights))
+        elif i in moved:  # the Add that finishes a MatMul layer: named and weighted as the MatMul
+            matmul = module.nodes[moved[i]]
+            candidates.append((matmul, "linear", [params[n] for n in matmul.input if n in params] + weights))
+        elif kind is None or (node.op_type in ("MatMul", "Gather") and not weights):
+            candidates.append((node, "", []))
+        else:
+            candidates.append((node, kind, weights))
     paths = Counter(_scope(n)[0] for n, kind, _ in candidates if kind)
     specs: list[NodeSpec | None] = []
     for node, kind, weights in candidates:

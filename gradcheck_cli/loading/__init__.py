@@ -77,9 +77,6 @@ def _on_device(loaded: LoadedModel, device: Any) -> LoadedModel:
 
 
 def _load_onnx(path: Path, device: Any) -> LoadedModel:
-    try:
-        from gradcheck_cli.onnx import OnnxModule, load_onnx
-    except ImportError as exc:
-        raise ModelLoadError(f"{path} is an ONNX model, but the ONNX front end is unavailable: {exc}") from None
-    module = OnnxModule(load_onnx(str(path)), base_dir=str(path.parent))
-    return _on_device(LoadedModel(module, "onnx", str(path), frontend="onnx"), device)
+    from gradcheck_cli.loading.onnx_model import load_onnx_model
+
+    return load_onnx_model(path, device)

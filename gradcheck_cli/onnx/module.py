@@ -124,6 +124,18 @@ class OnnxModule(nn.Module):
         """The parameter or buffer holding ONNX initializer ``onnx_name``."""
         return getattr(self, self._value_attr[onnx_name])
 
+    def _device(self, env: dict[str, Optional[torch.Tensor]]) -> torch.device:
+        """Where to compute: the device of the parameters/buffers, else of the first input."""
+        for t in self.parameters():
+            return t.device
+        for t in self.buffers():
+            return t.device
+        for name in self.input_names:
+            t = env.get(name)
+            if t is not None:
+                return t.device
+        return torch.device("cpu")
+
     def forward(self, *inputs: torch.Tensor, **named: torch.Tensor) -> torch.Tensor | tuple[torch.Tensor, ...]:
         if len(inputs) > len(self.input_names):
             raise TypeError(f"expected at most {len(self.input_names)} positional inputs, got {len(inputs)}")
@@ -144,6 +156,12 @@ class OnnxModule(nn.Module):
             raise TypeError(f"missing graph inputs: {missing}")
         env = {k: (torch.as_tensor(v) if v is not None and not isinstance(v, torch.Tensor) else v) for k, v in env.items()}
 
-        self._graph.run(env, self.node_hook)
+        device = self._device(env)
+        if device.type == "cpu":
+            self._graph.run(env, self.node_hook)
+        else:
+            # factory calls inside ops (arange, zeros, tensor, ...) follow the module's device
+            with torch.device(device):
+                self._graph.run(env, self.node_hook)
         results = tuple(env[n] for n in self.output_names)
         return results[0] if len(results) == 1 else results

@@ -38,6 +38,8 @@ def header(report: Report) -> Text:
         + f" · seed {r.seed}",
         style="dim",
     )
+    for note in report.notes:
+        text.append(f"\nnote: {note}", style="dim")
     return text
 
 

@@ -147,7 +147,7 @@ def unique(ctx: NodeContext, inp: list) -> tuple:
         rank = np.empty_like(order)
         rank[order] = np.arange(len(order))
         idx, cnt, inv = idx[order], cnt[order], rank[inv]
-    sel = torch.from_numpy(idx.astype(np.int64))
+    sel = torch.from_numpy(idx.astype(np.int64)).to(x.device)
     y = x.reshape(-1).index_select(0, sel) if axis is None else x.index_select(axis, sel)
-    as_t = lambda a: torch.from_numpy(np.asarray(a, dtype=np.int64))  # noqa: E731
+    as_t = lambda a: torch.from_numpy(np.asarray(a, dtype=np.int64)).to(x.device)  # noqa: E731
     return y, as_t(idx), as_t(inv), as_t(cnt)

@@ -182,6 +182,6 @@ def dropout(ctx: NodeContext, inp: list) -> tuple:
         return x, torch.ones(x.shape, dtype=torch.bool)
     gen = None
     if "seed" in ctx.attrs:
-        gen = torch.Generator().manual_seed(int(ctx.attr("seed")))
-    keep = torch.rand(x.shape, generator=gen) >= ratio
+        gen = torch.Generator(x.device).manual_seed(int(ctx.attr("seed")))
+    keep = torch.rand(x.shape, generator=gen, device=x.device) >= ratio
     return x * keep / (1.0 - ratio), keep

@@ -138,12 +138,12 @@ def _resize_axis(x: Tensor, axis: int, out_n: int, scale: float, coeffs: Coeffs,
         w = w / np.where(s == 0, 1.0, s)
     idx = np.clip(idx, 0, in_n - 1)
     cdt = x.dtype if x.dtype.is_floating_point else torch.float64
-    g = x.index_select(axis, torch.from_numpy(idx.reshape(-1))).to(cdt)
+    g = x.index_select(axis, torch.from_numpy(idx.reshape(-1)).to(x.device)).to(cdt)
     g = g.reshape(tuple(x.shape[:axis]) + (out_n, n) + tuple(x.shape[axis + 1:]))
-    wt = torch.from_numpy(w).to(cdt).reshape((1,) * axis + (out_n, n) + (1,) * (x.dim() - axis - 1))
+    wt = torch.from_numpy(w).to(x.device, cdt).reshape((1,) * axis + (out_n, n) + (1,) * (x.dim() - axis - 1))
     y = (g * wt).sum(axis + 1)
     if extra is not None and extra.any():
-        m = torch.from_numpy(extra).reshape((1,) * axis + (out_n,) + (1,) * (x.dim() - axis - 1))
+        m = torch.from_numpy(extra).to(x.device).reshape((1,) * axis + (out_n,) + (1,) * (x.dim() - axis - 1))
         y = torch.where(m, torch.tensor(extrapolation, dtype=cdt), y)
     if not x.dtype.is_floating_point:
         info = torch.iinfo(x.dtype)

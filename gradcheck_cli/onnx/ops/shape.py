@@ -21,10 +21,11 @@ Tensor = torch.Tensor
 @register("Constant", since=1)
 def constant(ctx: NodeContext, inp: list) -> Tensor:
     a = ctx.attrs
+    dev = torch.get_default_device()  # the module's device while it runs (see OnnxModule.forward)
     if "value" in a:
-        return a["value"]
+        return a["value"].to(dev)
     if "sparse_value" in a:
-        return a["sparse_value"]
+        return a["sparse_value"].to(dev)
     if "value_float" in a:
         return torch.tensor(a["value_float"], dtype=torch.float32)
     if "value_floats" in a:
@@ -143,7 +144,7 @@ def constant_of_shape(ctx: NodeContext, inp: list) -> Tensor:
     v = ctx.attr("value")
     if v is None:
         v = torch.zeros(1, dtype=torch.float32)
-    return torch.full(ints(inp[0]), v.reshape(-1)[0].item(), dtype=v.dtype)
+    return torch.full(ints(inp[0]), v.reshape(-1)[0].item(), dtype=v.dtype, device=inp[0].device)
 
 
 @register("Tile", since=6)

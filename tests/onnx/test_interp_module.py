@@ -11,7 +11,7 @@ import pytest
 import torch
 from onnx import TensorProto, helper, numpy_helper
 
-from _helpers import one_node_model
+from interp_helpers import one_node_model
 from gradcheck_cli.onnx import OnnxModule, OnnxUnsupportedError
 
 

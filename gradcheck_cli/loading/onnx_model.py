@@ -1,0 +1,113 @@
+"""ONNX models: load through the interpreter, make inputs from the graph's declared shapes, verify.
+
+Kept apart from the interpreter (``gradcheck_cli.onnx``) so that package stays a plain
+"ONNX graph -> torch module" library, and everything about gradcheck's options lives here.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from gradcheck_cli.errors import AnalysisError, InputError, ModelLoadError
+from gradcheck_cli.loading.base import LoadedModel
+
+DEFAULT_BATCH = 8
+"""Symbolic first dimensions (the batch) become this, unless --batch-size says otherwise."""
+DEFAULT_DIM = 16
+"""Other symbolic dimensions (sequence length...) become this."""
+VERIFY_ATOL = 1e-4
+VERIFY_RTOL = 1e-3
+
+
+def load_onnx_model(path: Path, device: Any) -> LoadedModel:
+    from gradcheck_cli.onnx import OnnxLoadError, OnnxModule, OnnxUnsupportedError, load_onnx
+
+    try:
+        module = OnnxModule(load_onnx(str(path)), base_dir=str(path.parent))
+    except (OnnxLoadError, OnnxUnsupportedError) as exc:
+        raise ModelLoadError(str(exc).splitlines()[0], hint=_hint(exc)) from None
+    module.to(device)
+    loaded = LoadedModel(module, "onnx", str(path), frontend="onnx")
+    loaded.notes += _exporter_notes(module)
+    return loaded
+
+
+def _hint(exc: Exception) -> str:
+    from gradcheck_cli.onnx import OnnxExternalDataError, OnnxUnsupportedError
+
+    if isinstance(exc, OnnxUnsupportedError):
+        return "export with another opset, or analyse the PyTorch model itself"
+    if isinstance(exc, OnnxExternalDataError):
+        return "external data must be files inside the model's directory"
+    return "re-export the model; is the file complete?"
+
+
+def _exporter_notes(module: Any) -> list[str]:
+    notes = []
+    ops = {node.op_type for node in module.nodes}
+    if "Conv" in ops and "BatchNormalization" not in ops:
+        notes.append(
+            "no BatchNormalization in the graph: exporters fold BatchNorm into the preceding Conv in eval "
+            "mode, so those convolutions' weights and gradients include the BatchNorm scale"
+        )
+    return notes
+
+
+def random_onnx_inputs(module: Any, seed: int, batch_size: int | None, value_range: tuple[int, int] | None) -> tuple[torch.Tensor, ...]:
+    """Seeded inputs with the graph's declared shapes; symbolic dims filled (batch first)."""
+    generator = torch.Generator().manual_seed(seed)
+    vocab = _embedding_sizes(module)
+    tensors = []
+    for name, dims, dtype in module.input_specs:
+        shape = [
+            d if isinstance(d, int) and d > 0 else (batch_size or DEFAULT_BATCH if i == 0 else DEFAULT_DIM)
+            for i, d in enumerate(dims)
+        ]
+        if dtype.is_floating_point:
+            tensors.append(torch.randn(shape, generator=generator).to(dtype))
+        elif dtype == torch.bool:
+            tensors.append(torch.randint(0, 2, shape, generator=generator).bool())
+        else:
+            low, high = value_range or (0, vocab.get(name, 2))
+            tensors.append(torch.randint(low, high, shape, generator=generator, dtype=dtype))
+    return tuple(tensors)
+
+
+def _embedding_sizes(module: Any) -> dict[str, int]:
+    """Graph input -> rows of the embedding table it indexes (a Gather on an initializer)."""
+    initializers = {onnx: attr for attr, onnx in module.onnx_name.items()}
+    sizes = {}
+    for node in module.nodes:
+        if node.op_type == "Gather" and len(node.input) > 1 and node.input[0] in initializers:
+            table = getattr(module, initializers[node.input[0]])
+            sizes[node.input[1]] = int(table.shape[0])
+    return sizes
+
+
+def verify_with_onnxruntime(path: str, module: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> float:
+    """Max |interpreter - onnxruntime| over the first output; an error above tolerance."""
+    try:
+        import onnxruntime
+    except ImportError:
+        raise InputError("--verify needs onnxruntime", hint="pip install onnxruntime") from None
+    names = [spec[0] for spec in module.input_specs]
+    feeds = {name: t.detach().cpu().numpy() for name, t in zip(names, args)}
+    feeds |= {k: v.detach().cpu().numpy() for k, v in kwargs.items()}
+    session = onnxruntime.InferenceSession(path, providers=["CPUExecutionProvider"])
+    expected = torch.from_numpy(session.run(None, feeds)[0])
+    with torch.no_grad():
+        ours = module(*args, **kwargs)
+    ours = (ours[0] if isinstance(ours, tuple) else ours).detach().cpu().to(expected.dtype)
+    if ours.shape != expected.shape:
+        raise AnalysisError(f"--verify: output shape {tuple(ours.shape)} differs from onnxruntime's {tuple(expected.shape)}")
+    difference = float((ours - expected).abs().max()) if ours.numel() else 0.0
+    tolerance = VERIFY_ATOL + VERIFY_RTOL * float(expected.abs().max()) if expected.numel() else VERIFY_ATOL
+    if not difference <= tolerance:
+        raise AnalysisError(
+            f"--verify: the interpreter's output differs from onnxruntime's by {difference:.3g} (tolerance {tolerance:.3g})",
+            hint="please report this model; the analysis would not describe it faithfully",
+        )
+    return difference

@@ -1,0 +1,124 @@
+"""ONNX models through `analyze` and the CLI: same report as the PyTorch model they were exported from."""
+
+from __future__ import annotations
+
+import json
+import warnings
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+import torch
+from onnx import TensorProto, helper
+from torch import nn
+
+from gradcheck_cli import analyze
+
+pytest.importorskip("onnxscript")  # torch.onnx.export(dynamo=True) needs it
+
+
+class Net(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc1 = nn.Linear(12, 32)
+        self.fc2 = nn.Linear(32, 32)
+        self.out = nn.Linear(32, 4)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.out(torch.tanh(self.fc2(torch.relu(self.fc1(x)))))
+
+
+class TokenNet(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.embed = nn.Embedding(50, 16)
+        self.fc = nn.Linear(16, 16)
+        self.head = nn.Linear(16, 50)
+
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        return self.head(torch.relu(self.fc(self.embed(tokens))))
+
+
+def _export(model: nn.Module, args: tuple, path: Path, dynamo: bool, **kwargs) -> Path:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(model, args, str(path), dynamo=dynamo, **kwargs)
+    return path
+
+
+@pytest.mark.parametrize("dynamo", [True, False], ids=["dynamo", "legacy"])
+def test_onnx_report_matches_the_pytorch_model(tmp_path, dynamo):
+    torch.manual_seed(0)
+    model = Net()
+    x = torch.randn(64, 12)
+    path = _export(model, (x,), tmp_path / "net.onnx", dynamo)
+    theirs = analyze(model, x)
+    ours = analyze(str(path), x, verify=True)
+    assert ours.model.format == "onnx"
+    assert any("verified against onnxruntime" in n for n in ours.notes)
+
+    assert [(l.name, l.kind) for l in ours.layers] == [(l.name, l.kind) for l in theirs.layers]
+    for a, b in zip(ours.layers, theirs.layers):
+        assert a.activation.std == pytest.approx(b.activation.std, rel=1e-4), a.name
+        assert a.grad.output_rms == pytest.approx(b.grad.output_rms, rel=1e-4), a.name
+    norms = {p.name: p.grad_norm for p in theirs.parameters}
+    assert {p.name: p.grad_norm for p in ours.parameters} == pytest.approx(norms, rel=1e-4)
+    advice = {l.name: l.init for l in theirs.layers if l.init}
+    for layer in ours.layers:
+        if layer.init:
+            assert (layer.init.fan_in, layer.init.fan_out, layer.init.activation_after) == (
+                advice[layer.name].fan_in, advice[layer.name].fan_out, advice[layer.name].activation_after)
+    assert [f.kind for f in ours.findings] == [f.kind for f in theirs.findings]
+
+
+def test_onnx_random_inputs_fill_symbolic_dims_and_token_ranges(tmp_path, invoke):
+    torch.manual_seed(0)
+    model = TokenNet()
+    tokens = torch.randint(0, 50, (2, 8))
+    dims = {0: torch.export.Dim("batch"), 1: torch.export.Dim("seq")}
+    path = _export(model, (tokens,), tmp_path / "tok.onnx", True, dynamic_shapes=(dims,))
+    result = invoke("analyze", path, "--format", "json", "--verify")
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    assert report["run"]["samples"] == 8
+    names = [l["name"] for l in report["layers"]]
+    assert names == ["embed", "fc", "relu", "head"]  # MatMul + bias Add read as one Linear
+    assert all(l["observed"] for l in report["layers"])
+    fc = report["layers"][1]
+    assert fc["grad"]["bias_norm"] is not None and fc["init"]["fan_in"] == 16
+
+
+def test_onnx_npz_inputs_by_name(tmp_path, invoke):
+    torch.manual_seed(0)
+    path = _export(Net(), (torch.randn(4, 12),), tmp_path / "net.onnx", False, input_names=["features"])
+    data = tmp_path / "x.npz"
+    np.savez(data, features=np.random.default_rng(0).standard_normal((10, 12)).astype(np.float32))
+    result = invoke("analyze", path, "--input", data, "-F", "json")
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["run"]["samples"] == 10
+
+
+def test_unsupported_onnx_op_exits_2_naming_op_and_node(tmp_path, invoke):
+    node = helper.make_node("DFT", ["x"], ["y"], name="shifty")
+    graph = helper.make_graph(
+        [node], "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 8, 1])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 8, 2])],
+    )
+    path = tmp_path / "bad.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), path)
+    result = invoke("analyze", path)
+    assert result.exit_code == 2, result.output
+    assert "DFT" in result.stderr and "shifty" in result.stderr
+    assert "Traceback" not in result.output
+
+
+def test_truncated_onnx_exits_2(tmp_path, invoke):
+    path = _export(Net(), (torch.randn(2, 12),), tmp_path / "net.onnx", False)
+    data = path.read_bytes()
+    cut = tmp_path / "cut.onnx"
+    cut.write_bytes(data[: len(data) // 2])
+    result = invoke("analyze", cut, "-s", "2,12")
+    assert result.exit_code == 2, result.output
+    assert result.stderr.startswith("gradcheck: error:")
