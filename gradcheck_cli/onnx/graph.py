@@ -124,8 +124,8 @@ class CompiledGraph:
     def run(self, env: Env, hook: Optional[NodeHook] = None) -> Env:
         """Execute the nodes on ``env`` (mutated in place): outputs added, dead values dropped."""
         dev = torch.get_default_device()
-        for name, t in self.constants.items():
-            env.setdefault(name, t.to(dev))
+        for name, const in self.constants.items():
+            env.setdefault(name, const.to(dev))
         for i, (node, impl, ctx) in enumerate(zip(self.nodes, self.impls, self.ctxs)):
             args = [env[x] if x else None for x in node.input]
             if ctx.subgraphs:

@@ -126,10 +126,10 @@ class OnnxModule(nn.Module):
 
     def _device(self, env: dict[str, Optional[torch.Tensor]]) -> torch.device:
         """Where to compute: the device of the parameters/buffers, else of the first input."""
-        for t in self.parameters():
-            return t.device
-        for t in self.buffers():
-            return t.device
+        for p in self.parameters():
+            return p.device
+        for b in self.buffers():
+            return b.device
         for name in self.input_names:
             t = env.get(name)
             if t is not None:
@@ -154,7 +154,9 @@ class OnnxModule(nn.Module):
         missing = [n for n in self.input_names if n not in env]
         if missing:
             raise TypeError(f"missing graph inputs: {missing}")
-        env = {k: (torch.as_tensor(v) if v is not None and not isinstance(v, torch.Tensor) else v) for k, v in env.items()}
+        for k, v in env.items():
+            if v is not None and not isinstance(v, torch.Tensor):
+                env[k] = torch.as_tensor(v)
 
         device = self._device(env)
         if device.type == "cpu":
@@ -163,5 +165,5 @@ class OnnxModule(nn.Module):
             # factory calls inside ops (arange, zeros, tensor, ...) follow the module's device
             with torch.device(device):
                 self._graph.run(env, self.node_hook)
-        results = tuple(env[n] for n in self.output_names)
+        results: tuple[torch.Tensor, ...] = tuple(env[n] for n in self.output_names)  # type: ignore[misc]
         return results[0] if len(results) == 1 else results

@@ -25,7 +25,8 @@ from .errors import OnnxUnsupportedError
 MAX_OPSET: int = onnx.defs.onnx_opset_version()
 
 OpResult = Union[torch.Tensor, None, Sequence[Optional[torch.Tensor]]]
-OpFn = Callable[["NodeContext", list[Optional[torch.Tensor]]], OpResult]
+#: ``fn(ctx, inputs)``; absent optional inputs are None (each op knows which of its inputs may be)
+OpFn = Callable[["NodeContext", list[Any]], OpResult]
 
 
 @dataclass(frozen=True)

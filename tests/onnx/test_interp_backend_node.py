@@ -12,8 +12,8 @@ import warnings
 
 import numpy as np
 import onnx
-from onnx import numpy_helper
 import pytest
+from onnx import numpy_helper
 
 from gradcheck_cli.onnx.backend import OnnxModuleBackend
 from gradcheck_cli.onnx.registry import supported_ops
@@ -31,7 +31,8 @@ SKIPS: dict[str, str] = {
     r"test_cast(like)?_(no_saturate_|e8m0_)?\w*(FLOAT8|FLOAT4|INT4|UINT4|INT2|UINT2)\w*": _NO_TORCH_DTYPE,
     r"test_(de)?quantizelinear_\w*(e4m3fn|e5m2|int4|uint4|int2|uint2|float4e2m1)\w*": _NO_TORCH_DTYPE,
     r"test_col2im_5d": "3-D Col2Im is not implemented (torch.nn.functional.fold is 2-D only)",
-    r"test_training_dropout(_default)?(_mask)?": "random dropout mask: torch's RNG cannot reproduce the reference's numpy stream",
+    r"test_training_dropout(_default)?(_mask)?": "random dropout mask: torch's RNG cannot reproduce the "
+    "reference's numpy random stream",
     r"test_equal_string\w*": "string tensors are not supported (no torch dtype)",
     r"test_attention_\w*(bf16|fp16)(_expanded)?": "16-bit attention: torch and the numpy reference round "
     "intermediate bf16/fp16 results differently; outputs differ by 1-2 ulp, above the suite's rtol 1e-3 "
@@ -102,3 +103,37 @@ def test_node_suite_coverage() -> None:
     """Records how many official node tests are exercised (reported by the maintainer)."""
     print(f"\nONNX node tests: {len(ALL_CASES)} total, {len(CASES)} use only supported ops")
     assert len(CASES) > 500
+
+
+def test_every_float_node_test_backpropagates() -> None:
+    """Gradient diagnosis needs every op to be differentiable: run backward through each node test
+    with float inputs (sum of its float outputs) and collect any op whose backward fails."""
+    import torch
+
+    from gradcheck_cli.onnx import OnnxModule
+    from gradcheck_cli.onnx.dtypes import numpy_to_torch
+
+    failures, ran = [], 0
+    for case in CASES:
+        if _skip_reason(case.name):
+            continue
+        m = OnnxModule(case.model)
+        inputs = [numpy_helper.to_array(t) if isinstance(t, onnx.TensorProto) else t for t in case.data_sets[0][0]]
+        feeds = {}
+        for name, value in zip(m.graph_input_order, inputs):
+            t = numpy_to_torch(np.asarray(value))
+            feeds[name] = t.requires_grad_(True) if t.dtype in (torch.float32, torch.float64) else t
+        if not any(t.requires_grad for t in feeds.values()):
+            continue
+        try:
+            out = m(**feeds)
+            outs = [o for o in ((out,) if isinstance(out, torch.Tensor) else out) if o is not None and o.requires_grad]
+            if not outs:
+                continue
+            sum(o.float().sum() for o in outs).backward()
+            ran += 1
+        except Exception as e:  # noqa: BLE001 - collected and reported together
+            failures.append(f"{case.name}: {type(e).__name__}: {e}")
+    print(f"\nbackward ran through {ran} node tests")
+    assert ran > 1000
+    assert not failures, "\n".join(failures)

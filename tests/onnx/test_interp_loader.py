@@ -114,3 +114,18 @@ def test_checker_failure_is_a_load_error(tmp_path) -> None:
     onnx.save_model(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(path))
     with pytest.raises(OnnxLoadError, match="checker"):
         load_onnx(str(path))
+
+
+def test_custom_domain_op_loads_and_is_reported_as_unsupported(tmp_path) -> None:
+    """The checker accepts unknown domains; the interpreter then names the op and node."""
+    from gradcheck_cli.onnx import OnnxUnsupportedError
+
+    node = helper.make_node("FusedGelu", ["x"], ["y"], name="fused_1", domain="com.microsoft")
+    graph = helper.make_graph(
+        [node], "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2])])
+    path = tmp_path / "custom.onnx"
+    onnx.save_model(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17),
+                                                            helper.make_opsetid("com.microsoft", 1)]), str(path))
+    with pytest.raises(OnnxUnsupportedError, match=r"FusedGelu.*com\.microsoft.*fused_1"):
+        OnnxModule(load_onnx(str(path)))

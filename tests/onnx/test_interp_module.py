@@ -3,15 +3,16 @@
 from __future__ import annotations
 
 import gc
+import re
 import weakref
 
 import numpy as np
 import onnx
 import pytest
 import torch
+from interp_helpers import one_node_model
 from onnx import TensorProto, helper, numpy_helper
 
-from interp_helpers import one_node_model
 from gradcheck_cli.onnx import OnnxModule, OnnxUnsupportedError
 
 
@@ -149,3 +150,15 @@ def test_local_functions_are_inlined() -> None:
     model = helper.make_model(graph, functions=[fn],
                               opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid("custom", 1)])
     assert OnnxModule(model)(torch.tensor([-1.0, 0.5, 2.0])).tolist() == [0.0, 1.0, 4.0]
+
+
+def test_readme_lists_every_supported_op() -> None:
+    from pathlib import Path
+
+    from gradcheck_cli.onnx import supported_ops
+
+    readme = (Path(__file__).resolve().parents[2] / "gradcheck_cli" / "onnx" / "README.md").read_text()
+    section = readme.split("## Supported ops", 1)[1].split("##", 1)[0]
+    listed = set(re.findall(r"\w+", section))
+    missing = sorted({op for _, op in supported_ops()} - listed)
+    assert not missing, f"README's op list lacks {missing}"

@@ -88,6 +88,30 @@ class GPT2(nn.Module):
         return self.m(input_ids=ids, use_cache=False).logits
 
 
+class UNetish(nn.Module):
+    """Down/up-sampling conv net: GroupNorm, SiLU, AvgPool, ConvTranspose, bilinear and nearest
+    interpolation, InstanceNorm, skip concatenation, PReLU, Softplus."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.inc = nn.Conv2d(3, 8, 3, padding=1)
+        self.gn = nn.GroupNorm(2, 8)
+        self.down = nn.Conv2d(8, 16, 3, stride=2, padding=1)
+        self.pool = nn.AvgPool2d(2, ceil_mode=True, count_include_pad=False)
+        self.up = nn.ConvTranspose2d(16, 8, 2, stride=2)
+        self.inorm = nn.InstanceNorm2d(16, affine=True)
+        self.prelu = nn.PReLU(16)
+        self.out = nn.Conv2d(16, 2, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = nn.functional.silu(self.gn(self.inc(x)))
+        d = self.pool(self.down(h))
+        u = self.up(nn.functional.interpolate(d, scale_factor=2.0, mode="nearest"))
+        u = nn.functional.interpolate(u, size=h.shape[-2:], mode="bilinear", align_corners=False)
+        y = self.prelu(self.inorm(torch.cat([h, u], 1)))
+        return nn.functional.softplus(self.out(y))
+
+
 def _mlp() -> nn.Module:
     return nn.Sequential(nn.Linear(6, 16), nn.GELU(), nn.Linear(16, 16), nn.Tanh(), nn.Linear(16, 3))
 
@@ -104,6 +128,7 @@ MODELS: dict[str, tuple[Callable[[], nn.Module], Callable[[], tuple[torch.Tensor
     "lstm": (LSTMNet, lambda: (torch.randn(3, 5, 4),)),
     "gru": (GRUNet, lambda: (torch.randn(5, 2, 4),)),
     "gpt2": (GPT2, lambda: (torch.randint(0, 100, (2, 7)),)),
+    "unet": (UNetish, lambda: (torch.randn(2, 3, 12, 12),)),
 }
 
 
@@ -122,18 +147,19 @@ class Case:
 
 
 CASES = [
-    Case("mlp", True, 18), Case("mlp", False, 13), Case("mlp", False, 17),
+    Case("mlp", True, 18), Case("mlp", False, 11), Case("mlp", False, 13), Case("mlp", False, 17),
     # dynamo always exports BatchNorm with inference semantics, and its optimiser folds it into Conv
     Case("cnn", True, 18, min_matched=0.2), Case("cnn", True, 18, optimize=False),
-    Case("cnn", False, 13), Case("cnn", False, 17),
+    Case("cnn", False, 11), Case("cnn", False, 13), Case("cnn", False, 17),
     Case("transformer", True, 18), Case("transformer", False, 17),
     Case("transformer", True, 23),  # opset 23: scaled_dot_product_attention becomes an Attention node
     # dynamo constant-folds the LSTM/GRU weights into gate-reordered, concatenated initializers
     Case("lstm", True, 18, min_matched=0.1), Case("lstm", False, 13), Case("lstm", False, 17),
-    Case("gru", True, 18, min_matched=0.1), Case("gru", False, 17),
+    Case("gru", True, 18, min_matched=0.1), Case("gru", False, 11), Case("gru", False, 17),
     # dynamo splits the tied wte/lm_head weight (Gather table + pre-transposed MatMul copy) and
     # constant-folds the position-embedding slice for the traced sequence length
     Case("gpt2", True, 18, min_matched=0.9), Case("gpt2", True, 23, min_matched=0.9),
+    Case("unet", True, 18), Case("unet", True, 18, optimize=False), Case("unet", False, 13), Case("unet", False, 17),
 ]
 
 
@@ -168,19 +194,21 @@ def _randomise(model: nn.Module) -> None:
 
 
 def _orientation(a: torch.Tensor, b: torch.Tensor) -> str | None:
-    """'same' or 'T' if b holds a's values as-is or transposed (2-D), else None."""
+    """'same', 'T' or 'reshape' if b holds a's values as-is, transposed (2-D) or reshaped; else None."""
     if a.shape == b.shape and torch.equal(a, b):
         return "same"
     if a.dim() == 2 and b.dim() == 2 and a.shape == b.T.shape and torch.equal(a, b.T):
         return "T"
+    if a.numel() == b.numel() and torch.equal(a.reshape(-1), b.reshape(-1)):
+        return "reshape"
     return None
 
 
 def _match_gradients(om: OnnxModule, model: nn.Module) -> dict[int, list[torch.Tensor]]:
     """torch parameter id -> gradients (in the torch parameter's orientation) of the ONNX
     initializers that hold its values.  Matched by name first (any alias of a tied parameter),
-    then by value for renamed initializers (dynamo stores pre-transposed MatMul weights as
-    ``val_N``).  Folded/concatenated/sliced initializers do not match and are not compared."""
+    then by value for renamed initializers (dynamo stores pre-transposed MatMul weights and
+    reshaped GroupNorm/PReLU parameters as ``val_N``).  Folded/concatenated/sliced initializers do not match and are not compared."""
     by_name = dict(model.named_parameters(remove_duplicate=False))
     params = [p for _, p in model.named_parameters()]
     out: dict[int, list[torch.Tensor]] = {}
@@ -192,7 +220,7 @@ def _match_gradients(om: OnnxModule, model: nn.Module) -> dict[int, list[torch.T
             continue
         q, o = hits[0]
         assert p.grad is not None, f"no gradient for {om.onnx_name[attr]}"
-        g = p.grad if o == "same" else p.grad.T
+        g = {"same": p.grad, "T": p.grad.T}.get(o, p.grad.reshape(q.shape))
         out.setdefault(id(q), []).append(g)
     return out
 

@@ -28,7 +28,8 @@ def _onnx_weights(rnn: torch.nn.RNNBase, perm: list[int], dirs: int) -> dict[str
     g = lambda n: [getattr(rnn, n + s).detach() for s in sfx]  # noqa: E731
     w = torch.stack([_reorder(t, perm) for t in g("weight_ih_l0")])
     r = torch.stack([_reorder(t, perm) for t in g("weight_hh_l0")])
-    b = torch.stack([torch.cat([_reorder(a, perm), _reorder(c, perm)]) for a, c in zip(g("bias_ih_l0"), g("bias_hh_l0"))])
+    pairs = zip(g("bias_ih_l0"), g("bias_hh_l0"))
+    b = torch.stack([torch.cat([_reorder(a, perm), _reorder(c, perm)]) for a, c in pairs])
     return {"W": w.numpy(), "R": r.numpy(), "B": b.numpy()}
 
 
@@ -90,7 +91,8 @@ def test_gru_linear_before_reset_matches_torch(dirs: int) -> None:
     torch.testing.assert_close(hn, hn_t, atol=1e-5, rtol=1e-5)
     (y.sum() + hn.sum()).backward()
     (y_t.sum() + hn_t.sum()).backward()
-    torch.testing.assert_close(om.initializer("R").grad[0], _reorder(gru.weight_hh_l0.grad, GRU_PERM), atol=1e-5, rtol=1e-5)
+    want = _reorder(gru.weight_hh_l0.grad, GRU_PERM)
+    torch.testing.assert_close(om.initializer("R").grad[0], want, atol=1e-5, rtol=1e-5)
 
 
 def test_reverse_direction_runs_backwards() -> None:
@@ -109,3 +111,33 @@ def test_reverse_direction_runs_backwards() -> None:
     y_rev = rev(x, h0, c0)[0]
     y_fwd = fwd(x.flip(0), h0, c0)[0]
     torch.testing.assert_close(y_rev, y_fwd.flip(0))
+
+
+@pytest.mark.parametrize("op", ["LSTM", "GRU", "RNN"])
+def test_variable_sequence_lens_match_onnxruntime(op: str) -> None:
+    """Entries shorter than the sequence: zero outputs past their length, frozen state, and the
+    reverse direction starting at each entry's own last step."""
+    ort = pytest.importorskip("onnxruntime")
+    rng = np.random.default_rng(0)
+    gates = {"LSTM": 4, "GRU": 3, "RNN": 1}[op]
+    hidden, seq, batch, feat, dirs = 3, 5, 3, 2, 2
+    w = {"W": rng.standard_normal((dirs, gates * hidden, feat)).astype(np.float32),
+         "R": rng.standard_normal((dirs, gates * hidden, hidden)).astype(np.float32),
+         "B": rng.standard_normal((dirs, 2 * gates * hidden)).astype(np.float32)}
+    lens = np.array([5, 2, 3], np.int32)
+    node = helper.make_node(op, ["X", "W", "R", "B", "L"], ["Y", "Y_h"], hidden_size=hidden, direction="bidirectional")
+    graph = helper.make_graph(
+        [node], "g",
+        [helper.make_tensor_value_info("X", TensorProto.FLOAT, [seq, batch, feat]),
+         helper.make_tensor_value_info("L", TensorProto.INT32, [batch])],
+        [helper.make_tensor_value_info("Y", TensorProto.FLOAT, [seq, dirs, batch, hidden]),
+         helper.make_tensor_value_info("Y_h", TensorProto.FLOAT, [dirs, batch, hidden])],
+        [numpy_helper.from_array(v, k) for k, v in w.items()])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 14)], ir_version=8)
+    x = rng.standard_normal((seq, batch, feat)).astype(np.float32)
+    want = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"]).run(
+        None, {"X": x, "L": lens})
+    with torch.no_grad():
+        got = OnnxModule(model)(torch.from_numpy(x), torch.from_numpy(lens))
+    for g, e in zip(got, want):
+        np.testing.assert_allclose(g.numpy(), e, atol=1e-5, rtol=1e-5)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-
 from interp_helpers import one_node_model, run_ort, run_ours
 
 I64 = np.int64

@@ -64,7 +64,7 @@ def attention(ctx: NodeContext, inp: list) -> tuple:
     if scale is None:
         scale = 1.0 / math.sqrt(q.shape[3])
     s = math.sqrt(scale)  # applied to Q and K separately, as the reference (keeps fp16 in range)
-    if past_k is not None:
+    if past_k is not None and past_v is not None:
         k = torch.cat([past_k, k], 2)
         v = torch.cat([past_v, v], 2)
     present_k, present_v = k, v

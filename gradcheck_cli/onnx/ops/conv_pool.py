@@ -116,7 +116,7 @@ def conv_transpose(ctx: NodeContext, inp: list) -> Tensor:
     return y
 
 
-def _pool_geometry(ctx: NodeContext, x: Tensor) -> tuple[list[int], list[int], list[int], list[int], list[int], list[int]]:
+def _pool_geometry(ctx: NodeContext, x: Tensor) -> tuple[list[int], ...]:
     """kernel, strides, dilations, pads_begin, pads_end (incl. ceil-mode extension), explicit pads_end."""
     kernel = list(ctx.attr("kernel_shape"))
     strides, dil, pb, pe = _spatial_attrs(ctx, x, kernel)

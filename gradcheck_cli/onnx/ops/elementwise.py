@@ -9,7 +9,7 @@ and result dtypes (Pow keeps the base type).
 from __future__ import annotations
 
 import functools
-from typing import Callable, Optional
+from typing import Callable
 
 import torch
 
@@ -24,7 +24,7 @@ _WIDE_UINT = (torch.uint16, torch.uint32, torch.uint64)
 def _binary(fn: Callable[[Tensor, Tensor], Tensor]) -> Callable[[NodeContext, list], Tensor]:
     """Wrap a binary torch op; compute wide unsigned types (poorly supported by torch) via int64."""
 
-    def impl(ctx: NodeContext, inp: list[Optional[Tensor]]) -> Tensor:
+    def impl(ctx: NodeContext, inp: list) -> Tensor:
         a, b = inp[0], inp[1]
         if a.dtype in _WIDE_UINT or b.dtype in _WIDE_UINT:
             dt = a.dtype
@@ -64,6 +64,8 @@ register("Div", since=1)(_binary(_div))
 def pow_(ctx: NodeContext, inp: list) -> Tensor:
     """Result has the base's type (Pow(int32, float) is int32 in ONNX)."""
     a, b = inp
+    if b.dtype in _WIDE_UINT:  # torch's pow backward has no kernels for them
+        b = b.to(torch.int64)
     if a.dtype in FLOAT_DTYPES and b.dtype in FLOAT_DTYPES and b.dtype != a.dtype:
         b = b.to(a.dtype) if b.dim() > 0 else b
     r = torch.pow(a, b)
@@ -88,6 +90,10 @@ def bitshift(ctx: NodeContext, inp: list) -> Tensor:
     return r.to(dt)
 
 
+def _identity(x: Tensor) -> Tensor:
+    return x
+
+
 def _unary(fn: Callable[[Tensor], Tensor]) -> Callable[[NodeContext, list], Tensor]:
     def impl(ctx: NodeContext, inp: list) -> Tensor:
         x = inp[0]
@@ -99,7 +105,7 @@ def _unary(fn: Callable[[Tensor], Tensor]) -> Callable[[NodeContext, list], Tens
     return impl
 
 
-for _name, _fn in {
+_UNARY: dict[str, Callable[[Tensor], Tensor]] = {
     "Neg": torch.neg,
     "Abs": torch.abs,
     "Exp": torch.exp,
@@ -125,8 +131,9 @@ for _name, _fn in {
     "Not": torch.logical_not,
     "IsNaN": torch.isnan,
     "BitwiseNot": torch.bitwise_not,
-    "Identity": lambda x: x,
-}.items():
+    "Identity": _identity,
+}
+for _name, _fn in _UNARY.items():
     register(_name, since=1)(_unary(_fn))
 
 

@@ -45,7 +45,7 @@ def _channel_view(t: Tensor, rank: int) -> Tensor:
 
 
 @register("BatchNormalization", since=7)
-def batch_norm(ctx: NodeContext, inp: list) -> tuple:
+def batch_norm(ctx: NodeContext, inp: list) -> Tensor | tuple:
     """Inference form uses the given statistics; training form (training_mode=1 from opset 14,
     or extra outputs before that) normalises with batch statistics and also returns the
     updated running statistics (momentum-weighted, population variance, as the reference)."""

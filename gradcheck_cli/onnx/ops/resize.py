@@ -217,4 +217,6 @@ def resize(ctx: NodeContext, inp: list) -> Tensor:
 @register("Upsample", since=7, until=9)
 def upsample(ctx: NodeContext, inp: list) -> Tensor:
     scales = ctx.attr("scales") if ctx.opset < 9 else _list(inp[1])
+    if not scales:
+        raise ValueError("Upsample needs scales")
     return resize_impl(ctx, inp[0], None, list(scales), None, "asymmetric", "floor")

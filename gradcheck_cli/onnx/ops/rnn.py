@@ -38,7 +38,8 @@ def _activation(name: str, alpha: Optional[float], beta: Optional[float]) -> Act
     if n == "scaledtanh":
         return lambda x: (alpha if alpha is not None else 1.0) * torch.tanh((beta if beta is not None else 1.0) * x)
     if n == "hardsigmoid":
-        return lambda x: torch.clamp((alpha if alpha is not None else 0.2) * x + (beta if beta is not None else 0.5), 0, 1)
+        a, b = (alpha if alpha is not None else 0.2), (beta if beta is not None else 0.5)
+        return lambda x: torch.clamp(a * x + b, 0, 1)
     if n == "elu":
         return lambda x: F.elu(x, alpha if alpha is not None else 1.0)
     if n == "softsign":
@@ -71,14 +72,15 @@ def _setup(ctx: NodeContext, inp: list, gates: int):
     if layout:
         x = x.transpose(0, 1)
         h0 = h0.transpose(0, 1) if h0 is not None else None
+    lens = None
     if seq_lens is not None and bool((seq_lens != x.shape[0]).any()):
-        raise ctx.unsupported("sequence_lens shorter than the sequence (variable-length batches)")
+        lens = seq_lens.long()
     direction = ctx.attr("direction", "forward")
     dirs = 2 if direction == "bidirectional" else 1
     hidden = ctx.attr("hidden_size") or r.shape[-1]
     if h0 is None:
         h0 = torch.zeros(dirs, x.shape[1], hidden, dtype=x.dtype)
-    return x, w, r, b, h0, layout, direction, dirs, hidden
+    return x, w, r, b, h0, layout, direction, dirs, hidden, lens
 
 
 def _clip(ctx: NodeContext) -> Callable[[Tensor], Tensor]:
@@ -96,17 +98,29 @@ def _finish(ys: list[Tensor], finals: list[list[Tensor]], layout: int) -> tuple:
     return (y, *states)
 
 
-def _run_dirs(direction: str, dirs: int, seq: int, step) -> tuple[list[Tensor], list[list[Tensor]]]:
+def _run_dirs(direction: str, dirs: int, seq: int, step, init: list[tuple[Tensor, ...]],
+              lens: Optional[Tensor]) -> tuple[list[Tensor], list[list[Tensor]]]:
+    """Run ``step(d, t, state) -> state`` over time for each direction.
+
+    With ``sequence_lens``, batch entries past their length keep their state and
+    output zeros; a reverse pass then starts at each entry's own last step, which
+    is exactly ONNX's variable-length semantics."""
     ys: list[Tensor] = []
     finals: list[list[Tensor]] = []
     for d in range(dirs):
         reverse = direction == "reverse" or d == 1
         order = range(seq - 1, -1, -1) if reverse else range(seq)
         outs: list[Optional[Tensor]] = [None] * seq
-        state = None
+        state = init[d]
         for t in order:
-            state = step(d, t, state)
-            outs[t] = state[0]
+            new = step(d, t, state)
+            if lens is None:
+                state = new
+                outs[t] = new[0]
+            else:
+                live = (t < lens).reshape(-1, 1)
+                state = tuple(torch.where(live, a, b) for a, b in zip(new, state))
+                outs[t] = torch.where(live, new[0], torch.zeros_like(new[0]))
         ys.append(torch.stack(outs, 0) if seq else torch.zeros(0))  # type: ignore[arg-type]
         finals.append(list(state))
     # regroup finals per state kind
@@ -116,7 +130,7 @@ def _run_dirs(direction: str, dirs: int, seq: int, step) -> tuple[list[Tensor], 
 
 @register("LSTM", since=7)
 def lstm(ctx: NodeContext, inp: list) -> tuple:
-    x, w, r, b, h0, layout, direction, dirs, hid = _setup(ctx, inp, 4)
+    x, w, r, b, h0, layout, direction, dirs, hid, lens = _setup(ctx, inp, 4)
     c0 = inp[6] if len(inp) > 6 and inp[6] is not None else None
     if c0 is not None and layout:
         c0 = c0.transpose(0, 1)
@@ -130,7 +144,7 @@ def lstm(ctx: NodeContext, inp: list) -> tuple:
     xw = [x @ w[d].T + (b[d, :4 * hid] + b[d, 4 * hid:] if b is not None else 0) for d in range(dirs)]
 
     def step(d: int, t: int, state):
-        h, c = state if state is not None else (h0[d], c0[d])
+        h, c = state
         f_, g_, h_ = acts[d]
         gates = xw[d][t] + h @ r[d].T
         gi, go, gf, gc = gates.chunk(4, -1)
@@ -145,20 +159,20 @@ def lstm(ctx: NodeContext, inp: list) -> tuple:
         o = f_(clip(go))
         return o * h_(c_new), c_new
 
-    ys, finals = _run_dirs(direction, dirs, x.shape[0], step)
+    ys, finals = _run_dirs(direction, dirs, x.shape[0], step, [(h0[d], c0[d]) for d in range(dirs)], lens)
     return _finish(ys, finals, layout)
 
 
 @register("GRU", since=7)
 def gru(ctx: NodeContext, inp: list) -> tuple:
-    x, w, r, b, h0, layout, direction, dirs, hid = _setup(ctx, inp, 3)
+    x, w, r, b, h0, layout, direction, dirs, hid, lens = _setup(ctx, inp, 3)
     acts = _activations(ctx, ["Sigmoid", "Tanh"], dirs)
     clip = _clip(ctx)
     lbr = bool(ctx.attr("linear_before_reset", 0))
     xw = [x @ w[d].T + (b[d, :3 * hid] if b is not None else 0) for d in range(dirs)]
 
     def step(d: int, t: int, state):
-        h = state[0] if state is not None else h0[d]
+        h = state[0]
         f_, g_ = acts[d]
         rz, rr, rh = r[d].chunk(3, 0)
         bz, br, bh = (b[d, 3 * hid:].chunk(3) if b is not None else (0, 0, 0))
@@ -171,20 +185,20 @@ def gru(ctx: NodeContext, inp: list) -> tuple:
             hh = g_(clip(xh + (rg * h) @ rh.T + bh))
         return ((1 - z) * hh + z * h,)
 
-    ys, finals = _run_dirs(direction, dirs, x.shape[0], step)
+    ys, finals = _run_dirs(direction, dirs, x.shape[0], step, [(h0[d],) for d in range(dirs)], lens)
     return _finish(ys, finals, layout)
 
 
 @register("RNN", since=7)
 def rnn(ctx: NodeContext, inp: list) -> tuple:
-    x, w, r, b, h0, layout, direction, dirs, hid = _setup(ctx, inp, 1)
+    x, w, r, b, h0, layout, direction, dirs, hid, lens = _setup(ctx, inp, 1)
     acts = _activations(ctx, ["Tanh"], dirs)
     clip = _clip(ctx)
     xw = [x @ w[d].T + (b[d, :hid] + b[d, hid:] if b is not None else 0) for d in range(dirs)]
 
     def step(d: int, t: int, state):
-        h = state[0] if state is not None else h0[d]
+        h = state[0]
         return (acts[d][0](clip(xw[d][t] + h @ r[d].T)),)
 
-    ys, finals = _run_dirs(direction, dirs, x.shape[0], step)
+    ys, finals = _run_dirs(direction, dirs, x.shape[0], step, [(h0[d],) for d in range(dirs)], lens)
     return _finish(ys, finals, layout)

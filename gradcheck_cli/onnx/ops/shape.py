@@ -75,11 +75,11 @@ def squeeze(ctx: NodeContext, inp: list) -> Tensor:
     axes = _axes(ctx, inp, 13)
     if not axes:
         return x.reshape([d for d in x.shape if d != 1])
-    axes = set(norm_axes(axes, x.dim()))
-    for a in axes:
+    drop = set(norm_axes(axes, x.dim()))
+    for a in drop:
         if x.shape[a] != 1:
             raise ValueError(f"Squeeze axis {a} has size {x.shape[a]}")
-    return x.reshape([d for i, d in enumerate(x.shape) if i not in axes])
+    return x.reshape([d for i, d in enumerate(x.shape) if i not in drop])
 
 
 @register("Unsqueeze", since=1)
@@ -156,8 +156,8 @@ def tile(ctx: NodeContext, inp: list) -> Tensor:
 def range_(ctx: NodeContext, inp: list) -> Tensor:
     start, limit, delta = inp
     dt = start.dtype
-    s, l, d = scalar(start), scalar(limit), scalar(delta)
-    n = max(math.ceil((l - s) / d), 0)
+    s, lim, d = scalar(start), scalar(limit), scalar(delta)
+    n = max(math.ceil((lim - s) / d), 0)
     if dt.is_floating_point:
         # start + i*delta computed in the output type, like the reference loop
         return start.reshape(()) + torch.arange(n, dtype=dt) * delta.reshape(())

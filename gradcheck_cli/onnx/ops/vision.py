@@ -53,13 +53,13 @@ def col2im(ctx: NodeContext, inp: list) -> Tensor:
     if len(image) != 2:
         raise ctx.unsupported(f"{len(image)}-D Col2Im (torch's fold is 2-D)")
     pads = list(ctx.attr("pads") or [0] * 4)
-    if pads[:2] != pads[2:]:
+    dil = tuple(ctx.attr("dilations") or [1, 1])
+    stride = tuple(ctx.attr("strides") or [1, 1])
+    if pads[:2] != pads[2:]:  # asymmetric: fold into the padded image, then crop
         padded = [image[i] + pads[i] + pads[i + 2] for i in range(2)]
-        y = F.fold(x, padded, block, dilation=list(ctx.attr("dilations") or [1, 1]), padding=0,
-                   stride=list(ctx.attr("strides") or [1, 1]))
+        y = F.fold(x, tuple(padded), tuple(block), dilation=dil, padding=0, stride=stride)
         return y[..., pads[0]:pads[0] + image[0], pads[1]:pads[1] + image[1]]
-    return F.fold(x, image, block, dilation=list(ctx.attr("dilations") or [1, 1]), padding=pads[:2],
-                  stride=list(ctx.attr("strides") or [1, 1]))
+    return F.fold(x, tuple(image), tuple(block), dilation=dil, padding=tuple(pads[:2]), stride=stride)
 
 
 @register("MaxUnpool", since=9)
