@@ -80,7 +80,7 @@ def _unobserved(m: Measurements, by_name: dict[str, ParamMeasure], display: dict
     used |= {alias for name in list(used) if name in by_name for alias in [by_name[name].name, *by_name[name].aliases]}
     groups: dict[str, dict[str, str]] = {}
     for p in m.params:
-        if p.name in used:
+        if p.name in used or p.numel <= 1:  # a scalar is a constant or a gate, not a layer
             continue
         owner, _, role = display.get(p.name, p.name).rpartition(".")
         groups.setdefault(owner or display.get(p.name, p.name), {})[role] = p.name

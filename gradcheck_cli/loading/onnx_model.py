@@ -50,8 +50,14 @@ def _exporter_notes(module: Any) -> list[str]:
     ops = {node.op_type for node in module.nodes}
     if "Conv" in ops and "BatchNormalization" not in ops:
         notes.append(
-            "no BatchNormalization in the graph: exporters fold BatchNorm into the preceding Conv in eval "
-            "mode, so those convolutions' weights and gradients include the BatchNorm scale"
+            "the graph has convolutions and no BatchNormalization: if the PyTorch model had BatchNorm, the "
+            "exporter folded it into the convolutions, whose weights and gradients then include its scale"
+        )
+    scalars = sum(1 for p in module.parameters() if p.numel() <= 1)
+    if scalars:
+        notes.append(
+            f"{scalars} one-element float initializers (exporter constants such as GELU's 0.5) are treated as "
+            "parameters; they get no rows of their own"
         )
     return notes
 

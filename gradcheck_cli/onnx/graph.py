@@ -121,6 +121,16 @@ class CompiledGraph:
             if name not in keep:
                 self.free_after[i].append(name)
 
+    def __getstate__(self) -> dict:
+        # op implementations include closures, which pickle cannot store: resolve them again on load
+        state = self.__dict__.copy()
+        del state["impls"]
+        return state
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state)
+        self.impls = [lookup(c.node.domain, c.node.op_type, c.opset, c.node.name) for c in self.ctxs]
+
     def run(self, env: Env, hook: Optional[NodeHook] = None) -> Env:
         """Execute the nodes on ``env`` (mutated in place): outputs added, dead values dropped."""
         dev = torch.get_default_device()

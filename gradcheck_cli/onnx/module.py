@@ -69,8 +69,12 @@ class OnnxModule(nn.Module):
         if model.functions:
             # Model-local functions (custom-domain subgraphs) are expanded so that
             # every executed node is a primitive op we implement.
-            from onnx import inliner
-
+            try:
+                from onnx import inliner  # onnx >= 1.16
+            except ImportError:
+                f = model.functions[0]
+                raise OnnxUnsupportedError(f.name, f.domain, None, "<model-local function>",
+                                           "inlining model-local functions needs onnx >= 1.16") from None
             model = inliner.inline_local_functions(model)
         graph = model.graph
         self.opset_imports: dict[str, int] = {}

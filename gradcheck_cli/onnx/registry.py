@@ -21,8 +21,11 @@ from onnx import helper
 from .dtypes import UnsupportedDtypeError, tensor_proto_to_torch
 from .errors import OnnxUnsupportedError
 
-#: newest default-domain opset the installed onnx package knows about.
-MAX_OPSET: int = onnx.defs.onnx_opset_version()
+#: newest default-domain opset whose op semantics were checked (the official node tests of onnx 1.23).
+VERIFIED_OPSET = 28
+#: newest opset accepted: the verified one, or the installed onnx's newest if that is older.  A newer
+#: onnx may define new op versions; models using them are refused rather than run on a guess.
+MAX_OPSET: int = min(onnx.defs.onnx_opset_version(), VERIFIED_OPSET)
 
 OpResult = Union[torch.Tensor, None, Sequence[Optional[torch.Tensor]]]
 #: ``fn(ctx, inputs)``; absent optional inputs are None (each op knows which of its inputs may be)

@@ -38,7 +38,7 @@ _CUDA_CASES = CASES if torch.cuda.is_available() else []
 
 @pytest.mark.parametrize("case", _CUDA_CASES, ids=[c.name for c in _CUDA_CASES])
 def test_node_on_cuda(case) -> None:
-    reason = _skip_reason(case.name)
+    reason = _skip_reason(case)
     if reason:
         pytest.skip(reason)
     m = OnnxModule(case.model).to("cuda")

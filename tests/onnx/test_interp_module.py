@@ -162,3 +162,15 @@ def test_readme_lists_every_supported_op() -> None:
     listed = set(re.findall(r"\w+", section))
     missing = sorted({op for _, op in supported_ops()} - listed)
     assert not missing, f"README's op list lacks {missing}"
+
+
+def test_module_survives_deepcopy_pickle_and_dtype_change() -> None:
+    import copy
+    import pickle
+
+    m = OnnxModule(_chain_model())
+    x = torch.randn(2, 3)
+    want = m(x)
+    torch.testing.assert_close(copy.deepcopy(m)(x), want)
+    torch.testing.assert_close(pickle.loads(pickle.dumps(m))(x), want)
+    torch.testing.assert_close(m.double()(x.double()), want.double(), rtol=1e-5, atol=1e-5)

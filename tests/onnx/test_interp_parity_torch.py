@@ -153,13 +153,15 @@ CASES = [
     Case("cnn", False, 11), Case("cnn", False, 13), Case("cnn", False, 17),
     Case("transformer", True, 18), Case("transformer", False, 17),
     Case("transformer", True, 23),  # opset 23: scaled_dot_product_attention becomes an Attention node
+    Case("transformer", True, 25),
     # dynamo constant-folds the LSTM/GRU weights into gate-reordered, concatenated initializers
     Case("lstm", True, 18, min_matched=0.1), Case("lstm", False, 13), Case("lstm", False, 17),
     Case("gru", True, 18, min_matched=0.1), Case("gru", False, 11), Case("gru", False, 17),
     # dynamo splits the tied wte/lm_head weight (Gather table + pre-transposed MatMul copy) and
     # constant-folds the position-embedding slice for the traced sequence length
     Case("gpt2", True, 18, min_matched=0.9), Case("gpt2", True, 23, min_matched=0.9),
-    Case("unet", True, 18), Case("unet", True, 18, optimize=False), Case("unet", False, 13), Case("unet", False, 17),
+    Case("unet", True, 18), Case("unet", True, 18, optimize=False), Case("unet", True, 21),
+    Case("unet", False, 13), Case("unet", False, 17),
 ]
 
 
@@ -208,7 +210,8 @@ def _match_gradients(om: OnnxModule, model: nn.Module) -> dict[int, list[torch.T
     """torch parameter id -> gradients (in the torch parameter's orientation) of the ONNX
     initializers that hold its values.  Matched by name first (any alias of a tied parameter),
     then by value for renamed initializers (dynamo stores pre-transposed MatMul weights and
-    reshaped GroupNorm/PReLU parameters as ``val_N``).  Folded/concatenated/sliced initializers do not match and are not compared."""
+    reshaped GroupNorm/PReLU parameters as ``val_N``).  Folded, concatenated or sliced
+    initializers do not match and are not compared."""
     by_name = dict(model.named_parameters(remove_duplicate=False))
     params = [p for _, p in model.named_parameters()]
     out: dict[int, list[torch.Tensor]] = {}
@@ -220,7 +223,7 @@ def _match_gradients(om: OnnxModule, model: nn.Module) -> dict[int, list[torch.T
             continue
         q, o = hits[0]
         assert p.grad is not None, f"no gradient for {om.onnx_name[attr]}"
-        g = {"same": p.grad, "T": p.grad.T}.get(o, p.grad.reshape(q.shape))
+        g = p.grad if o == "same" else p.grad.T if o == "T" else p.grad.reshape(q.shape)
         out.setdefault(id(q), []).append(g)
     return out
 

@@ -124,3 +124,17 @@ def test_clip_attribute_and_input_forms() -> None:
     assert run_ours(m, {"x": x})[0].tolist() == [-1, -1, -1, 0, 1, 2, 2]
     m = one_node_model("Clip", {"x": x, "": np.zeros(0)}, opset=13, initializers={"hi": np.array(1.5, np.float32)})
     assert run_ours(m, {"x": x})[0].tolist() == [-3, -2, -1, 0, 1, 1.5, 1.5]
+
+
+def test_random_ops_shapes_dtypes_ranges_and_seeding() -> None:
+    x = np.zeros((3, 4), np.float64)
+    m = one_node_model("RandomNormalLike", {"x": x}, opset=22, seed=3.0, mean=5.0, scale=0.01)
+    a, b = run_ours(m, {"x": x})[0], run_ours(m, {"x": x})[0]
+    assert a.shape == (3, 4) and a.dtype == np.float64 and np.array_equal(a, b)
+    assert abs(a.mean() - 5.0) < 0.05
+    m = one_node_model("RandomUniformLike", {"x": x}, opset=22, low=-2.0, high=-1.0)
+    u = run_ours(m, {"x": x})[0]
+    assert ((u >= -2) & (u <= -1)).all()
+    p = np.full((1000,), 0.3, np.float32)
+    s = run_ours(one_node_model("Bernoulli", {"p": p}, opset=22, seed=1.0), {"p": p})[0]
+    assert set(np.unique(s)) <= {0.0, 1.0} and 0.2 < s.mean() < 0.4

@@ -11,6 +11,7 @@ from . import (  # noqa: F401
     misc,
     nn,
     quant,
+    random,
     reduce,
     resize,
     rnn,

@@ -92,7 +92,10 @@ def hard_swish(ctx: NodeContext, inp: list) -> Tensor:
 
 @register("PRelu", since=1)
 def prelu(ctx: NodeContext, inp: list) -> Tensor:
+    """Opset 7+: slope broadcasts numpy-style; before 7 a 1-D slope is per channel (dim 1)."""
     x, slope = inp
+    if ctx.opset < 7 and slope.dim() == 1 and slope.numel() > 1 and x.dim() > 2:
+        slope = slope.reshape((1, -1) + (1,) * (x.dim() - 2))
     return torch.where(x < 0, x * slope, x)
 
 

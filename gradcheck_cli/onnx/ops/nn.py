@@ -22,7 +22,7 @@ def matmul(ctx: NodeContext, inp: list) -> Tensor:
     return torch.matmul(inp[0], inp[1])
 
 
-@register("Gemm", since=7)
+@register("Gemm", since=1)  # before 7 the ``broadcast`` attribute only allowed what numpy rules give
 def gemm(ctx: NodeContext, inp: list) -> Tensor:
     a, b = inp[0], inp[1]
     c = inp[2] if len(inp) > 2 else None
@@ -44,17 +44,22 @@ def _channel_view(t: Tensor, rank: int) -> Tensor:
     return t.reshape((1, -1) + (1,) * (rank - 2))
 
 
-@register("BatchNormalization", since=7)
+@register("BatchNormalization", since=6)
 def batch_norm(ctx: NodeContext, inp: list) -> Tensor | tuple:
     """Inference form uses the given statistics; training form (training_mode=1 from opset 14,
-    or extra outputs before that) normalises with batch statistics and also returns the
+    extra outputs for 7-13, ``is_test=0`` before 7) normalises with batch statistics and also returns the
     updated running statistics (momentum-weighted, population variance, as the reference)."""
     x, scale, bias, mean, var = inp[:5]
     if ctx.opset < 9 and ctx.attr("spatial", 1) == 0:
         raise ctx.unsupported("BatchNormalization with spatial=0 (per-element statistics)")
     eps = ctx.attr("epsilon", 1e-5)
     momentum = ctx.attr("momentum", 0.9)
-    training = bool(ctx.attr("training_mode", 0)) if ctx.opset >= 14 else ctx.num_outputs > 1
+    if ctx.opset >= 14:
+        training = bool(ctx.attr("training_mode", 0))
+    elif ctx.opset >= 7:
+        training = ctx.num_outputs > 1
+    else:
+        training = not ctx.attr("is_test", 0)
     r = x.dim()
     if not training:
         inv = torch.rsqrt(_channel_view(var, r) + eps)
