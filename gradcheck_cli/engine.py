@@ -96,8 +96,10 @@ def analyze(
         from gradcheck_cli.loading.onnx_model import verify_with_onnxruntime
 
         progress.stage("verifying against onnxruntime")
-        difference = verify_with_onnxruntime(loaded.source, loaded.module, batches[0].args, batches[0].kwargs)
-        loaded.notes.append(f"forward output verified against onnxruntime: max abs difference {difference:.3g}")
+        outcome = verify_with_onnxruntime(loaded.source, loaded.module, batches[0].args, batches[0].kwargs)
+        loaded.notes.append(
+            outcome if isinstance(outcome, str) else f"forward output verified against onnxruntime: max abs difference {outcome:.3g}"
+        )
     measurements = run(loaded, batches, loss_name, options, progress)
     progress.stage("diagnosing")
     return build_report(loaded, measurements, options, device=str(device), loss=loss_name,

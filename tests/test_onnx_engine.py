@@ -122,3 +122,11 @@ def test_truncated_onnx_exits_2(tmp_path, invoke):
     result = invoke("analyze", cut, "-s", "2,12")
     assert result.exit_code == 2, result.output
     assert result.stderr.startswith("gradcheck: error:")
+
+
+def test_verify_declines_graphs_that_sample_random_numbers(tmp_path):
+    model = nn.Sequential(nn.Linear(8, 8), nn.Dropout(0.5), nn.Linear(8, 2)).train()
+    path = _export(model, (torch.randn(4, 8),), tmp_path / "drop.onnx", False,
+                   training=torch.onnx.TrainingMode.TRAINING, do_constant_folding=False)
+    report = analyze(str(path), torch.randn(4, 8), verify=True)
+    assert any(n.startswith("not verifiable") and "Dropout" in n for n in report.notes), report.notes

@@ -93,8 +93,33 @@ def _embedding_sizes(module: Any) -> dict[str, int]:
     return sizes
 
 
-def verify_with_onnxruntime(path: str, module: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> float:
-    """Max |interpreter - onnxruntime| over the first output; an error above tolerance."""
+_RANDOM_OPS = {"RandomNormal", "RandomNormalLike", "RandomUniform", "RandomUniformLike", "Bernoulli", "Multinomial"}
+
+
+def stochastic_node(module: Any) -> str | None:
+    """A node that samples random numbers (so two runtimes cannot agree), or None."""
+    for node in module.nodes:
+        if node.op_type in _RANDOM_OPS:
+            return f"{node.op_type} node {node.name!r}"
+        if node.op_type == "Dropout" and len(node.input) > 2 and node.input[2]:
+            try:
+                training = module.initializer(node.input[2])
+            except (AttributeError, KeyError):
+                return f"Dropout node {node.name!r} (training_mode computed at run time)"
+            if bool(training.reshape(-1)[0]):
+                return f"Dropout node {node.name!r} in training mode"
+    return None
+
+
+def verify_with_onnxruntime(path: str, module: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> float | str:
+    """Max |interpreter - onnxruntime| over the first output; an error above tolerance.
+
+    A graph that samples random numbers cannot be compared run against run: then the reason
+    is returned instead of a difference (export in eval mode to verify).
+    """
+    random = stochastic_node(module)
+    if random is not None:
+        return f"not verifiable: the graph samples random numbers ({random}); export in eval mode to verify"
     try:
         import onnxruntime
     except ImportError:
