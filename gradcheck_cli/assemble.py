@@ -105,7 +105,7 @@ def _layer(info: LayerInfo, stats: LayerStats | None, infos: list[LayerInfo], pa
     bias = params.get(info.params.get("bias", ""))
     grad = GradStats(
         output_rms=stats.grad_rms if stats else None,
-        nonfinite=stats.grad_nonfinite if stats else 0,
+        nonfinite=bool(stats.grad_nonfinite) if stats else False,
         weight_norm=weight.grad_norm if weight else None,
         bias_norm=bias.grad_norm if bias else None,
         weight_rms=weight.grad_norm / math.sqrt(weight.numel) if weight and weight.grad_norm is not None else None,
@@ -124,7 +124,7 @@ def _activation(f: ForwardSummary) -> ActivationStats:
     centring = abs(f.mean) / f.std if f.std > 0 else (0.0 if f.mean == 0 else math.inf)
     return ActivationStats(
         mean=f.mean, std=f.std, signal_std=f.signal_std, centring=centring, min=f.min, max=f.max, zero_fraction=f.zero_fraction,
-        nonfinite=f.nonfinite, dead_ratio=f.dead_ratio, units=f.units, samples_per_unit=f.samples_per_unit,
+        nonfinite_units=f.nonfinite_units, dead_ratio=f.dead_ratio, units=f.units, samples_per_unit=f.samples_per_unit,
         saturation=f.saturation,
     )
 

@@ -33,8 +33,9 @@ class ActivationStats:
     max: float
     zero_fraction: float
     """Fraction of exact zeros: the per-sample sparsity (about 0.5 for a healthy ReLU)."""
-    nonfinite: int
-    """Number of NaN/Inf output elements (an inf std with no such element means float32 overflow)."""
+    nonfinite_units: int
+    """Units (features; channels after a conv) whose outputs held NaN/Inf in some pass (an inf std with
+    none means float32 overflow, i.e. values beyond ~1.8e19)."""
     dead_ratio: float | None
     """Fraction of units (features; channels after a conv) that were zero for EVERY sample and position."""
     units: int | None
@@ -49,8 +50,8 @@ class GradStats:
     output_rms: float | None
     """RMS of dLoss/d(layer output): the backward signal arriving at this layer (inf when its
     squares overflow float32, i.e. values beyond ~1.8e19)."""
-    nonfinite: int
-    """Number of NaN/Inf elements in that gradient."""
+    nonfinite: bool
+    """The gradient held NaN/Inf."""
     weight_norm: float | None
     """L2 norm of the weight's gradient."""
     bias_norm: float | None

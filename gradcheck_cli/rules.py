@@ -100,6 +100,7 @@ class _Trend:
     vanishing: tuple[str, str, str]  # finding kind, severity, threshold field
     exploding: tuple[str, str, str]
     absolute_max: str  # threshold field for the absolute guard
+    absolute: Callable[[LayerReport], float | None]  # the value it guards
     vanishing_text: str
     exploding_text: str
     absolute_text: str
@@ -111,6 +112,7 @@ _GRADIENT = _Trend(
     vanishing=("vanishing_gradient", "error", "vanishing_gradient_ratio"),
     exploding=("exploding_gradient", "error", "exploding_gradient_ratio"),
     absolute_max="gradient_abs_max",
+    absolute=lambda l: l.grad.output_rms,
     vanishing_text="the backward signal reaching {layer} is {ratio:.2e} of that at {ref} {where}: the layers before it barely learn",
     exploding_text="the backward signal grows {ratio:.2e}x from {ref} back to {layer} {where}: updates there will be huge and unstable",
     absolute_text="the gradient reaching {layer} has RMS {value:.2e}, above the absolute limit",
@@ -121,6 +123,7 @@ _ACTIVATION = _Trend(
     vanishing=("vanishing_activation", "warning", "vanishing_activation_ratio"),
     exploding=("exploding_activation", "error", "exploding_activation_ratio"),
     absolute_max="activation_abs_max",
+    absolute=lambda l: l.activation.std if l.activation else None,
     vanishing_text="the input-dependent part of the activations shrinks to {ratio:.2e} of its size at {ref} by {layer} {where}",
     exploding_text="the activations grow {ratio:.2e}x from {ref} to {layer} {where}",
     absolute_text="the output of {layer} has std {value:.2e}, above the absolute limit",
@@ -143,10 +146,10 @@ def _trend(layers: Sequence[LayerReport], t: Thresholds, spec: _Trend) -> list[F
     kind, severity, _ = spec.exploding
     if not any(f.kind == kind for f in findings):
         limit = getattr(t, spec.absolute_max)
-        loud = [l for l in layers if (spec.signal(l) or 0.0) > limit]
+        loud = [l for l in layers if (spec.absolute(l) or 0.0) > limit]  # NaN compares False
         if loud:
-            worst = max(loud, key=lambda l: spec.signal(l))  # type: ignore[arg-type, return-value]
-            value = spec.signal(worst)
+            worst = max(loud, key=lambda l: spec.absolute(l))  # type: ignore[arg-type, return-value]
+            value = spec.absolute(worst)
             findings.append(_finding(kind, severity, worst.name, value, limit,  # type: ignore[arg-type]
                                      spec.absolute_text.format(layer=worst.name, value=value)))
     return findings
@@ -258,15 +261,16 @@ def _direction(findings: list[Finding]) -> str | None:
 
 def nonfinite(layers: Sequence[LayerReport], t: Thresholds) -> list[Finding]:
     for layer in layers:
-        if layer.activation is not None and layer.activation.nonfinite:
+        if layer.activation is not None and layer.activation.nonfinite_units:
+            units = layer.activation.nonfinite_units
             return [_finding(
-                "nonfinite", "error", layer.name, float(layer.activation.nonfinite), 0.0,
-                f"{layer.name} is the first layer whose output holds NaN/Inf ({layer.activation.nonfinite} elements)",
+                "nonfinite", "error", layer.name, float(units), 0.0,
+                f"{layer.name} is the first layer whose output holds NaN/Inf (in {units} unit{'s' if units > 1 else ''})",
             )]
     for layer in reversed(layers):
         if layer.grad.nonfinite:
             return [_finding(
-                "nonfinite", "error", layer.name, float(layer.grad.nonfinite), 0.0,
+                "nonfinite", "error", layer.name, 1.0, 0.0,
                 f"the backward pass first turns NaN/Inf at {layer.name} (counting from the output)",
             )]
     return []

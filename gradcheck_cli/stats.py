@@ -53,7 +53,7 @@ class ForwardSummary:
     min: float
     max: float
     zero_fraction: float
-    nonfinite: int
+    nonfinite_units: int
     saturation: float | None
     dead_ratio: float | None
     units: int | None
@@ -74,56 +74,58 @@ class LayerStats:
 def forward_row(x: torch.Tensor, saturation: Saturation | None, unit_dim: int | None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Fused forward statistics of one tensor, as device tensors (no host synchronisation).
 
-    Returns ``floats`` = (sum, sum of squared deviations from each unit's mean, variance of the
-    unit means, min, max), ``counts`` = (nonzero, nonfinite, saturated), and the per-unit sums.
+    Returns ``floats`` = (sum, sum of squares, sum over units of (unit sum)^2, min, max),
+    ``counts`` = (nonzero, non-finite units, saturated), and the per-unit sums.
 
-    Why this shape: the per-unit sum carries the mean and -- for rectifier outputs, which are
-    >= 0 -- whether a unit ever fired. Squares are taken of *centred* values, so the signal
-    variance stays exact when a bias dwarfs it (E[x^2] - mean^2 in float32 loses everything below
-    ~3e-4 of the RMS, exactly where a collapsing network lives); total variance = signal variance
-    + variance of the unit means (law of total variance). Every reduction is one float32 pass
-    (float64 accumulation costs 4-20x on CPU); counting uses ``count_nonzero`` (a bool ``.sum()``
-    is ~5x slower); ``x - x`` is NaN exactly where ``x`` is NaN/Inf. Squares beyond float32's
-    range (|x| > 1.8e19) overflow to inf, reported as an infinite std.
+    Four passes over ``x`` carry everything (plus one for sigmoid/tanh saturation): the per-unit
+    sum (mean; whether a rectifier unit ever fired, since its outputs are >= 0; NaN/Inf, which
+    poison a unit's sum), the per-unit sum of squares (second moments: total and signal variance),
+    min/max and the nonzero count. No temporaries of the tensor's size are made, and every
+    reduction stays in the tensor's float32 (float64 accumulation costs 4-20x on CPU); hence two
+    documented limits: squares beyond float32's range (|x| > 1.8e19) overflow to an infinite std,
+    and a unit's signal std is resolved down to ~3e-4 of its mean (E[x^2] - mean^2 in float32),
+    far below any verdict's threshold.
     """
     dims = tuple(d for d in range(x.dim()) if unit_dim is None or d != unit_dim)
-    unit_sum = x.sum(dim=dims, keepdim=True) if dims else x.clone()
-    per_unit = x.numel() // unit_sum.numel()
-    unit_mean = unit_sum / per_unit
-    centred_sq = torch.linalg.vector_norm(x - unit_mean).square()
-    unit_sum = unit_sum.reshape(-1)
+    if dims:
+        unit_sum = x.sum(dim=dims)
+        unit_sq = torch.linalg.vector_norm(x, dim=dims).square()
+    else:
+        unit_sum, unit_sq = x.reshape(-1), x.reshape(-1).square()
     lo, hi = torch.aminmax(x)
-    between = unit_mean.var(correction=0) if unit_mean.numel() > 1 else torch.zeros((), dtype=x.dtype, device=x.device)
-    floats = torch.stack([unit_sum.sum(), centred_sq, between, lo, hi])
+    floats = torch.stack([unit_sum.sum(), unit_sq.sum(), unit_sum.square().sum(), lo, hi])
     nonzero = torch.count_nonzero(x)
-    nonfinite = torch.count_nonzero(x - x)
+    bad_units = unit_sum.numel() - torch.count_nonzero(torch.isfinite(unit_sum))
     if saturation is None:
         saturated = torch.zeros((), dtype=torch.int64, device=x.device)
     else:
         saturated = torch.count_nonzero((x - saturation.centre).abs_() >= saturation.cutoff)
-    return floats, torch.stack([nonzero, nonfinite, saturated]), unit_sum
+    return floats, torch.stack([nonzero, bad_units, saturated]), unit_sum.reshape(-1)
 
 
 def merge_rows(rows: Iterable[tuple[int, int, list[float]]]) -> tuple[float, float, float | None]:
     """(numel, units, floats) per observation -> mean, population variance, signal variance.
 
-    Observations merge with Chan et al.'s pairwise formula, so several batches give the variance of
-    their concatenation. The signal variance (each unit's variance across samples and positions,
-    averaged over units) needs >= 2 observations per unit; across observations it is averaged,
-    weighted by size (between-batch shifts of a unit's mean are not counted as signal).
+    Observations merge with Chan et al.'s pairwise formula, so several batches give the variance
+    of their concatenation. The signal variance -- each unit's variance across samples and
+    positions, averaged over units -- is E[x^2] - mean over units of (unit mean)^2; it needs >= 2
+    observations per unit and is averaged over observations, weighted by size (between-batch
+    shifts of a unit's mean are not counted as signal).
     """
     n_total, mean, m2 = 0, 0.0, 0.0
     signal_weight, signal_sum = 0, 0.0
     for n, units, f in rows:
+        per_unit = n / units
         row_mean = f[0] / n
-        row_var = f[1] / n + f[2]
+        row_var = max(f[1] / n - row_mean * row_mean, 0.0) if math.isfinite(f[1]) else f[1]
         delta = row_mean - mean
         new_total = n_total + n
         mean += delta * n / new_total
         m2 += row_var * n + delta * delta * n_total * n / new_total
         n_total = new_total
-        if n // units >= 2:
-            signal_sum += f[1]
+        if per_unit >= 2:
+            signal = f[1] / n - f[2] / (units * per_unit * per_unit)
+            signal_sum += n * (max(signal, 0.0) if math.isfinite(signal) else signal)
             signal_weight += n
     var = m2 / n_total if n_total else math.nan
     signal = signal_sum / signal_weight if signal_weight else None
@@ -190,7 +192,8 @@ class StatsCollector:
     def _grad_hook(self, index: int, numel: int):
         def hook(grad: torch.Tensor) -> None:
             g = grad.detach()
-            self._grad_norm.append(torch.stack([torch.linalg.vector_norm(g).float(), torch.count_nonzero(g - g).float()]))
+            # NaN/Inf poison the sum; the norm alone cannot tell a real inf from float32 overflow.
+            self._grad_norm.append(torch.stack([torch.linalg.vector_norm(g), g.sum()]).float())
             self._grad_meta.append((index, numel))
 
         return hook
@@ -240,7 +243,7 @@ class StatsCollector:
                 min=min(r[2][3] for r in rows),
                 max=max(r[2][4] for r in rows),
                 zero_fraction=1.0 - nonzero / total,
-                nonfinite=nonfinite,
+                nonfinite_units=nonfinite,
                 saturation=sat / total if saturation_for(info.kind, info.attrs) else None,
                 dead_ratio=1.0 - alive_counts[index] / n_units if n_units else None,
                 units=n_units,
@@ -249,14 +252,14 @@ class StatsCollector:
         return out
 
     def _merge_grads(self) -> dict[int, tuple[float, int, int]]:
-        """Per layer: gradient RMS (inf if float32 squares overflowed), element count, non-finite count."""
+        """Per layer: gradient RMS (inf if float32 squares overflowed), element count, passes with NaN/Inf."""
         if not self._grad_meta:
             return {}
         rows = torch.stack(self._grad_norm).cpu().tolist()
         merged: dict[int, list[float]] = {}
-        for (index, n), (norm, bad) in zip(self._grad_meta, rows):
+        for (index, n), (norm, total) in zip(self._grad_meta, rows):
             acc = merged.setdefault(index, [0.0, 0, 0])
             acc[0] += norm * norm
             acc[1] += n
-            acc[2] += int(bad)
+            acc[2] += 0 if math.isfinite(total) else 1
         return {i: (math.sqrt(a[0] / a[1]), int(a[1]), int(a[2])) for i, a in merged.items()}

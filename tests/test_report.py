@@ -43,7 +43,8 @@ def test_nan_model_gives_valid_json_equal_to_to_dict():
     assert parsed == report.to_dict()
     assert parsed["summary"]["first_nonfinite_layer"] == "fc"
     # fc's own output is finite; the NaN enters after it, so fc is where the backward pass turns NaN.
-    assert parsed["layers"][0]["activation"]["nonfinite"] == 0
+    assert parsed["layers"][0]["activation"]["nonfinite_units"] == 0
+    assert parsed["layers"][0]["grad"]["nonfinite"] is True
     assert parsed["layers"][0]["grad"]["output_rms"] is None
     assert parsed["layers"][0]["grad"]["output_rms_nonfinite"] == "nan"
     assert [f["kind"] for f in parsed["findings"]] == ["nonfinite"]

@@ -175,4 +175,4 @@ def test_nan_is_located_at_the_first_layer_that_produces_it():
     nonfinite = [f for f in report.findings if f.kind == "nonfinite"]
     assert nonfinite and nonfinite[0].layer == "3"
     assert report.summary.exit_code == 1
-    assert report.layers[3].activation.nonfinite == 16  # one NaN column of 16 samples
+    assert report.layers[3].activation.nonfinite_units == 1  # one NaN feature column
