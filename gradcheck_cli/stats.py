@@ -1,10 +1,12 @@
 """Streaming per-layer statistics, computed on the tensor's device and never retained.
 
-The hot path (:meth:`StatsCollector.observe` and the gradient hook it installs) launches a
-handful of reductions per tensor and keeps only their scalar results as device tensors: no
-``.item()``, no host synchronisation, no copy of the activation. :meth:`StatsCollector.finalize`
-moves everything to the host in one transfer per table and merges batches with Chan's parallel
-variance formula, so statistics over several batches equal those over their concatenation.
+The hot path (:meth:`StatsCollector.observe` and the gradient hook it installs) launches five
+reductions per tensor and keeps only their small results (per-unit sums and squares, min/max,
+a count) as device tensors: no ``.item()``, no host synchronisation, no copy of the activation.
+Everything derived from them -- means, variances, dead units, NaN/Inf units -- is computed once
+in :meth:`StatsCollector.finalize`, vectorised with numpy after one transfer per table, and
+batches merge with Chan's parallel variance formula, so statistics over several batches equal
+those over their concatenation.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import math
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
 import torch
 
 from gradcheck_cli.kinds import RECTIFIER_KINDS, Saturation, saturation_for
@@ -71,40 +74,33 @@ class LayerStats:
     grad_nonfinite: int
 
 
-def forward_row(x: torch.Tensor, saturation: Saturation | None, unit_dim: int | None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Fused forward statistics of one tensor, as device tensors (no host synchronisation).
+def forward_row(x: torch.Tensor, saturation: Saturation | None, unit_dim: int | None) -> list[torch.Tensor]:
+    """The device-side reductions of one tensor: [unit sums, unit sums of squares, min, max, nonzero(, saturated)].
 
-    Returns ``floats`` = (sum, sum of squares, sum over units of (unit sum)^2, min, max),
-    ``counts`` = (nonzero, non-finite units, saturated), and the per-unit sums.
-
-    Four passes over ``x`` carry everything (plus one for sigmoid/tanh saturation): the per-unit
-    sum (mean; whether a rectifier unit ever fired, since its outputs are >= 0; NaN/Inf, which
-    poison a unit's sum), the per-unit sum of squares (second moments: total and signal variance),
-    min/max and the nonzero count. No temporaries of the tensor's size are made, and every
-    reduction stays in the tensor's float32 (float64 accumulation costs 4-20x on CPU); hence two
-    documented limits: squares beyond float32's range (|x| > 1.8e19) overflow to an infinite std,
-    and a unit's signal std is resolved down to ~3e-4 of its mean (E[x^2] - mean^2 in float32),
-    far below any verdict's threshold.
+    Five passes over ``x`` carry everything (one more for sigmoid/tanh saturation): the per-unit
+    sum gives the mean, whether a rectifier unit ever fired (its outputs are >= 0) and which units
+    hold NaN/Inf (they poison the sum); the per-unit sum of squares gives the total and the signal
+    variance. No temporaries of the tensor's size, and every reduction in the tensor's float32
+    (float64 accumulation costs 4-20x on CPU); hence two documented limits: squares beyond float32's
+    range (|x| > 1.8e19) overflow to an infinite std, and a unit's signal std is resolved down to
+    ~3e-4 of its mean (E[x^2] - mean^2 in float32), far below any verdict's threshold.
     """
     dims = tuple(d for d in range(x.dim()) if unit_dim is None or d != unit_dim)
     if dims:
-        unit_sum = x.sum(dim=dims)
-        unit_sq = torch.linalg.vector_norm(x, dim=dims).square()
+        unit_sum = x.sum(dim=dims).reshape(-1)
+        unit_sq = torch.linalg.vector_norm(x, dim=dims).reshape(-1).square()
     else:
         unit_sum, unit_sq = x.reshape(-1), x.reshape(-1).square()
     lo, hi = torch.aminmax(x)
-    floats = torch.stack([unit_sum.sum(), unit_sq.sum(), unit_sum.square().sum(), lo, hi])
-    nonzero = torch.count_nonzero(x)
-    bad_units = unit_sum.numel() - torch.count_nonzero(torch.isfinite(unit_sum))
-    if saturation is None:
-        saturated = torch.zeros((), dtype=torch.int64, device=x.device)
-    else:
-        saturated = torch.count_nonzero((x - saturation.centre).abs_() >= saturation.cutoff)
-    return floats, torch.stack([nonzero, bad_units, saturated]), unit_sum.reshape(-1)
+    row = [unit_sum, unit_sq, lo, hi, torch.count_nonzero(x)]
+    if saturation is not None:
+        row.append(torch.count_nonzero((x - saturation.centre).abs_() >= saturation.cutoff))
+    return row
 
 
 def merge_rows(rows: Iterable[tuple[int, int, list[float]]]) -> tuple[float, float, float | None]:
-    """(numel, units, floats) per observation -> mean, population variance, signal variance.
+    """(numel, units, [sum, sum of squares, sum over units of (unit sum)^2]) per observation
+    -> mean, population variance, signal variance.
 
     Observations merge with Chan et al.'s pairwise formula, so several batches give the variance
     of their concatenation. The signal variance -- each unit's variance across samples and
@@ -132,18 +128,20 @@ def merge_rows(rows: Iterable[tuple[int, int, list[float]]]) -> tuple[float, flo
     return mean, var, signal
 
 
+@dataclass
+class _Observation:
+    index: int
+    numel: int
+    row: list[torch.Tensor]
+
+
 class StatsCollector:
     """Receives layer outputs during forward, output gradients during backward; summarises at the end."""
 
     def __init__(self) -> None:
         self.layers: list[LayerInfo] = []
-        self._fwd_float: list[torch.Tensor] = []
-        self._fwd_count: list[torch.Tensor] = []
-        self._fwd_meta: list[tuple[int, int, int]] = []  # (layer index, numel, units)
-        self._grad_norm: list[torch.Tensor] = []
-        self._grad_meta: list[tuple[int, int]] = []
-        self._alive: dict[int, torch.Tensor | None] = {}
-        self._unit_obs: dict[int, int] = {}
+        self._observations: list[_Observation] = []
+        self._grads: list[tuple[int, int, torch.Tensor, torch.Tensor]] = []  # index, numel, norm, sum
         self._channel_first = False
 
     def add_layer(self, name: str, kind: str, type_name: str, **extra: Any) -> LayerInfo:
@@ -161,40 +159,21 @@ class StatsCollector:
         if not output.is_floating_point() or output.numel() == 0:
             return
         x = output.detach()
+        if x.dtype in (torch.float16, torch.bfloat16):
+            x = x.float()
         if info.shape is None:
             info.shape = tuple(x.shape)
-        unit_dim = self._unit_dim(x)
-        floats, counts, unit_sum = forward_row(x, saturation_for(info.kind, info.attrs), unit_dim)
-        self._fwd_float.append(floats)
-        self._fwd_count.append(counts)
-        self._fwd_meta.append((info.index, x.numel(), unit_sum.numel()))
-        if info.kind in RECTIFIER_KINDS and unit_dim is not None:
-            self._track_units(info.index, unit_sum, x.numel())
+        unit_dim = None if x.dim() == 0 else (1 if self._channel_first and x.dim() >= 3 else x.dim() - 1)
+        row = forward_row(x, saturation_for(info.kind, info.attrs), unit_dim)
+        self._observations.append(_Observation(info.index, x.numel(), row))
         if output.requires_grad:
             output.register_hook(self._grad_hook(info.index, output.numel()))
-
-    def _unit_dim(self, x: torch.Tensor) -> int | None:
-        """Channels (dim 1) after conv-like layers, features (last dim) otherwise; None for scalars."""
-        if x.dim() == 0:
-            return None
-        return 1 if (self._channel_first and x.dim() >= 3) else x.dim() - 1
-
-    def _track_units(self, index: int, unit_sum: torch.Tensor, numel: int) -> None:
-        """Rectifier outputs are >= 0, so a unit fired at least once exactly when its sum is > 0."""
-        alive = unit_sum > 0
-        previous = self._alive.get(index, alive)
-        if previous is None or previous.shape != alive.shape:
-            self._alive[index] = None  # unit layout changed between calls: dead ratio is undefined
-            return
-        self._alive[index] = alive if previous is alive else previous.logical_or_(alive)
-        self._unit_obs[index] = self._unit_obs.get(index, 0) + numel // max(alive.numel(), 1)
 
     def _grad_hook(self, index: int, numel: int):
         def hook(grad: torch.Tensor) -> None:
             g = grad.detach()
             # NaN/Inf poison the sum; the norm alone cannot tell a real inf from float32 overflow.
-            self._grad_norm.append(torch.stack([torch.linalg.vector_norm(g), g.sum()]).float())
-            self._grad_meta.append((index, numel))
+            self._grads.append((index, numel, torch.linalg.vector_norm(g), g.sum()))
 
         return hook
 
@@ -218,48 +197,72 @@ class StatsCollector:
         return result
 
     def _merge_forward(self) -> dict[int, ForwardSummary]:
-        if not self._fwd_meta:
+        obs = self._observations
+        if not obs:
             return {}
-        floats = torch.stack(self._fwd_float).cpu().tolist()
-        counts = torch.stack(self._fwd_count).cpu().tolist()
-        alive = {i: a for i, a in self._alive.items() if a is not None}
-        alive_counts = dict(zip(alive, torch.stack([a.sum() for a in alive.values()]).cpu().tolist())) if alive else {}
+        units = np.array([o.row[0].numel() for o in obs])
+        offsets = np.concatenate([[0], np.cumsum(units)[:-1]])
+        unit_sums = _host(torch.cat([o.row[0] for o in obs]))
+        unit_sqs = _host(torch.cat([o.row[1] for o in obs]))
+        scalars = _host(torch.stack([torch.stack([o.row[2], o.row[3]]).double() for o in obs]))
+        counts = _host(torch.stack([o.row[4] for o in obs]))
+        with_sat = [k for k, o in enumerate(obs) if len(o.row) > 5]
+        saturated = dict(zip(with_sat, _host(torch.stack([obs[k].row[5] for k in with_sat])))) if with_sat else {}
+        with np.errstate(over="ignore", invalid="ignore"):
+            sums = np.add.reduceat(unit_sums, offsets)
+            sqs = np.add.reduceat(unit_sqs, offsets)
+            sum_sq_units = np.add.reduceat(unit_sums * unit_sums, offsets)
 
-        groups: dict[int, list[tuple[int, int, list[float], list[int]]]] = {}
-        for (index, n, units), f, c in zip(self._fwd_meta, floats, counts):
-            groups.setdefault(index, []).append((n, units, f, c))
+        groups: dict[int, list[int]] = {}
+        for k, o in enumerate(obs):
+            groups.setdefault(o.index, []).append(k)
         out = {}
-        for index, rows in groups.items():
+        for index, ks in groups.items():
             info = self.layers[index]
-            mean, var, signal = merge_rows((n, u, f) for n, u, f, _ in rows)
-            total = sum(r[0] for r in rows)
-            nonzero, nonfinite, sat = (sum(r[3][k] for r in rows) for k in range(3))
-            n_units = alive[index].numel() if index in alive else None
+            mean, var, signal = merge_rows((obs[k].numel, int(units[k]), [sums[k], sqs[k], sum_sq_units[k]]) for k in ks)
+            total = sum(obs[k].numel for k in ks)
+            layer_sums = [unit_sums[offsets[k] : offsets[k] + units[k]] for k in ks]
+            same_layout = len({len(u) for u in layer_sums}) == 1
+            broken = [~np.isfinite(u) for u in layer_sums]  # units whose outputs held NaN/Inf
+            nonfinite = int(np.logical_or.reduce(broken).sum()) if same_layout else int(sum(b.sum() for b in broken))
+            dead = n_units = samples_per_unit = None
+            if info.kind in RECTIFIER_KINDS and same_layout:
+                alive = np.logical_or.reduce([u > 0 for u in layer_sums])
+                n_units = len(alive)
+                dead = 1.0 - alive.sum() / n_units
+                samples_per_unit = sum(obs[k].numel // int(units[k]) for k in ks)
+            sat = [saturated[k] for k in ks if k in saturated]
             out[index] = ForwardSummary(
                 count=total,
                 mean=mean,
                 std=math.sqrt(var) if var >= 0 else math.nan,  # inf stays inf (float32 overflow)
-                signal_std=math.sqrt(signal) if signal is not None else None,
-                min=min(r[2][3] for r in rows),
-                max=max(r[2][4] for r in rows),
-                zero_fraction=1.0 - nonzero / total,
+                signal_std=math.sqrt(signal) if signal is not None and signal >= 0 else (None if signal is None else math.nan),
+                min=float(min(scalars[k][0] for k in ks)),
+                max=float(max(scalars[k][1] for k in ks)),
+                zero_fraction=1.0 - float(sum(counts[k] for k in ks)) / total,
                 nonfinite_units=nonfinite,
-                saturation=sat / total if saturation_for(info.kind, info.attrs) else None,
-                dead_ratio=1.0 - alive_counts[index] / n_units if n_units else None,
+                saturation=float(sum(sat)) / total if saturation_for(info.kind, info.attrs) and sat else None,
+                dead_ratio=None if dead is None else float(dead),
                 units=n_units,
-                samples_per_unit=self._unit_obs.get(index) if n_units else None,
+                samples_per_unit=samples_per_unit,
             )
         return out
 
     def _merge_grads(self) -> dict[int, tuple[float, int, int]]:
         """Per layer: gradient RMS (inf if float32 squares overflowed), element count, passes with NaN/Inf."""
-        if not self._grad_meta:
+        if not self._grads:
             return {}
-        rows = torch.stack(self._grad_norm).cpu().tolist()
+        rows = _host(torch.stack([torch.stack([norm, total]).double() for _, _, norm, total in self._grads]))
         merged: dict[int, list[float]] = {}
-        for (index, n), (norm, total) in zip(self._grad_meta, rows):
+        for (index, n, _, _), (norm, total) in zip(self._grads, rows):
             acc = merged.setdefault(index, [0.0, 0, 0])
             acc[0] += norm * norm
             acc[1] += n
             acc[2] += 0 if math.isfinite(total) else 1
         return {i: (math.sqrt(a[0] / a[1]), int(a[1]), int(a[2])) for i, a in merged.items()}
+
+
+def _host(t: torch.Tensor) -> np.ndarray:
+    """One device-to-host transfer, as float64 (int64 for counts)."""
+    t = t.detach().cpu()
+    return t.numpy() if not t.is_floating_point() else t.double().numpy()
