@@ -34,7 +34,6 @@ class ParamMeasure:
     numel: int
     requires_grad: bool
     weight_norm: float
-    max_abs: float
     grad_norm: float | None
     aliases: list[str] = field(default_factory=list)
 
@@ -113,7 +112,7 @@ def _layer(info: LayerInfo, stats: LayerStats | None, infos: list[LayerInfo], pa
     )
     init = None
     if info.kind in WEIGHT_KINDS and weight is not None and weight.numel and info.observable:
-        summary = WeightSummary(weight.shape, weight.weight_norm / math.sqrt(weight.numel), weight.max_abs)
+        summary = WeightSummary(weight.shape, weight.weight_norm / math.sqrt(weight.numel))
         init = init_advice(infos, infos.index(info), summary)
     shape = list(info.shape) if info.shape is not None else None
     return LayerReport(info.index, info.name, info.kind, info.type_name, info.observable and forward is not None,

@@ -242,8 +242,8 @@ def _preserved(module: torch.nn.Module, mode: str, settable: bool = True) -> Ite
 
 
 def _parameter_measures(module: torch.nn.Module, params: dict[str, torch.nn.Parameter], batches: int) -> list[ParamMeasure]:
-    """Gradient norm, weight L2 and max norms per unique parameter, with fused multi-tensor kernels and
-    one device-to-host transfer. Gradients are the mean over batches; tied names become aliases."""
+    """Gradient and weight norms per unique parameter, with fused multi-tensor kernels and one
+    device-to-host transfer. Gradients are the mean over batches; tied names become aliases."""
     aliases: dict[int, list[str]] = {}
     for name, p in module.named_parameters(remove_duplicate=False):
         aliases.setdefault(id(p), []).append(name)
@@ -253,18 +253,18 @@ def _parameter_measures(module: torch.nn.Module, params: dict[str, torch.nn.Para
     with torch.no_grad():
         weights = [p.detach() for p in plist]
         grads = [p.grad.detach() for p in plist if p.grad is not None]
-        norms = [*torch._foreach_norm(weights), *torch._foreach_norm(weights, float("inf"))]
+        norms = list(torch._foreach_norm(weights))
         if grads:
             norms += torch._foreach_norm(grads)
         values = torch.stack([n.float() for n in norms]).cpu().tolist()
     count = len(plist)
-    weight_norms, peaks, grad_norms = values[:count], values[count : 2 * count], iter(values[2 * count :])
+    weight_norms, grad_norms = values[:count], iter(values[count:])
     result = []
     for i, (name, p) in enumerate(params.items()):
         grad_norm = next(grad_norms) / batches if p.grad is not None else None
         result.append(ParamMeasure(
             name=name, shape=tuple(p.shape), numel=p.numel(), requires_grad=p.requires_grad,
-            weight_norm=weight_norms[i], max_abs=peaks[i], grad_norm=grad_norm,
+            weight_norm=weight_norms[i], grad_norm=grad_norm,
             aliases=[a for a in aliases.get(id(p), []) if a != name],
         ))
     return result
