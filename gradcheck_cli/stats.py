@@ -1,8 +1,8 @@
 """Streaming per-layer statistics, computed on the tensor's device and never retained.
 
 The hot path (:meth:`StatsCollector.observe` and the gradient hook it installs) launches four
-reductions per tensor and keeps only their small results (per-unit sums, the sum of squares,
-min/max, a count) as device tensors: no ``.item()``, no host synchronisation, no copy of the activation.
+reductions per tensor and keeps only their small results (per-unit sums, the centred sum of
+squares, min/max, a count) as device tensors: no ``.item()``, no host synchronisation, no copy of the activation.
 Everything derived from them -- means, variances, dead units, NaN/Inf units -- is computed once
 in :meth:`StatsCollector.finalize`, vectorised with numpy after one transfer per table, and
 batches merge with Chan's parallel variance formula, so statistics over several batches equal
@@ -75,51 +75,53 @@ class LayerStats:
 
 
 def forward_row(x: torch.Tensor, saturation: Saturation | None, unit_dim: int | None) -> list[torch.Tensor]:
-    """The device-side reductions of one tensor: [unit sums, sum of squares, min, max, nonzero(, saturated)].
+    """The device-side reductions of one tensor: [unit sums, centred sum of squares, min, max, nonzero(, saturated)].
 
-    Four passes over ``x`` carry everything (one more for sigmoid/tanh saturation): the per-unit
-    sum gives the mean, the variance of the unit means (so the signal variance, with the sum of
-    squares), whether a rectifier unit ever fired (its outputs are >= 0) and which units hold
-    NaN/Inf (they poison the sum). Each is one of torch's fast reductions (a per-unit sum of
-    squares would be 10x slower than the full one); no temporaries of the tensor's size; every
-    reduction in the tensor's float32 (float64 accumulation costs 4-20x on CPU). Hence two
-    documented limits: squares beyond float32's range (|x| > 1.8e19) overflow to an infinite std,
-    and the signal std is resolved down to ~3e-4 of the units' mean (E[x^2] - mean^2 in float32),
-    far below any verdict's threshold.
+    The per-unit sum gives the mean, the spread of the unit means, whether a rectifier unit ever
+    fired (its outputs are >= 0) and which units hold NaN/Inf (they poison the sum). Squares are
+    taken of values centred on their unit's mean -- one transient elementwise temporary -- because
+    E[x^2] - mean^2 in float32 loses everything below ~1e-3 of the RMS, exactly where a collapsing
+    network's signal lives; the total second moment is then exact too (the unit means' part is
+    added back on the host). Every reduction is one of torch's fast single passes in the tensor's
+    float32 (float64 accumulation costs 4-20x on CPU); squares beyond float32's range
+    (|x| > 1.8e19) overflow to an infinite std, reported as such.
     """
     dims = tuple(d for d in range(x.dim()) if unit_dim is None or d != unit_dim)
-    unit_sum = (x.sum(dim=dims) if dims else x).reshape(-1)
+    unit_sum = x.sum(dim=dims, keepdim=True) if dims else x
+    per_unit = x.numel() // unit_sum.numel()
+    centred_sq = torch.linalg.vector_norm(x - unit_sum / per_unit).square() if dims else x.new_zeros(())
     lo, hi = torch.aminmax(x)
-    row = [unit_sum, torch.linalg.vector_norm(x).square(), lo, hi, torch.count_nonzero(x)]
+    row = [unit_sum.reshape(-1), centred_sq, lo, hi, torch.count_nonzero(x)]
     if saturation is not None:
         row.append(torch.count_nonzero((x - saturation.centre).abs_() >= saturation.cutoff))
     return row
 
 
 def merge_rows(rows: Iterable[tuple[int, int, list[float]]]) -> tuple[float, float, float | None]:
-    """(numel, units, [sum, sum of squares, sum over units of (unit sum)^2]) per observation
+    """(numel, units, [sum, centred sum of squares, sum over units of (unit sum)^2]) per observation
     -> mean, population variance, signal variance.
 
-    Observations merge with Chan et al.'s pairwise formula, so several batches give the variance
-    of their concatenation. The signal variance -- each unit's variance across samples and
-    positions, averaged over units -- is E[x^2] - mean over units of (unit mean)^2; it needs >= 2
-    observations per unit and is averaged over observations, weighted by size (between-batch
-    shifts of a unit's mean are not counted as signal).
+    The centred sum of squares over n = units x m elements is the signal part: divided by n it is
+    each unit's variance across samples and positions, averaged over units (it needs m >= 2). The
+    total variance adds the variance of the unit means. Observations merge with Chan et al.'s
+    pairwise formula, so several batches give the variance of their concatenation; the signal
+    variance is averaged over observations, weighted by size (between-batch shifts of a unit's
+    mean are not counted as signal).
     """
     n_total, mean, m2 = 0, 0.0, 0.0
     signal_weight, signal_sum = 0, 0.0
     for n, units, f in rows:
         per_unit = n / units
         row_mean = f[0] / n
-        row_var = max(f[1] / n - row_mean * row_mean, 0.0) if math.isfinite(f[1]) else f[1]
+        between = max(f[2] / (units * per_unit * per_unit) - row_mean * row_mean, 0.0) if math.isfinite(f[2]) else f[2]
+        row_var = f[1] / n + between
         delta = row_mean - mean
         new_total = n_total + n
         mean += delta * n / new_total
         m2 += row_var * n + delta * delta * n_total * n / new_total
         n_total = new_total
         if per_unit >= 2:
-            signal = f[1] / n - f[2] / (units * per_unit * per_unit)
-            signal_sum += n * (max(signal, 0.0) if math.isfinite(signal) else signal)
+            signal_sum += f[1]
             signal_weight += n
     var = m2 / n_total if n_total else math.nan
     signal = signal_sum / signal_weight if signal_weight else None

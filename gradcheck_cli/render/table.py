@@ -3,25 +3,34 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
+from dataclasses import dataclass
 
+from rich import box
 from rich.console import Group, RenderableType
 from rich.table import Table
 from rich.text import Text
 
 from gradcheck_cli.advice import init_call
 from gradcheck_cli.render.numbers import log_bar, num, pct
-from gradcheck_cli.report import Finding, Report
+from gradcheck_cli.report import ActivationStats, Finding, LayerReport, Report
 
 SEVERITY_STYLE = {"error": "bold red", "warning": "yellow", "info": "cyan"}
 STATUS_STYLE = {"fail": "bold red", "warn": "bold yellow", "ok": "bold green"}
 
 
-def render_rich(report: Report) -> RenderableType:
-    parts: list[RenderableType] = [header(report), layer_table(report)]
+COMPACT_BELOW = 150
+"""Consoles narrower than this get the compact layer table (CI logs outside a terminal get 160)."""
+
+
+def render_rich(report: Report, width: int | None = None) -> RenderableType:
+    """All sections; ``width`` (the console's) picks the full or the compact layer table."""
+    compact = width is not None and width < COMPACT_BELOW
+    parts: list[RenderableType] = [header(report), layer_table(report, compact=compact)]
     if report.findings:
-        parts.append(findings_table(report))
+        parts.append(findings_list(report) if compact else findings_table(report))
     if any(layer.init for layer in report.layers):
-        parts.append(init_table(report))
+        parts.append(init_table(report, compact=compact))
     parts.append(verdict(report))
     return Group(*parts)
 
@@ -43,31 +52,60 @@ def header(report: Report) -> Text:
     return text
 
 
-def layer_table(report: Report) -> Table:
-    table = Table(title="Layers (forward order)", title_justify="left", expand=False, pad_edge=False)
-    for column, justify in [
-        ("#", "right"), ("layer", "left"), ("kind", "left"), ("act mean", "right"), ("act std", "right"),
-        ("|m|/s", "right"), ("zeros", "right"), ("dead", "right"), ("sat", "right"),
-        ("grad rms", "right"), ("backward signal (log)", "left"), ("|dW|", "right"), ("|dW|/|W|", "right"),
-    ]:
-        table.add_column(column, justify=justify, no_wrap=column != "layer", overflow="fold")
+@dataclass(frozen=True)
+class _Column:
+    title: str
+    cell: Callable[[LayerReport], RenderableType]
+    justify: str = "right"
+    short: str | None = None
+    """Title in the compact table; None: not shown there."""
+
+
+def _act(fn: Callable[[ActivationStats], str]) -> Callable[[LayerReport], str]:
+    return lambda layer: fn(layer.activation) if layer.activation else "-"
+
+
+def _columns(bar: Callable[[LayerReport], RenderableType]) -> list[_Column]:
+    return [
+        _Column("#", lambda l: str(l.index), short="#"),
+        _Column("layer", lambda l: l.name, "left", short="layer"),
+        _Column("kind", lambda l: l.kind, "left", short="kind"),
+        _Column("act mean", _act(lambda a: num(a.mean))),
+        _Column("act std", _act(lambda a: num(a.std)), short="std"),
+        _Column("|m|/s", _act(lambda a: num(a.centring, 2))),
+        _Column("zeros", _act(lambda a: pct(a.zero_fraction))),
+        _Column("dead", _act(lambda a: pct(a.dead_ratio)), short="dead"),
+        _Column("sat", _act(lambda a: pct(a.saturation))),
+        _Column("grad rms", lambda l: num(l.grad.output_rms), short="grad"),
+        _Column("backward signal (log)", bar, "left", short="log grad"),
+        _Column("|dW|", lambda l: num(l.grad.weight_norm)),
+        _Column("|dW|/|W|", lambda l: num(l.grad.weight_ratio)),
+    ]
+
+
+def layer_table(report: Report, compact: bool = False) -> Table:
+    """Every layer in forward order; ``compact`` keeps the columns that fit 80 characters."""
     values = [l.grad.output_rms for l in report.layers if l.grad.output_rms and math.isfinite(l.grad.output_rms)]
     low, high = (min(values), max(values)) if values else (1.0, 1.0)
     flagged = {f.layer: f.severity for f in report.findings}
-    for layer in report.layers:
-        a, g = layer.activation, layer.grad
-        style = SEVERITY_STYLE.get(flagged.get(layer.name, ""), "")
+
+    def bar(layer: LayerReport) -> RenderableType:
         if not layer.observed:
-            table.add_row(str(layer.index), layer.name, layer.kind, *["-"] * 6, "-", Text("not observed", "dim"),
-                          num(g.weight_norm), num(g.weight_ratio), style="dim")
-            continue
-        table.add_row(
-            str(layer.index), Text(layer.name, style), layer.kind,
-            num(a.mean) if a else "-", num(a.std) if a else "-", num(a.centring, 2) if a else "-",
-            pct(a.zero_fraction) if a else "-", pct(a.dead_ratio) if a else "-", pct(a.saturation) if a else "-",
-            num(g.output_rms), Text(log_bar(g.output_rms, low, high), "red" if style == "bold red" else "green"),
-            num(g.weight_norm), num(g.weight_ratio),
-        )
+            return Text("not observed", "dim")
+        colour = "red" if flagged.get(layer.name) == "error" else "green"
+        return Text(log_bar(layer.grad.output_rms, low, high, width=8 if compact else 16), colour)
+
+    columns = [c for c in _columns(bar) if c.short or not compact]
+    table = Table(title="Layers (forward order)", title_justify="left", pad_edge=False,
+                  box=box.SIMPLE_HEAD if compact else box.HEAVY_HEAD)
+    for column in columns:
+        table.add_column(column.short if compact else column.title, justify=column.justify,  # type: ignore[arg-type]
+                         no_wrap=column.title != "layer", overflow="fold")
+    name_at = [c.title for c in columns].index("layer")
+    for layer in report.layers:
+        cells = [column.cell(layer) for column in columns]
+        cells[name_at] = Text(layer.name, SEVERITY_STYLE.get(flagged.get(layer.name, ""), ""))
+        table.add_row(*cells, style="dim" if not layer.observed else "")
     return table
 
 
@@ -103,6 +141,22 @@ def findings_table(report: Report) -> Table:
     return table
 
 
+def findings_list(report: Report) -> RenderableType:
+    """Findings for narrow consoles: one heading line each, the explanation and fix indented below."""
+    fail_on = set(report.run.fail_on)
+    text = Text("Findings", style="italic")
+    for group in _grouped(report.findings):
+        f = group[0]
+        layers = f.layer if len(group) == 1 else f"{len(group)} layers: {', '.join(g.layer for g in group[:3])}" + (
+            ", ..." if len(group) > 3 else "")
+        text.append("\n")
+        text.append(f.severity + (" (fails)" if f.kind in fail_on else ""), SEVERITY_STYLE[f.severity])
+        text.append(f"  {f.kind}  {layers}  value {num(f.value)} (threshold {num(f.threshold)})")
+        text.append(f"\n    {f.message}")
+        text.append(f"\n    fix: {f.hint}", style="dim")
+    return text
+
+
 def _grouped(findings: list[Finding]) -> list[list[Finding]]:
     """Consecutive runs are not required: all findings of a (kind, severity) group once frequent enough."""
     by_key: dict[tuple[str, str], list[Finding]] = {}
@@ -121,21 +175,38 @@ def _grouped(findings: list[Finding]) -> list[list[Finding]]:
     return groups
 
 
-def init_table(report: Report) -> Table:
-    table = Table(title="Init variance (per weight layer)", title_justify="left")
-    for column in ("layer", "fan_in", "fan_out", "followed by", "scheme", "gain", "current std", "now looks like",
-                   "recommended std", "ratio", "apply"):
-        table.add_column(column, justify="right" if column in ("fan_in", "fan_out", "gain", "current std", "recommended std", "ratio") else "left",
-                         overflow="fold")
+_INIT_COLUMNS = [  # (title, compact title or None, numeric)
+    ("layer", "layer", False), ("fan_in", "in", True), ("fan_out", "out", True), ("followed by", "then", False),
+    ("scheme", "scheme", False), ("gain", None, True), ("current std", "std now", True),
+    ("now looks like", None, False), ("recommended std", "std rec", True), ("ratio", "ratio", True),
+    ("apply", None, False),
+]
+
+
+def init_table(report: Report, compact: bool = False) -> Table:
+    table = Table(title="Init variance (per weight layer)", title_justify="left",
+                  box=box.SIMPLE_HEAD if compact else box.HEAVY_HEAD)
+    shown = [(title, short) for title, short, _ in _INIT_COLUMNS if short or not compact]
+    numeric = {title for title, _, is_number in _INIT_COLUMNS if is_number}
+    for title, short in shown:
+        table.add_column(short if compact else title, justify="right" if title in numeric else "left", overflow="fold")
     flagged = {f.layer for f in report.findings if f.kind == "init_mismatch"}
     for layer in report.layers:
         i = layer.init
         if i is None:
             continue
-        followed = i.activation_after + (" (after norm)" if i.normalized_after else "")
-        ratio = Text(num(i.ratio, 2), "yellow" if layer.name in flagged else "")
-        table.add_row(layer.name, str(i.fan_in), str(i.fan_out), followed, i.scheme, num(i.gain), num(i.current_std),
-                      i.current_scheme, num(i.recommended_std), ratio, Text(init_call(i), "dim"))
+        cells = {
+            "layer": layer.name, "fan_in": str(i.fan_in), "fan_out": str(i.fan_out),
+            "followed by": i.activation_after + ("*" if compact and i.normalized_after else
+                                                 " (after norm)" if i.normalized_after else ""),
+            "scheme": i.scheme, "gain": num(i.gain), "current std": num(i.current_std),
+            "now looks like": i.current_scheme, "recommended std": num(i.recommended_std),
+            "ratio": Text(num(i.ratio, 2), "yellow" if layer.name in flagged else ""),
+            "apply": Text(init_call(i), "dim"),
+        }
+        table.add_row(*(cells[title] for title, _ in shown))
+    if compact and any(layer.init and layer.init.normalized_after for layer in report.layers):
+        table.caption = "* after a normalisation layer"
     return table
 
 
