@@ -14,13 +14,45 @@ from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
+import typer.core
 
 from gradcheck_cli import __version__
 from gradcheck_cli.errors import EXIT_INTERRUPTED, EXIT_USAGE, GradcheckError, UsageError
 
 EXIT_INTERNAL = 4
 
+
+class _OneLineGroup(typer.core.TyperGroup):
+    """Click's own usage errors (an unknown option, a bad choice, ``--batch-size 0``) as one line
+    too, like every other error, instead of click's multi-line usage panel."""
+
+    def make_context(self, *args, **kwargs):  # noqa: ANN002, ANN003, ANN201
+        with _one_line_usage_errors():
+            return super().make_context(*args, **kwargs)
+
+    def invoke(self, ctx):  # noqa: ANN001, ANN201
+        with _one_line_usage_errors():
+            return super().invoke(ctx)
+
+
+class _one_line_usage_errors:  # noqa: N801 - used as a context manager
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, kind, exc, tb) -> None:  # noqa: ANN001
+        try:  # recent typer vendors its own copy of click
+            from typer._click.exceptions import UsageError as ClickUsageError
+        except ImportError:  # pragma: no cover - older typer on the real click
+            from click import UsageError as ClickUsageError
+
+        if not isinstance(exc, ClickUsageError) or type(exc).__name__ == "NoArgsIsHelpError":
+            return
+        where = exc.ctx.command_path if exc.ctx is not None else "gradcheck"
+        _fail(_console(stderr=True), UsageError(exc.format_message(), hint=f"see '{where} --help'"), False, exc.exit_code)
+
+
 app = typer.Typer(
+    cls=_OneLineGroup,
     name="gradcheck",
     help="Diagnose vanishing/exploding gradients, dead ReLUs, saturation and init scale, layer by layer.",
     no_args_is_help=True,
@@ -146,9 +178,18 @@ def analyze(
         _fail(err, exc, debug, EXIT_INTERNAL, prefix="internal error (please report it): ")
 
     out = _console()
-    rendered = _render(report, fmt)
+    try:
+        rendered = _render(report, fmt, width=None if output is not None else out.width)
+        if output is not None:
+            _write_atomic(output, rendered if isinstance(rendered, str) else _plain(rendered))
+    except KeyboardInterrupt:
+        err.print("gradcheck: interrupted; nothing was written", style="yellow", highlight=False)
+        raise typer.Exit(EXIT_INTERRUPTED) from None
+    except OSError as exc:  # disk full, directory removed meanwhile: the old report (if any) is intact
+        _fail(err, UsageError(f"cannot write --output {output}: {exc.strerror or exc}"), debug, EXIT_USAGE)
+    except Exception as exc:  # noqa: BLE001 - same last-resort boundary as above
+        _fail(err, exc, debug, EXIT_INTERNAL, prefix="internal error (please report it): ")
     if output is not None:
-        _write_atomic(output, rendered if isinstance(rendered, str) else _plain(rendered))
         if not quiet:
             out.print(f"{report.summary.verdict}\nreport written to {output}", highlight=False, soft_wrap=True)
     elif quiet:
@@ -203,14 +244,15 @@ def _choose_format(fmt: OutputFormat | None, output: Path | None) -> OutputForma
     return OutputFormat.table
 
 
-def _render(report, fmt: OutputFormat):  # noqa: ANN001, ANN202
+def _render(report, fmt: OutputFormat, width: int | None):  # noqa: ANN001, ANN202
+    """The report in ``fmt``; ``width`` (the console's, None for files) picks compact or full tables."""
     if fmt is OutputFormat.json:
         from gradcheck_cli.render.json_ import render_json
 
         return render_json(report)
     from gradcheck_cli.render.table import render_rich
 
-    return render_rich(report)
+    return render_rich(report, width=width)
 
 
 def _plain(renderable) -> str:  # noqa: ANN001

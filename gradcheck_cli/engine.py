@@ -161,6 +161,9 @@ def run(loaded: LoadedModel, batches: list[Sample], loss_name: str, options: Ana
         loaded.notes.append(
             "torch.export programs keep the train/eval behaviour they were exported with; --mode does not change it"
         )
+    if next(iter(module.parameters()), None) is None:
+        raise AnalysisError("the model has no parameters, so there are no gradients to diagnose",
+                            hint="analyse a model with trainable layers")
     with _preserved(module, options.mode, settable=loaded.frontend != "fx") as params:
         torch.manual_seed(options.seed)
         with instrument(loaded, collector, functional=options.functional) as forward:
@@ -203,14 +206,19 @@ def _input_hint(module: Any, batch: Sample) -> str:
     for name, child in module.named_modules():
         expected = None
         if isinstance(child, torch.nn.Linear):
-            expected = f"{child.in_features} features in its last dimension"
+            expected = f"{child.in_features} features in its last dimension, {_dtype_name(child.weight)}"
         elif isinstance(child, torch.nn.modules.conv._ConvNd):
-            expected = f"{child.in_channels} channels in dimension 1 ({child.weight.dim()}-d input incl. batch)"
+            expected = (f"{child.in_channels} channels in dimension 1 ({child.weight.dim()}-d input incl. batch), "
+                        f"{_dtype_name(child.weight)}")
         elif isinstance(child, torch.nn.Embedding):
             expected = f"integer token ids below {child.num_embeddings}"
         if expected:
             return f"the first layer {name} ({type(child).__name__}) expects {expected}; the input was {given}"
     return f"check the input (given: {given}) against what the model expects"
+
+
+def _dtype_name(tensor: torch.Tensor) -> str:
+    return str(tensor.dtype).removeprefix("torch.")
 
 
 def _first_line(exc: BaseException) -> str:

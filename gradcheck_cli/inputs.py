@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pickle
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -99,11 +100,20 @@ def random_sample(
         dtype = torch.int64
     tensors = []
     for shape in shapes:
-        if dtype.is_floating_point:
-            tensors.append(torch.randn(shape, generator=generator, dtype=torch.float32).to(dtype))
-        else:
-            low, high = value_range or (0, 2)
-            tensors.append(torch.randint(low, high, shape, generator=generator, dtype=dtype))
+        try:
+            if dtype.is_floating_point:
+                tensors.append(torch.randn(shape, generator=generator, dtype=torch.float32).to(dtype))
+            else:
+                low, high = value_range or (0, 2)
+                tensors.append(torch.randint(low, high, shape, generator=generator, dtype=dtype))
+        except (RuntimeError, ValueError, OverflowError) as exc:  # too large to allocate; range beyond the dtype
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise InputError(
+                f"cannot create a random {str(dtype).removeprefix('torch.')} input of shape {','.join(map(str, shape))}"
+                + (f" in [{value_range[0]}, {value_range[1]})" if value_range and not dtype.is_floating_point else "")
+                + f": {first}",
+                hint="use a smaller --input-shape, or an --input-range that fits --dtype",
+            ) from None
     return Sample(tuple(tensors))
 
 
@@ -138,7 +148,8 @@ def load_sample(path: Path) -> Sample:
             sample = load_value(inner, path)
             sample.target = None if target is None else _as_tensor(target, path)
             return sample
-        if all(k.startswith("arr_") for k in data):  # np.savez positional arrays
+        _check_names(data, path)
+        if all(k.startswith("arr_") and k[4:].isdigit() for k in data):  # np.savez positional arrays
             return Sample(tuple(_as_tensor(data[k], path) for k in sorted(data, key=lambda k: int(k[4:]))))
         return Sample((), {k: _as_tensor(v, path) for k, v in data.items()})
     raise InputError(f"{path} holds a {type(data).__name__}", hint="save a tensor, a tuple of tensors or a dict")
@@ -146,10 +157,19 @@ def load_sample(path: Path) -> Sample:
 
 def load_value(value: Any, path: Path) -> Sample:
     if isinstance(value, dict):
+        _check_names(value, path)
         return Sample((), {k: _as_tensor(v, path) for k, v in value.items()})
     if isinstance(value, (tuple, list)):
         return Sample(tuple(_as_tensor(v, path) for v in value))
     return Sample((_as_tensor(value, path),))
+
+
+def _check_names(data: dict, path: Path) -> None:
+    """Dict keys become keyword-argument names."""
+    bad = [k for k in data if not isinstance(k, str)]
+    if bad:
+        raise InputError(f"{path} holds a dict with non-string key {bad[0]!r}",
+                         hint="keys are the model's argument names; use a tuple/list for positional inputs")
 
 
 def load_target(path: Path) -> torch.Tensor:
@@ -169,10 +189,27 @@ def _as_tensor(value: Any, path: Path) -> torch.Tensor:
     if isinstance(value, np.ndarray):
         if value.dtype == object:
             raise InputError(f"{path} holds an object array", hint="save numeric arrays only")
-        return torch.from_numpy(np.ascontiguousarray(value))
+        if not value.dtype.isnative:  # big-endian data: torch reads native byte order only
+            value = value.astype(value.dtype.newbyteorder("="))
+        try:
+            return torch.from_numpy(np.ascontiguousarray(value))
+        except TypeError:
+            raise InputError(f"{path} holds an array of dtype {value.dtype}, which torch cannot use",
+                             hint="save numeric or bool arrays") from None
     if isinstance(value, (int, float)):
-        return torch.tensor(value)
+        try:
+            return torch.tensor(value)
+        except (RuntimeError, OverflowError, ValueError):
+            raise InputError(f"{path} holds the number {value}, which does not fit a tensor") from None
     raise InputError(f"{path} holds a {type(value).__name__} where a tensor was expected")
+
+
+def _unpickler_detail(exc: BaseException) -> str:
+    """The reason inside torch's long weights_only message (``Unsupported global: GLOBAL io.open``...)."""
+    text = " ".join(str(exc).split())
+    _, found, detail = text.partition("WeightsUnpickler error:")
+    detail = detail.split(". Please", 1)[0].split(" Check the documentation", 1)[0].strip().rstrip(".")
+    return (detail or "not a tensor file") if found else (text.split(". ", 1)[0] or type(exc).__name__)
 
 
 def _read(path: Path) -> Any:
@@ -190,6 +227,11 @@ def _read(path: Path) -> Any:
             with np.load(path, allow_pickle=False) as archive:
                 return {k: archive[k] for k in archive.files}
         return torch.load(str(path), map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:  # torch's text suggests weights_only=False: never for data
+        raise InputError(
+            f"cannot read input file {path}: the safe loader refused it ({_unpickler_detail(exc)})",
+            hint="inputs are loaded with weights_only=True: save only tensors, tuples, lists and dicts, or use .npy/.npz",
+        ) from None
     except Exception as exc:  # noqa: BLE001 - any reader failure is a bad input file
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise InputError(

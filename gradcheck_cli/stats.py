@@ -218,7 +218,9 @@ class StatsCollector:
         out = {}
         for index, ks in groups.items():
             info = self.layers[index]
-            mean, var, signal = merge_rows((obs[k].numel, int(units[k]), [sums[k], sqs[k], sum_sq_units[k]]) for k in ks)
+            mean, var, signal = merge_rows(
+                (obs[k].numel, int(units[k]), [float(sums[k]), float(sqs[k]), float(sum_sq_units[k])]) for k in ks
+            )
             total = sum(obs[k].numel for k in ks)
             layer_sums = [unit_sums[offsets[k] : offsets[k] + units[k]] for k in ks]
             same_layout = len({len(u) for u in layer_sums}) == 1

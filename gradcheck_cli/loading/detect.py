@@ -44,7 +44,7 @@ def _zip_format(path: Path) -> str:
     try:
         with zipfile.ZipFile(path) as archive:
             names = archive.namelist()
-    except (zipfile.BadZipFile, OSError) as exc:
+    except (zipfile.BadZipFile, OSError, UnicodeDecodeError) as exc:  # a damaged member name is not UTF-8
         raise ModelLoadError(f"model file is a damaged zip archive: {path} ({exc})", hint="re-save the model") from None
     if any(n.endswith("archive_format") or "/models/" in n for n in names):
         return "export"

@@ -28,7 +28,10 @@ def load_onnx_model(path: Path, device: Any) -> LoadedModel:
     try:
         module = OnnxModule(load_onnx(str(path)), base_dir=str(path.parent))
     except (OnnxLoadError, OnnxUnsupportedError) as exc:
-        raise ModelLoadError(str(exc).splitlines()[0], hint=_hint(exc)) from None
+        message = str(exc).splitlines()[0] if str(exc).strip() else type(exc).__name__
+        if str(path) not in message:  # say which file (external-data errors name only the tensor)
+            message = f"{path}: {message}"
+        raise ModelLoadError(message, hint=_hint(exc)) from None
     module.to(device)
     loaded = LoadedModel(module, "onnx", str(path), frontend="onnx")
     loaded.notes += _exporter_notes(module)

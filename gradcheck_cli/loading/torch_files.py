@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import logging
 import pickle
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -33,7 +35,8 @@ def load_torchscript(path: Path, device: torch.device) -> LoadedModel:
 
 def load_export(path: Path, device: torch.device) -> LoadedModel:
     try:
-        program = torch.export.load(str(path))
+        with _quiet_logger("torch.export"):  # it logs a damaged archive's traceback before trying the old format
+            program = torch.export.load(str(path))
         module = program.module()
     except Exception as exc:  # noqa: BLE001
         raise ModelLoadError(f"cannot load torch.export program {path}: {_first_line(exc)}", hint="re-export it") from None
@@ -43,6 +46,18 @@ def load_export(path: Path, device: torch.device) -> LoadedModel:
         args, kwargs = program.example_inputs
         examples = tuple(args) if not kwargs else None
     return LoadedModel(module, "export", str(path), frontend="fx", example_inputs=examples)
+
+
+@contextmanager
+def _quiet_logger(name: str) -> Iterator[None]:
+    """Keep a library's warnings (with tracebacks) off stderr: the error we raise says it in one line."""
+    logger = logging.getLogger(name)
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
 
 
 def read_weights(path: Path, fmt: str) -> Any:
