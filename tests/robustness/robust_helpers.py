@@ -134,7 +134,6 @@ def state_dict_bytes(model: nn.Module | None = None) -> bytes:
 
 def onnx_model(external: bool = False):
     """The same 8-16-3 ReLU MLP as an ONNX graph (MatMul + Add + Relu), symbolic batch."""
-    import onnx
     from onnx import TensorProto, helper, numpy_helper
 
     model = build_model()

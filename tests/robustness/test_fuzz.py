@@ -10,7 +10,6 @@ from __future__ import annotations
 import random
 import time
 from collections import Counter
-from pathlib import Path
 
 from robust_helpers import export_bytes, onnx_bytes, state_dict_bytes, torchscript_bytes, write_factory
 
