@@ -65,6 +65,7 @@ app = typer.Typer(
 class OutputFormat(str, Enum):
     table = "table"
     json = "json"
+    markdown = "markdown"
 
 
 class Loss(str, Enum):
@@ -80,7 +81,7 @@ class Mode(str, Enum):
     eval = "eval"
 
 
-SUFFIX_FORMATS = {".json": OutputFormat.json, ".txt": OutputFormat.table}
+SUFFIX_FORMATS = {".json": OutputFormat.json, ".txt": OutputFormat.table, ".md": OutputFormat.markdown}
 
 
 def _version(value: bool) -> None:
@@ -121,9 +122,10 @@ FactoryOpt = Annotated[Optional[str], typer.Option("--factory", "-f", metavar="F
 TrustOpt = Annotated[bool, typer.Option("--trust-pickle", help="Allow unpickling a full nn.Module (runs code from the file).")]
 FailOnOpt = Annotated[str, typer.Option("--fail-on", metavar="KINDS",
                                         help="Finding kinds that make the exit code 1: a comma list, 'all' or 'none'.")]
-FormatOpt = Annotated[Optional[OutputFormat], typer.Option("--format", "-F", help="table (default) or json.", show_default=False)]
+FormatOpt = Annotated[Optional[OutputFormat], typer.Option("--format", "-F", help="table (default), json, or markdown (PR comments, $GITHUB_STEP_SUMMARY).",
+                                                           show_default=False)]
 OutputOpt = Annotated[Optional[Path], typer.Option("--output", "-o", help="Write the report to this file (format from "
-                                                   "--format, else the suffix: .json, .txt).")]
+                                                   "--format, else the suffix: .json, .md, .txt).")]
 ThresholdOpt = Annotated[Optional[list[str]], typer.Option("--threshold", metavar="NAME=VALUE",
                                                            help="Override a threshold, e.g. dead_ratio=0.2 (repeatable).")]
 VerifyOpt = Annotated[bool, typer.Option("--verify", help="ONNX: check the interpreter's output against onnxruntime first.")]
@@ -250,6 +252,10 @@ def _render(report, fmt: OutputFormat, width: int | None):  # noqa: ANN001, ANN2
         from gradcheck_cli.render.json_ import render_json
 
         return render_json(report)
+    if fmt is OutputFormat.markdown:
+        from gradcheck_cli.render.markdown import render_markdown
+
+        return render_markdown(report)
     from gradcheck_cli.render.table import render_rich
 
     return render_rich(report, width=width)

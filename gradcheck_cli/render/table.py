@@ -12,6 +12,7 @@ from rich.table import Table
 from rich.text import Text
 
 from gradcheck_cli.advice import init_call
+from gradcheck_cli.render.common import group_findings
 from gradcheck_cli.render.numbers import log_bar, num, pct
 from gradcheck_cli.report import ActivationStats, Finding, LayerReport, Report
 
@@ -109,10 +110,6 @@ def layer_table(report: Report, compact: bool = False) -> Table:
     return table
 
 
-GROUP_AT = 4
-"""Findings of one kind on this many layers or more share a row (the JSON keeps every one)."""
-
-
 def findings_table(report: Report) -> Table:
     table = Table(title="Findings", title_justify="left")
     table.add_column("severity", no_wrap=True)
@@ -122,7 +119,7 @@ def findings_table(report: Report) -> Table:
     table.add_column("threshold", justify="right", no_wrap=True)
     table.add_column("what it means / what to do", overflow="fold", ratio=1)
     fail_on = set(report.run.fail_on)
-    for group in _grouped(report.findings):
+    for group in group_findings(report.findings):
         f = group[0]
         marker = " (fails)" if f.kind in fail_on else ""
         if len(group) == 1:
@@ -145,7 +142,7 @@ def findings_list(report: Report) -> RenderableType:
     """Findings for narrow consoles: one heading line each, the explanation and fix indented below."""
     fail_on = set(report.run.fail_on)
     text = Text("Findings", style="italic")
-    for group in _grouped(report.findings):
+    for group in group_findings(report.findings):
         f = group[0]
         layers = f.layer if len(group) == 1 else f"{len(group)} layers: {', '.join(g.layer for g in group[:3])}" + (
             ", ..." if len(group) > 3 else "")
@@ -155,24 +152,6 @@ def findings_list(report: Report) -> RenderableType:
         text.append(f"\n    {f.message}")
         text.append(f"\n    fix: {f.hint}", style="dim")
     return text
-
-
-def _grouped(findings: list[Finding]) -> list[list[Finding]]:
-    """Consecutive runs are not required: all findings of a (kind, severity) group once frequent enough."""
-    by_key: dict[tuple[str, str], list[Finding]] = {}
-    for f in findings:
-        by_key.setdefault((f.kind, f.severity), []).append(f)
-    groups: list[list[Finding]] = []
-    emitted: set[tuple[str, str]] = set()
-    for f in findings:
-        key = (f.kind, f.severity)
-        if len(by_key[key]) >= GROUP_AT:
-            if key not in emitted:
-                groups.append(by_key[key])
-                emitted.add(key)
-        else:
-            groups.append([f])
-    return groups
 
 
 _INIT_COLUMNS = [  # (title, compact title or None, numeric)
