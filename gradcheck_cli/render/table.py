@@ -14,7 +14,7 @@ from rich.text import Text
 from gradcheck_cli.advice import init_call
 from gradcheck_cli.render.common import group_findings
 from gradcheck_cli.render.numbers import log_bar, num, pct
-from gradcheck_cli.report import ActivationStats, Finding, LayerReport, Report
+from gradcheck_cli.report import ActivationStats, LayerReport, Report
 
 SEVERITY_STYLE = {"error": "bold red", "warning": "yellow", "info": "cyan"}
 STATUS_STYLE = {"fail": "bold red", "warn": "bold yellow", "ok": "bold green"}
