@@ -88,7 +88,28 @@ def analyze(
         loaded = load_model(str(model), factory=factory, trust_pickle=trust_pickle, device=device)
     else:
         loaded = wrap_object(model)
-    data = DataSpec(inputs, target, tuple(input_shapes or ()), dtype, input_range, options.batch_size)
+    with _on_device(loaded.module, device):
+        return _analyze_loaded(loaded, device, options, progress, DataSpec(
+            inputs, target, tuple(input_shapes or ()), dtype, input_range, options.batch_size))
+
+
+@contextmanager
+def _on_device(module: Any, device: torch.device) -> Iterator[None]:
+    """Run on ``device``; a caller's module that lives elsewhere goes back where it was afterwards."""
+    first = next(iter(module.parameters()), None)
+    home = first.device if first is not None else device
+    if home != device:
+        module.to(device)
+    try:
+        yield
+    finally:
+        if home != device:
+            module.to(home)
+
+
+def _analyze_loaded(loaded: LoadedModel, device: torch.device, options: AnalyzeOptions, progress: Progress,
+                    data: DataSpec) -> Report:
+    """Data, passes and report for a model already on ``device``."""
     sample = resolve_sample(data, loaded, options.seed)
     batches = [b.to(device) for b in sample.batches(options.batch_size, options.batches)]
     loss_name = resolve_loss(options.loss, sample.target)
