@@ -66,6 +66,7 @@ class OutputFormat(str, Enum):
     table = "table"
     json = "json"
     markdown = "markdown"
+    html = "html"
 
 
 class Loss(str, Enum):
@@ -81,7 +82,10 @@ class Mode(str, Enum):
     eval = "eval"
 
 
-SUFFIX_FORMATS = {".json": OutputFormat.json, ".txt": OutputFormat.table, ".md": OutputFormat.markdown}
+SUFFIX_FORMATS = {
+    ".json": OutputFormat.json, ".txt": OutputFormat.table, ".md": OutputFormat.markdown,
+    ".html": OutputFormat.html, ".htm": OutputFormat.html,
+}
 
 
 def _version(value: bool) -> None:
@@ -122,10 +126,10 @@ FactoryOpt = Annotated[Optional[str], typer.Option("--factory", "-f", metavar="F
 TrustOpt = Annotated[bool, typer.Option("--trust-pickle", help="Allow unpickling a full nn.Module (runs code from the file).")]
 FailOnOpt = Annotated[str, typer.Option("--fail-on", metavar="KINDS",
                                         help="Finding kinds that make the exit code 1: a comma list, 'all' or 'none'.")]
-FormatOpt = Annotated[Optional[OutputFormat], typer.Option("--format", "-F", help="table (default), json, or markdown (PR comments, $GITHUB_STEP_SUMMARY).",
+FormatOpt = Annotated[Optional[OutputFormat], typer.Option("--format", "-F", help="table (default), json, markdown (PR comments, $GITHUB_STEP_SUMMARY) or html (one self-contained file).",
                                                            show_default=False)]
 OutputOpt = Annotated[Optional[Path], typer.Option("--output", "-o", help="Write the report to this file (format from "
-                                                   "--format, else the suffix: .json, .md, .txt).")]
+                                                   "--format, else the suffix: .json, .md, .html, .txt).")]
 ThresholdOpt = Annotated[Optional[list[str]], typer.Option("--threshold", metavar="NAME=VALUE",
                                                            help="Override a threshold, e.g. dead_ratio=0.2 (repeatable).")]
 VerifyOpt = Annotated[bool, typer.Option("--verify", help="ONNX: check the interpreter's output against onnxruntime first.")]
@@ -256,6 +260,10 @@ def _render(report, fmt: OutputFormat, width: int | None):  # noqa: ANN001, ANN2
         from gradcheck_cli.render.markdown import render_markdown
 
         return render_markdown(report)
+    if fmt is OutputFormat.html:
+        from gradcheck_cli.render.html import render_html
+
+        return render_html(report)
     from gradcheck_cli.render.table import render_rich
 
     return render_rich(report, width=width)

@@ -1,0 +1,97 @@
+"""A self-contained HTML report: one file, inline CSS, no scripts, no network.
+
+Every string that comes from the model or the user (layer names, file names, messages that
+quote them) goes through :func:`html.escape`; the page carries no JavaScript at all, so a layer
+called ``<script>`` is text. Plots are a later addition; the log-scale backward-signal bars are
+plain CSS widths.
+"""
+
+from __future__ import annotations
+
+import html
+import math
+
+from gradcheck_cli.render.common import group_findings
+from gradcheck_cli.render.numbers import num, pct
+from gradcheck_cli.report import Report
+
+_CSS = """
+body{font:14px/1.45 system-ui,sans-serif;margin:2em;color:#1b1f24;max-width:1200px}
+h1{font-size:1.3em}h2{font-size:1.1em;margin-top:1.6em}
+table{border-collapse:collapse;margin:.5em 0;font-variant-numeric:tabular-nums}
+th,td{border-bottom:1px solid #d0d7de;padding:.25em .6em;text-align:right;vertical-align:top}
+th{background:#f6f8fa}td.l,th.l{text-align:left}
+.fail{color:#b42318}.warn{color:#b54708}.ok{color:#067647}.error{color:#b42318;font-weight:600}
+.warning{color:#b54708}.info{color:#175cd3}.dim{color:#6e7781}
+.bar{display:inline-block;height:.8em;background:#2da44e;vertical-align:middle}
+tr.flag td.name{color:#b42318;font-weight:600}
+"""
+
+
+def _e(value: object) -> str:
+    return html.escape(str(value), quote=True)
+
+
+def _bar(value: float | None, low: float, high: float) -> str:
+    if value is None or not math.isfinite(value) or value <= 0:
+        return ""
+    span = math.log10(high) - math.log10(low)
+    fraction = 1.0 if span <= 0 else (math.log10(value) - math.log10(low)) / span
+    return f'<span class="bar" style="width:{max(2, round(fraction * 160))}px"></span>'
+
+
+def _table(headers: list[str], rows: list[list[str]], left: set[int]) -> str:
+    head = "".join(f'<th class="{"l" if i in left else ""}">{_e(h)}</th>' for i, h in enumerate(headers))
+    body = "".join(
+        "<tr>" + "".join(f'<td class="{"l" if i in left else ""}">{cell}</td>' for i, cell in enumerate(row)) + "</tr>"
+        for row in rows
+    )
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+
+
+def render_html(report: Report) -> str:
+    s, m, r = report.summary, report.model, report.run
+    parts = [
+        f'<h1>gradcheck: <span class="{_e(s.status)}">{_e(s.verdict)}</span></h1>',
+        f'<p class="dim">{_e(m.source)} ({_e(m.format)}, {m.parameters:,} parameters) · device {_e(r.device)} · '
+        f"mode {_e(r.mode)} · loss {_e(r.loss)} · {r.batches} batch(es) · seed {r.seed} · exit code {s.exit_code}</p>",
+    ]
+    parts += [f'<p class="dim">note: {_e(note)}</p>' for note in report.notes]
+    if report.findings:
+        rows = []
+        for group in group_findings(report.findings):
+            f = group[0]
+            layers = ", ".join(_e(g.layer) for g in group)
+            value = num(f.value) if len(group) == 1 else f"{num(min(g.value for g in group))}..{num(max(g.value for g in group))}"
+            rows.append([f'<span class="{_e(f.severity)}">{_e(f.severity)}</span>', _e(f.kind), layers, _e(value),
+                         _e(num(f.threshold)), f'{_e(f.message)}<br><span class="dim">fix: {_e(f.hint)}</span>'])
+        parts += ["<h2>Findings</h2>", _table(["severity", "kind", "layer", "value", "threshold", "detail"], rows, {0, 1, 2, 5})]
+    values = [l.grad.output_rms for l in report.layers if l.grad.output_rms and math.isfinite(l.grad.output_rms)]
+    low, high = (min(values), max(values)) if values else (1.0, 1.0)
+    flagged = {f.layer for f in report.findings if f.severity in ("error", "warning")}
+    rows = []
+    for l in report.layers:
+        a, g = l.activation, l.grad
+        stats = ([num(a.mean), num(a.std), num(a.centring, 2), pct(a.zero_fraction), pct(a.dead_ratio), pct(a.saturation)]
+                 if a else ["-"] * 6)
+        rows.append([
+            str(l.index), f'<span class="{"error" if l.name in flagged else ""}">{_e(l.name)}</span>', _e(l.kind),
+            *(_e(x) for x in stats),
+            _e(num(g.output_rms)), _bar(g.output_rms, low, high) if l.observed else '<span class="dim">not observed</span>',
+            _e(num(g.weight_norm)), _e(num(g.weight_ratio)),
+        ])
+    parts += ["<h2>Layers (forward order)</h2>", _table(
+        ["#", "layer", "kind", "act mean", "act std", "|m|/s", "zeros", "dead", "sat", "grad rms",
+         "backward signal (log)", "|dW|", "|dW|/|W|"], rows, {1, 2, 10})]
+    init_rows = [
+        [_e(l.name), str(l.init.fan_in), str(l.init.fan_out), _e(l.init.activation_after), _e(l.init.scheme),
+         _e(num(l.init.current_std)), _e(l.init.current_scheme), _e(num(l.init.recommended_std)), _e(num(l.init.ratio, 2))]
+        for l in report.layers if l.init
+    ]
+    if init_rows:
+        parts += ["<h2>Init variance</h2>", _table(
+            ["layer", "fan_in", "fan_out", "followed by", "scheme", "current std", "looks like", "recommended std", "ratio"],
+            init_rows, {0, 3, 4, 6})]
+    title = _e(f"gradcheck: {m.source}")
+    return (f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8"><title>{title}</title>'
+            f"<style>{_CSS}</style></head><body>\n" + "\n".join(parts) + "\n</body></html>\n")

@@ -1,0 +1,60 @@
+"""HTML output: one self-contained, script-free page with every model string escaped."""
+
+from __future__ import annotations
+
+from html.parser import HTMLParser
+
+import torch
+from torch import nn
+
+from gradcheck_cli import analyze
+from gradcheck_cli.render.html import render_html
+
+EVIL = '<script>alert("x")</script><img src=x onerror=alert(1)>'
+
+
+class _Tags(HTMLParser):
+    def __init__(self) -> None:
+        super().__init__()
+        self.tags: list[str] = []
+        self.attrs: list[tuple[str, str | None]] = []
+        self.text: list[str] = []
+
+    def handle_starttag(self, tag, attrs):
+        self.tags.append(tag)
+        self.attrs += attrs
+
+    def handle_data(self, data):
+        self.text.append(data)
+
+
+def _parse(page: str) -> _Tags:
+    parser = _Tags()
+    parser.feed(page)
+    return parser
+
+
+def test_model_strings_are_escaped_and_the_page_has_no_script():
+    model = nn.Sequential()
+    model.add_module(EVIL, nn.Linear(4, 4))
+    model.add_module("act", nn.Sigmoid())
+    model.add_module("out", nn.Linear(4, 2))
+    page = render_html(analyze(model, torch.randn(16, 4)))
+    parsed = _parse(page)
+    assert "script" not in parsed.tags and "img" not in parsed.tags
+    assert not any(name.startswith("on") for name, _ in parsed.attrs)
+    assert EVIL in "".join(parsed.text)  # shown as text, exactly
+    assert "http" not in page  # self-contained: no external resource
+
+
+def test_html_has_every_section(invoke, tmp_path):
+    from conftest import EXAMPLES
+
+    out = tmp_path / "report.html"
+    result = invoke("analyze", f"{EXAMPLES / 'models.py'}:deep_sigmoid_mlp", "-s", "128,64", "-o", out)
+    assert result.exit_code == 0, result.output
+    parsed = _parse(out.read_text())
+    text = " ".join(parsed.text)
+    for heading in ("Findings", "Layers (forward order)", "Init variance", "vanishing_gradient"):
+        assert heading in text
+    assert parsed.tags.count("table") == 3
