@@ -301,3 +301,23 @@ def test_table_output_shows_every_section(invoke):
     result = invoke("analyze", sigmoid, "-s", "128,64")
     for text in ("Layers (forward order)", "Findings", "Init variance", "vanishing_gradient", "xavier", "exit code 0"):
         assert text in result.stdout
+
+
+def test_out_of_memory_says_so_and_suggests_a_smaller_batch(invoke, tmp_path):
+    path = tmp_path / "oom.py"
+    path.write_text(
+        "import torch\n"
+        "from torch import nn\n"
+        "class Hungry(nn.Module):\n"
+        "    def __init__(self):\n"
+        "        super().__init__()\n"
+        "        self.fc = nn.Linear(4, 4)\n"
+        "    def forward(self, x):\n"
+        "        raise torch.OutOfMemoryError('CUDA out of memory. Tried to allocate 20.00 GiB')\n"
+        "def build():\n"
+        "    return Hungry()\n"
+    )
+    result = invoke("analyze", f"{path}:build", "-s", "2,4")
+    assert result.exit_code == 3
+    assert "out of memory" in result.stderr and "--batch-size" in result.stderr
+    assert "Traceback" not in result.output
