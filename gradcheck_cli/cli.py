@@ -207,6 +207,16 @@ def analyze(
     raise typer.Exit(report.summary.exit_code)
 
 
+@app.command()
+def schema() -> None:
+    """Print the JSON Schema (draft 2020-12) that every JSON report validates against."""
+    import json
+
+    from gradcheck_cli.schema import report_schema
+
+    typer.echo(json.dumps(report_schema(), indent=2))
+
+
 def _run_analysis(model, input, input_shape, dtype, input_range, target, loss, batch_size, batches, device, seed,  # noqa: ANN001, PLR0913
                   mode, factory, trust_pickle, fail_on, threshold, verify, *, show_progress: bool):
     from gradcheck_cli.inputs import parse_range, parse_shape

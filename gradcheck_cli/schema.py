@@ -1,0 +1,67 @@
+"""The JSON Schema (draft 2020-12) of the report, derived from the report dataclasses themselves.
+
+Deriving it (rather than writing it by hand) keeps it in step with ``report.py`` by
+construction. Every float field may also be ``null`` with a sibling ``<field>_nonfinite``
+("nan", "inf", "-inf"), which is how non-finite numbers are written.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from typing import Any
+
+from gradcheck_cli.report import SCHEMA_VERSION, Report
+
+DIALECT = "https://json-schema.org/draft/2020-12/schema"
+
+
+def report_schema() -> dict[str, Any]:
+    schema = _object(Report)
+    schema["properties"]["schema_version"] = {"const": SCHEMA_VERSION}
+    return {"$schema": DIALECT, "$id": f"https://gradcheck.dev/schema/report-v{SCHEMA_VERSION}.json",
+            "title": "gradcheck report", **schema}
+
+
+def _object(cls: type) -> dict[str, Any]:
+    hints = typing.get_type_hints(cls)
+    properties: dict[str, Any] = {}
+    for field in dataclasses.fields(cls):
+        annotation = hints[field.name]
+        properties[field.name] = _type(annotation)
+        if _mentions_float(annotation):
+            properties[f"{field.name}_nonfinite"] = {"enum": ["nan", "inf", "-inf"]}
+    return {"type": "object", "properties": properties,
+            "required": [f.name for f in dataclasses.fields(cls)], "additionalProperties": False}
+
+
+def _mentions_float(annotation: Any) -> bool:
+    return annotation is float or float in typing.get_args(annotation) and _is_optional(annotation)
+
+
+def _is_optional(annotation: Any) -> bool:
+    return type(None) in typing.get_args(annotation)
+
+
+def _type(annotation: Any) -> dict[str, Any]:
+    origin, args = typing.get_origin(annotation), typing.get_args(annotation)
+    if origin in (typing.Union, types.UnionType):
+        inner = [_type(a) for a in args if a is not type(None)]
+        options = inner + ([{"type": "null"}] if type(None) in args else [])
+        return options[0] if len(options) == 1 else {"anyOf": options}
+    if dataclasses.is_dataclass(annotation):
+        return _object(annotation)
+    if origin is list:
+        return {"type": "array", "items": _type(args[0])}
+    if origin is dict:
+        return {"type": "object", "additionalProperties": _type(args[1])}
+    if annotation is bool:
+        return {"type": "boolean"}
+    if annotation is int:
+        return {"type": "integer"}
+    if annotation is float:  # a non-finite float is written as null (plus the _nonfinite sibling)
+        return {"type": ["number", "null"]}
+    if annotation is str:
+        return {"type": "string"}
+    raise TypeError(f"no JSON Schema mapping for {annotation!r}")
