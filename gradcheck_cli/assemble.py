@@ -13,6 +13,7 @@ from gradcheck_cli.kinds import WEIGHT_KINDS
 from gradcheck_cli.options import AnalyzeOptions
 from gradcheck_cli.report import (
     SCHEMA_VERSION,
+    SEVERITIES,
     ActivationStats,
     Finding,
     GradStats,
@@ -151,7 +152,7 @@ def _summary(layers: list[LayerReport], findings: list[Finding], options: Analyz
     serious = {f.layer for f in findings if f.severity in ("error", "warning")}
     first_bad = next((l.name for l in layers if l.name in serious), None)
     nonfinite = next((f.layer for f in findings if f.kind == "nonfinite"), None)
-    counts = {s: sum(f.severity == s for f in findings) for s in ("error", "warning", "info")}
+    counts = {s: sum(f.severity == s for f in findings) for s in SEVERITIES}
     return Summary(status, exit_code, first_bad, nonfinite, counts, _verdict(status, layers, findings, failing))
 
 

@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 
 from gradcheck_cli.errors import AnalysisError, InputError
-from gradcheck_cli.instrument.modules import first_tensor
+from gradcheck_cli.outputs import first_tensor
 
 
 def pick_output(output: Any) -> torch.Tensor:

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from gradcheck_cli.advice import HINTS
 from gradcheck_cli.kinds import ACTIVATION_KINDS, NORM_KINDS, WEIGHT_KINDS
 from gradcheck_cli.options import Thresholds
-from gradcheck_cli.report import Finding, LayerReport
+from gradcheck_cli.report import SEVERITIES, Finding, LayerReport
 
 Rule = Callable[[Sequence[LayerReport], Thresholds], list[Finding]]
 
@@ -289,7 +289,7 @@ RULES: dict[str, Rule] = {
 def evaluate(layers: Sequence[LayerReport], thresholds: Thresholds) -> list[Finding]:
     """All findings, ordered by layer position then severity. Init is judged last: it uses the trend."""
     order = {layer.name: layer.index for layer in layers}
-    rank = {"error": 0, "warning": 1, "info": 2}
+    rank = {severity: i for i, severity in enumerate(SEVERITIES)}
     findings = [f for rule in RULES.values() for f in rule(layers, thresholds)]
     findings += init_scale(layers, thresholds, _direction(findings))
     return sorted(findings, key=lambda f: (order.get(f.layer, len(order)), rank[f.severity]))

@@ -15,7 +15,7 @@ from typing import Any
 from torch import fx
 
 from gradcheck_cli.instrument.graph_naming import LazyRows, NodeSpec, param_roles
-from gradcheck_cli.instrument.modules import first_tensor
+from gradcheck_cli.outputs import first_tensor
 from gradcheck_cli.kinds import OBSERVED_OP_KINDS, op_kind
 from gradcheck_cli.stats import StatsCollector
 

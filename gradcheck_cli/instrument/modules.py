@@ -18,6 +18,7 @@ from torch import nn
 from torch.overrides import TorchFunctionMode
 
 from gradcheck_cli.kinds import MODULE_KINDS, TRANSPARENT_KINDS, module_kind
+from gradcheck_cli.outputs import first_tensor
 from gradcheck_cli.stats import LayerInfo, StatsCollector
 
 
@@ -39,24 +40,6 @@ def _functional_kinds() -> dict[Any, str]:
 
 
 _FUNCTIONAL = _functional_kinds()
-
-
-def first_tensor(value: Any) -> torch.Tensor | None:
-    """The tensor a layer's output stands for: itself, the first of a tuple/list, ``logits`` of a dict."""
-    if isinstance(value, torch.Tensor):
-        return value
-    if isinstance(value, dict):
-        if isinstance(value.get("logits"), torch.Tensor):
-            return value["logits"]
-        value = list(value.values())
-    elif hasattr(value, "to_tuple"):  # transformers' ModelOutput
-        value = value.to_tuple()
-    if isinstance(value, (list, tuple)):
-        for item in value:
-            found = first_tensor(item)
-            if found is not None:
-                return found
-    return None
 
 
 def is_layer_module(module: nn.Module) -> bool:

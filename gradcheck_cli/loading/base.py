@@ -5,8 +5,6 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-FORMATS = ("module", "pickle", "state_dict", "safetensors", "factory", "torchscript", "export", "onnx")
-
 
 @dataclass
 class LoadedModel:
