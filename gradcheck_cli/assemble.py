@@ -55,23 +55,33 @@ def build_report(loaded: Any, m: Measurements, options: AnalyzeOptions, *, devic
     infos = [s.info for s in m.layers] + _unobserved(m, by_name, display)
     stats = {s.info.index: s for s in m.layers}
     layers = [_layer(info, stats.get(info.index), infos, by_name, options) for info in infos]
-    findings = evaluate(layers, options.thresholds)
+    findings, ignored = _split_ignored(evaluate(layers, options.thresholds), options)
     owner = {name: layer.name for info, layer in zip(infos, layers) for name in info.params.values()}
     parameters = [_parameter(p, owner, display) for p in m.params]
-    summary = _summary(layers, findings, options)
+    summary = _summary(layers, findings, options, len(ignored))
     return Report(
         schema_version=SCHEMA_VERSION,
         gradcheck_version=__version__,
         model=ModelInfo(loaded.source, loaded.format, sum(p.numel for p in m.params),
                         sum(p.numel for p in m.params if p.requires_grad)),
         run=RunInfo(device, loss, options.mode, batches, batch_size, samples, options.seed,
-                    sorted(options.fail_on), asdict(options.thresholds)),
+                    sorted(options.fail_on), asdict(options.thresholds), list(options.ignore), options.config),
         layers=layers,
         parameters=parameters,
         findings=findings,
         summary=summary,
         notes=list(loaded.notes),
+        ignored_findings=ignored,
     )
+
+
+def _split_ignored(findings: list[Finding], options: AnalyzeOptions) -> tuple[list[Finding], list[Finding]]:
+    """(kept, ignored): ignore rules drop findings from the verdict but the report keeps them."""
+    kept: list[Finding] = []
+    ignored: list[Finding] = []
+    for f in findings:
+        (ignored if any(rule.matches(f.layer, f.kind) for rule in options.ignore) else kept).append(f)
+    return kept, ignored
 
 
 def _unobserved(m: Measurements, by_name: dict[str, ParamMeasure], display: dict[str, str]) -> list[LayerInfo]:
@@ -145,7 +155,7 @@ def _parameter(p: ParamMeasure, owner: dict[str, str], display: dict[str, str]) 
     )
 
 
-def _summary(layers: list[LayerReport], findings: list[Finding], options: AnalyzeOptions) -> Summary:
+def _summary(layers: list[LayerReport], findings: list[Finding], options: AnalyzeOptions, ignored: int) -> Summary:
     failing = [f for f in findings if f.kind in options.fail_on]
     exit_code = EXIT_FINDINGS if failing else EXIT_OK
     status = "fail" if failing else ("warn" if any(f.severity != "info" for f in findings) else "ok")
@@ -153,7 +163,10 @@ def _summary(layers: list[LayerReport], findings: list[Finding], options: Analyz
     first_bad = next((l.name for l in layers if l.name in serious), None)
     nonfinite = next((f.layer for f in findings if f.kind == "nonfinite"), None)
     counts = {s: sum(f.severity == s for f in findings) for s in SEVERITIES}
-    return Summary(status, exit_code, first_bad, nonfinite, counts, _verdict(status, layers, findings, failing))
+    verdict = _verdict(status, layers, findings, failing)
+    if ignored:
+        verdict += f" ({ignored} finding{'' if ignored == 1 else 's'} ignored by ignore rules)"
+    return Summary(status, exit_code, first_bad, nonfinite, counts, verdict)
 
 
 def _verdict(status: str, layers: list[LayerReport], findings: list[Finding], failing: list[Finding]) -> str:

@@ -133,12 +133,22 @@ OutputOpt = Annotated[Optional[Path], typer.Option("--output", "-o", help="Write
 ThresholdOpt = Annotated[Optional[list[str]], typer.Option("--threshold", metavar="NAME=VALUE",
                                                            help="Override a threshold, e.g. dead_ratio=0.2 (repeatable).")]
 VerifyOpt = Annotated[bool, typer.Option("--verify", help="ONNX: check the interpreter's output against onnxruntime first.")]
+IgnoreOpt = Annotated[Optional[list[str]], typer.Option(
+    "--ignore", metavar="GLOB[:KINDS]",
+    help="Leave findings on matching layers out of the verdict, e.g. 'head.*' or 'encoder.*:dead_relu' (repeatable; "
+         "added to the config file's).")]
+ConfigOpt = Annotated[Optional[Path], typer.Option(
+    "--config", "-c", metavar="FILE", show_default=False,
+    help="Settings file: a pyproject.toml with [tool.gradcheck], or a TOML file of the same keys. Default: the "
+         "nearest pyproject.toml with [tool.gradcheck] at or above the current directory.")]
+NoConfigOpt = Annotated[bool, typer.Option("--no-config", help="Ignore any config file.")]
 QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="Print only the verdict line.")]
 DebugOpt = Annotated[bool, typer.Option("--debug", help="Show Python tracebacks for errors.")]
 
 
 @app.command()
 def analyze(
+    ctx: typer.Context,
     model: ModelArg,
     input: InputOpt = None,  # noqa: A002 - the flag is --input
     input_shape: ShapeOpt = None,
@@ -158,10 +168,16 @@ def analyze(
     output: OutputOpt = None,
     threshold: ThresholdOpt = None,
     verify: VerifyOpt = False,
+    ignore: IgnoreOpt = None,
+    config: ConfigOpt = None,
+    no_config: NoConfigOpt = False,
     quiet: QuietOpt = False,
     debug: DebugOpt = False,
 ) -> None:
     """Run instrumented forward and backward passes and report per-layer signal health.
+
+    Settings come from the command line, then [tool.gradcheck] in the nearest pyproject.toml (or
+    --config FILE), then the defaults.
 
     Exit codes: 0 no finding in the fail set, 1 a finding in the fail set, 2 bad invocation or
     unreadable input, 3 the model failed while running, 4 internal error, 130 interrupted.
@@ -171,10 +187,9 @@ def analyze(
         fmt = _choose_format(format, output)
         if output is not None:
             _check_writable(output)
-        report = _run_analysis(
-            model, input, input_shape, dtype, input_range, target, loss.value, batch_size, batches, device, seed,
-            mode.value, factory, trust_pickle, fail_on, threshold, verify, show_progress=not quiet and err.is_terminal,
-        )
+        settings = _settings(ctx, config, no_config)
+        report = _run_analysis(model, input, target, trust_pickle, verify, settings,
+                               show_progress=not quiet and err.is_terminal)
     except GradcheckError as exc:
         _fail(err, exc, debug, exc.exit_code)
     except KeyboardInterrupt:
@@ -217,26 +232,69 @@ def schema() -> None:
     typer.echo(json.dumps(report_schema(), indent=2))
 
 
-def _run_analysis(model, input, input_shape, dtype, input_range, target, loss, batch_size, batches, device, seed,  # noqa: ANN001, PLR0913
-                  mode, factory, trust_pickle, fail_on, threshold, verify, *, show_progress: bool):
-    from gradcheck_cli.inputs import parse_range, parse_shape
-    from gradcheck_cli.options import AnalyzeOptions, Thresholds, parse_fail_on
+CONFIGURABLE = ("fail_on", "input_shape", "input_range", "dtype", "loss", "device", "mode", "seed", "batch_size",
+                "batches", "factory")
+"""``analyze`` parameters that ``[tool.gradcheck]`` may set (besides thresholds and ignore, which merge)."""
 
-    if input is not None and input_shape:
+
+def _settings(ctx: typer.Context, config: Path | None, no_config: bool) -> dict:
+    """Each setting from the command line if given there, else from the config file, else the default.
+
+    Thresholds merge key by key (flags win) and ignore rules add up. A config ``input-shape`` is
+    only a default for random data: it yields to ``--input`` as well as to ``--input-shape``; a
+    config ``factory`` is for weights files and yields to a factory given as the model.
+    """
+    from gradcheck_cli.config import load_config
+    from gradcheck_cli.loading.factory import is_factory_spec
+
+    if config is not None and no_config:
+        raise UsageError("give --config or --no-config, not both")
+    file = load_config(config, start=Path.cwd(), enabled=not no_config)
+    params = ctx.params
+    settings = {name: _enum_value(params[name]) for name in CONFIGURABLE}
+    for name, value in file.values.items():
+        if name in settings and _is_default(ctx, name):
+            settings[name] = value
+    if params["input"] is not None and not params["input_shape"]:
+        settings["input_shape"] = None
+    if params["factory"] is None and is_factory_spec(params["model"]):
+        settings["factory"] = None
+    settings["thresholds"] = file.values.get("thresholds", {}) | _parse_thresholds(params["threshold"] or [])
+    settings["ignore"] = [*file.values.get("ignore", []), *(params["ignore"] or [])]
+    settings["config"] = str(file.path) if file.path is not None else None
+    return settings
+
+
+def _is_default(ctx: typer.Context, name: str) -> bool:
+    source = ctx.get_parameter_source(name)
+    return source is None or source.name in ("DEFAULT", "DEFAULT_MAP")
+
+
+def _enum_value(value):  # noqa: ANN001, ANN202
+    return value.value if isinstance(value, Enum) else value
+
+
+def _run_analysis(model, input, target, trust_pickle: bool, verify: bool, settings: dict, *,  # noqa: ANN001
+                  show_progress: bool):
+    from gradcheck_cli.inputs import parse_range, parse_shape
+    from gradcheck_cli.options import AnalyzeOptions, Thresholds, parse_fail_on, parse_ignore
+
+    if input is not None and settings["input_shape"]:
         raise UsageError("give --input or --input-shape, not both")
     options = AnalyzeOptions(
-        loss=loss, batch_size=batch_size, batches=batches, device=device, seed=seed, mode=mode,
-        fail_on=parse_fail_on(fail_on), thresholds=Thresholds().replace(**_parse_thresholds(threshold or [])),
-        verify=verify,
+        loss=settings["loss"], batch_size=settings["batch_size"], batches=settings["batches"],
+        device=settings["device"], seed=settings["seed"], mode=settings["mode"],
+        fail_on=parse_fail_on(settings["fail_on"]), thresholds=Thresholds().replace(**settings["thresholds"]),
+        verify=verify, ignore=tuple(parse_ignore(rule) for rule in settings["ignore"]), config=settings["config"],
     )
-    shapes = [parse_shape(s) for s in input_shape or []]
-    value_range = parse_range(input_range) if input_range else None
+    shapes = [parse_shape(s) for s in settings["input_shape"] or []]
+    value_range = parse_range(settings["input_range"]) if settings["input_range"] else None
 
     from gradcheck_cli.engine import analyze as run
 
     with _progress(show_progress) as progress:
-        return run(model, input, target=target, input_shapes=shapes, dtype=dtype, input_range=value_range,
-                   factory=factory, trust_pickle=trust_pickle, options=options, progress=progress)
+        return run(model, input, target=target, input_shapes=shapes, dtype=settings["dtype"], input_range=value_range,
+                   factory=settings["factory"], trust_pickle=trust_pickle, options=options, progress=progress)
 
 
 def _parse_thresholds(items: list[str]) -> dict[str, float]:

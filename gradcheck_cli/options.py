@@ -6,6 +6,7 @@ Every default here is a documented decision; the README's "Verdicts" section exp
 from __future__ import annotations
 
 from dataclasses import dataclass, field, fields
+from fnmatch import fnmatchcase
 
 from gradcheck_cli.errors import UsageError
 
@@ -90,6 +91,44 @@ def parse_fail_on(text: str | None) -> frozenset[str]:
 
 
 @dataclass(frozen=True)
+class IgnoreRule:
+    """Findings to drop: on layers whose name matches ``layer`` (a glob), of ``kinds`` (all when empty).
+
+    Written ``GLOB`` or ``GLOB:kind,kind`` on the command line and in ``[tool.gradcheck] ignore``.
+    Ignored findings are kept in the report (``ignored_findings``) but never change the exit code.
+    """
+
+    layer: str
+    kinds: tuple[str, ...] = ()
+
+    def matches(self, layer: str, kind: str) -> bool:
+        return fnmatchcase(layer, self.layer) and (not self.kinds or kind in self.kinds)
+
+    def __str__(self) -> str:
+        return self.layer + (":" + ",".join(self.kinds) if self.kinds else "")
+
+
+def parse_ignore(text: str) -> IgnoreRule:
+    """``"head.*"`` or ``"encoder.*:dead_relu,saturated_activation"`` -> an :class:`IgnoreRule`.
+
+    The text after the last ``:`` is read as kinds only when every item is a finding kind, so a
+    layer name that itself holds a colon still works as a plain glob.
+    """
+    text = text.strip()
+    if not text:
+        raise UsageError("empty ignore rule", hint="use GLOB or GLOB:KIND[,KIND], e.g. 'head.*:dead_relu'")
+    glob, sep, tail = text.rpartition(":")
+    kinds = [k.strip() for k in tail.split(",") if k.strip()] if sep else []
+    known = set(FINDING_KINDS) | {"all"}
+    if kinds and all(k in known for k in kinds):
+        return IgnoreRule(glob.strip() or "*", () if "all" in kinds else tuple(dict.fromkeys(kinds)))
+    if any(k in known for k in kinds):
+        unknown = ", ".join(repr(k) for k in kinds if k not in known)
+        raise UsageError(f"unknown finding kind {unknown} in ignore rule {text!r}", hint=f"kinds: {', '.join(FINDING_KINDS)}")
+    return IgnoreRule(text)  # no kinds after a colon: the colon belongs to the layer name
+
+
+@dataclass(frozen=True)
 class AnalyzeOptions:
     """Everything that shapes one analysis run, besides the model and the data themselves."""
 
@@ -112,6 +151,10 @@ class AnalyzeOptions:
     """Also observe activations called as functions (F.relu, torch.sigmoid) inside modules."""
     verify: bool = False
     """ONNX only: compare the interpreter's forward output with onnxruntime's first."""
+    ignore: tuple[IgnoreRule, ...] = ()
+    """Findings to leave out of the verdict (per-layer globs, optionally per kind)."""
+    config: str | None = None
+    """The config file these options came from in part (recorded in the report)."""
 
     def __post_init__(self) -> None:
         if self.loss not in LOSSES:
@@ -125,3 +168,5 @@ class AnalyzeOptions:
         unknown = sorted(set(self.fail_on) - set(FINDING_KINDS))
         if unknown:
             raise UsageError(f"unknown finding kind(s) in fail_on: {', '.join(unknown)}")
+        rules = (self.ignore,) if isinstance(self.ignore, (str, IgnoreRule)) else tuple(self.ignore)
+        object.__setattr__(self, "ignore", tuple(r if isinstance(r, IgnoreRule) else parse_ignore(r) for r in rules))

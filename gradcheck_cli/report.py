@@ -14,6 +14,8 @@ import math
 from dataclasses import dataclass, field, fields, is_dataclass
 from typing import Any
 
+from gradcheck_cli.options import IgnoreRule
+
 SCHEMA_VERSION = 1
 SEVERITIES = ("error", "warning", "info")
 
@@ -141,6 +143,10 @@ class RunInfo:
     seed: int
     fail_on: list[str]
     thresholds: dict[str, float]
+    ignore: list[IgnoreRule] = field(default_factory=list)
+    """Ignore rules in force (from the command line and the config file)."""
+    config: str | None = None
+    """The config file whose ``[tool.gradcheck]`` settings were used, if any."""
 
 
 @dataclass(frozen=True)
@@ -168,6 +174,8 @@ class Report:
     findings: list[Finding]
     summary: Summary
     notes: list[str] = field(default_factory=list)
+    ignored_findings: list[Finding] = field(default_factory=list)
+    """Findings matched by an ignore rule: reported for the record, never part of the verdict."""
 
     def to_dict(self) -> dict[str, Any]:
         """The JSON document as Python objects (what ``--format json`` writes)."""
@@ -192,7 +200,7 @@ def _encode(value: Any) -> Any:
         for key, item in value.items():
             _put(out, str(key), item)
         return out
-    if isinstance(value, (list, tuple)):
+    if isinstance(value, (list, tuple, frozenset)):
         return [_encode(v) for v in value]
     if isinstance(value, float):
         return _round(value) if math.isfinite(value) else None

@@ -52,7 +52,7 @@ def _type(annotation: Any) -> dict[str, Any]:
         return options[0] if len(options) == 1 else {"anyOf": options}
     if dataclasses.is_dataclass(annotation):
         return _object(annotation)
-    if origin is list:
+    if origin is list or (origin is tuple and len(args) == 2 and args[1] is Ellipsis):
         return {"type": "array", "items": _type(args[0])}
     if origin is dict:
         return {"type": "object", "additionalProperties": _type(args[1])}
