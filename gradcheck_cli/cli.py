@@ -67,6 +67,8 @@ class OutputFormat(str, Enum):
     json = "json"
     markdown = "markdown"
     html = "html"
+    github = "github"
+    junit = "junit"
 
 
 class Loss(str, Enum):
@@ -84,8 +86,18 @@ class Mode(str, Enum):
 
 SUFFIX_FORMATS = {
     ".json": OutputFormat.json, ".txt": OutputFormat.table, ".md": OutputFormat.markdown,
-    ".html": OutputFormat.html, ".htm": OutputFormat.html,
+    ".html": OutputFormat.html, ".htm": OutputFormat.html, ".xml": OutputFormat.junit,
 }
+
+RENDERERS = {
+    OutputFormat.table: ("gradcheck_cli.render.table", "render_rich"),
+    OutputFormat.json: ("gradcheck_cli.render.json_", "render_json"),
+    OutputFormat.markdown: ("gradcheck_cli.render.markdown", "render_markdown"),
+    OutputFormat.html: ("gradcheck_cli.render.html", "render_html"),
+    OutputFormat.github: ("gradcheck_cli.render.github", "render_github"),
+    OutputFormat.junit: ("gradcheck_cli.render.junit", "render_junit"),
+}
+"""Format -> (module, function): imported on use, so --help stays light."""
 
 
 def _version(value: bool) -> None:
@@ -126,10 +138,12 @@ FactoryOpt = Annotated[Optional[str], typer.Option("--factory", "-f", metavar="F
 TrustOpt = Annotated[bool, typer.Option("--trust-pickle", help="Allow unpickling a full nn.Module (runs code from the file).")]
 FailOnOpt = Annotated[str, typer.Option("--fail-on", metavar="KINDS",
                                         help="Finding kinds that make the exit code 1: a comma list, 'all' or 'none'.")]
-FormatOpt = Annotated[Optional[OutputFormat], typer.Option("--format", "-F", help="table (default), json, markdown (PR comments, $GITHUB_STEP_SUMMARY) or html (one self-contained file).",
-                                                           show_default=False)]
+FormatOpt = Annotated[Optional[OutputFormat], typer.Option(
+    "--format", "-F", show_default=False,
+    help="table (default), json, markdown (PR comments), html (one self-contained file), github (Actions "
+         "annotations; also appends Markdown to $GITHUB_STEP_SUMMARY when set) or junit (XML, one test case per check).")]
 OutputOpt = Annotated[Optional[Path], typer.Option("--output", "-o", help="Write the report to this file (format from "
-                                                   "--format, else the suffix: .json, .md, .html, .txt).")]
+                                                   "--format, else the suffix: .json, .md, .html, .xml, .txt).")]
 ThresholdOpt = Annotated[Optional[list[str]], typer.Option("--threshold", metavar="NAME=VALUE",
                                                            help="Override a threshold, e.g. dead_ratio=0.2 (repeatable).")]
 VerifyOpt = Annotated[bool, typer.Option("--verify", help="ONNX: check the interpreter's output against onnxruntime first.")]
@@ -198,9 +212,22 @@ def analyze(
     except Exception as exc:  # noqa: BLE001 - last-resort boundary: a one-line message, not a traceback
         _fail(err, exc, debug, EXIT_INTERNAL, prefix="internal error (please report it): ")
 
+    _emit(lambda width: _render(report, fmt, width), report.summary.verdict, output, quiet, err, debug)
+    if fmt is OutputFormat.github:
+        from gradcheck_cli.render.markdown import render_markdown
+
+        _append_step_summary(render_markdown(report), err)
+    raise typer.Exit(report.summary.exit_code)
+
+
+def _emit(render, verdict: str, output: Path | None, quiet: bool, err, debug: bool) -> None:  # noqa: ANN001
+    """Write the rendering to ``output`` atomically (then print the verdict) or print it to stdout.
+
+    ``render(width)`` gets the console's width for stdout and None for files (full tables).
+    """
     out = _console()
     try:
-        rendered = _render(report, fmt, width=None if output is not None else out.width)
+        rendered = render(None if output is not None else out.width)
         if output is not None:
             _write_atomic(output, rendered if isinstance(rendered, str) else _plain(rendered))
     except KeyboardInterrupt:
@@ -212,14 +239,90 @@ def analyze(
         _fail(err, exc, debug, EXIT_INTERNAL, prefix="internal error (please report it): ")
     if output is not None:
         if not quiet:
-            out.print(f"{report.summary.verdict}\nreport written to {output}", highlight=False, soft_wrap=True)
+            out.print(f"{verdict}\nreport written to {output}", highlight=False, soft_wrap=True)
     elif quiet:
-        out.print(report.summary.verdict, highlight=False, soft_wrap=True)
+        out.print(verdict, highlight=False, soft_wrap=True)
     elif isinstance(rendered, str):
         sys.stdout.write(rendered)
     else:
         out.print(rendered)
-    raise typer.Exit(report.summary.exit_code)
+
+
+class CompareFormat(str, Enum):
+    table = "table"
+    json = "json"
+    markdown = "markdown"
+    github = "github"
+
+
+COMPARE_SUFFIXES = {".json": CompareFormat.json, ".md": CompareFormat.markdown, ".txt": CompareFormat.table}
+
+
+@app.command()
+def compare(
+    baseline: Annotated[Path, typer.Argument(metavar="BASELINE.json", help="The committed report to compare against.",
+                                             show_default=False)],
+    current: Annotated[Path, typer.Argument(metavar="CURRENT.json", help="This run's report (gradcheck analyze -o).",
+                                            show_default=False)],
+    tolerance: Annotated[float, typer.Option(
+        "--tolerance", min=1.0, metavar="FACTOR",
+        help="A layer regresses when its backward signal (relative to the output side) moves this many times "
+             "further from the output side's level than in the baseline.")] = 2.0,
+    dead_tolerance: Annotated[float, typer.Option(
+        "--dead-tolerance", min=0.0, max=1.0, metavar="FRACTION",
+        help="A rectifier layer regresses when its dead-unit ratio rises by more than this.")] = 0.1,
+    fail_on: Annotated[Optional[str], typer.Option(
+        "--fail-on", metavar="KINDS", show_default=False,
+        help="New findings of these kinds fail the comparison (default: the current report's fail set).")] = None,
+    format: Annotated[Optional[CompareFormat], typer.Option(  # noqa: A002 - the flag is --format
+        "--format", "-F", show_default=False,
+        help="table (default), json, markdown (PR comments) or github (annotations; also appends Markdown to "
+             "$GITHUB_STEP_SUMMARY when set).")] = None,
+    output: OutputOpt = None,
+    show_all: Annotated[bool, typer.Option("--all", help="List unchanged layers too.")] = False,
+    quiet: QuietOpt = False,
+    debug: DebugOpt = False,
+) -> None:
+    """Compare two JSON reports layer by layer; exit 1 if the current one regressed.
+
+    Regressed: a layer's backward signal moved further towards vanishing/exploding than --tolerance
+    allows, a rectifier layer's dead ratio rose by more than --dead-tolerance, or a finding in the fail
+    set appeared. Exit codes: 0 not regressed, 1 regressed, 2 unreadable report or bad option.
+    """
+    err = _console(stderr=True)
+    try:
+        from gradcheck_cli.compare import compare as run_compare
+        from gradcheck_cli.compare import load_report
+        from gradcheck_cli.options import parse_fail_on
+
+        fmt = format or (COMPARE_SUFFIXES.get(output.suffix.lower(), CompareFormat.json) if output else CompareFormat.table)
+        if output is not None:
+            _check_writable(output)
+        kinds = sorted(parse_fail_on(fail_on)) if fail_on is not None else None
+        result = run_compare(load_report(baseline, "baseline"), load_report(current, "current"), tolerance=tolerance,
+                             dead_tolerance=dead_tolerance, fail_on=kinds, names=(str(baseline), str(current)))
+    except GradcheckError as exc:
+        _fail(err, exc, debug, exc.exit_code)
+    except Exception as exc:  # noqa: BLE001 - last-resort boundary
+        _fail(err, exc, debug, EXIT_INTERNAL, prefix="internal error (please report it): ")
+
+    def render(width: int | None):  # noqa: ANN202, ARG001 - tables fold rather than switch layout
+        from gradcheck_cli.render import comparison as views
+
+        if fmt is CompareFormat.json:
+            return result.to_json()
+        if fmt is CompareFormat.markdown:
+            return views.render_comparison_markdown(result, show_all)
+        if fmt is CompareFormat.github:
+            return views.render_comparison_github(result)
+        return views.render_comparison_rich(result, show_all)
+
+    _emit(render, result.verdict, output, quiet, err, debug)
+    if fmt is CompareFormat.github:
+        from gradcheck_cli.render.comparison import render_comparison_markdown
+
+        _append_step_summary(render_comparison_markdown(result), err)
+    raise typer.Exit(result.exit_code)
 
 
 @app.command()
@@ -320,21 +423,28 @@ def _choose_format(fmt: OutputFormat | None, output: Path | None) -> OutputForma
 
 def _render(report, fmt: OutputFormat, width: int | None):  # noqa: ANN001, ANN202
     """The report in ``fmt``; ``width`` (the console's, None for files) picks compact or full tables."""
-    if fmt is OutputFormat.json:
-        from gradcheck_cli.render.json_ import render_json
+    import importlib
 
-        return render_json(report)
-    if fmt is OutputFormat.markdown:
-        from gradcheck_cli.render.markdown import render_markdown
+    module, function = RENDERERS[fmt]
+    render = getattr(importlib.import_module(module), function)
+    return render(report, width=width) if fmt is OutputFormat.table else render(report)
 
-        return render_markdown(report)
-    if fmt is OutputFormat.html:
-        from gradcheck_cli.render.html import render_html
 
-        return render_html(report)
-    from gradcheck_cli.render.table import render_rich
+def _append_step_summary(markdown: str, err) -> None:  # noqa: ANN001
+    """``--format github`` in an Actions job: the Markdown report also goes to the job's summary page.
 
-    return render_rich(report, width=width)
+    The file is shared by every step of the job, so it is appended to, never replaced; failing to
+    write it is a warning, not a reason to change the exit code.
+    """
+    path = os.environ.get("GITHUB_STEP_SUMMARY")
+    if not path:
+        return
+    try:
+        with open(path, "a", encoding="utf-8") as handle:
+            handle.write(markdown + "\n")
+    except OSError as exc:
+        err.print(f"gradcheck: warning: cannot append to $GITHUB_STEP_SUMMARY ({path}): {exc.strerror or exc}",
+                  style="yellow", highlight=False, markup=False, soft_wrap=True)
 
 
 def _plain(renderable) -> str:  # noqa: ANN001

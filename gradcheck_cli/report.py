@@ -179,7 +179,7 @@ class Report:
 
     def to_dict(self) -> dict[str, Any]:
         """The JSON document as Python objects (what ``--format json`` writes)."""
-        return _encode(self)
+        return encode(self)
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), indent=2, allow_nan=False) + "\n"
@@ -189,7 +189,8 @@ def _round(x: float) -> float:
     return float(f"{x:.7g}")
 
 
-def _encode(value: Any) -> Any:
+def encode(value: Any) -> Any:
+    """Dataclasses, dicts, lists and floats -> JSON-ready objects (the rounding and non-finite rules above)."""
     if is_dataclass(value):
         out: dict[str, Any] = {}
         for f in fields(value):
@@ -201,7 +202,7 @@ def _encode(value: Any) -> Any:
             _put(out, str(key), item)
         return out
     if isinstance(value, (list, tuple, frozenset)):
-        return [_encode(v) for v in value]
+        return [encode(v) for v in value]
     if isinstance(value, float):
         return _round(value) if math.isfinite(value) else None
     return value
@@ -212,4 +213,4 @@ def _put(out: dict[str, Any], key: str, value: Any) -> None:
         out[key] = None
         out[f"{key}_nonfinite"] = "nan" if math.isnan(value) else ("inf" if value > 0 else "-inf")
     else:
-        out[key] = _encode(value)
+        out[key] = encode(value)

@@ -13,13 +13,13 @@ from torch import nn
 
 from gradcheck_cli import analyze
 from gradcheck_cli.render.json_ import render_json
-from gradcheck_cli.report import Finding, _encode
+from gradcheck_cli.report import Finding, encode
 
 
 @given(st.floats(allow_nan=True, allow_infinity=True))
 def test_any_float_encodes_to_valid_json(value):
     finding = Finding("nonfinite", "error", "x", value, 0.0, "m", "h")
-    encoded = json.loads(json.dumps(_encode(finding), allow_nan=False))
+    encoded = json.loads(json.dumps(encode(finding), allow_nan=False))
     if math.isfinite(value):
         assert encoded["value"] == float(f"{value:.7g}")
         assert "value_nonfinite" not in encoded

@@ -18,7 +18,7 @@ from hypothesis.extra import numpy as hnp
 from gradcheck_cli.errors import InputError, UsageError
 from gradcheck_cli.inputs import Sample, load_sample, load_target, parse_range, parse_shape
 from gradcheck_cli.options import FINDING_KINDS, parse_fail_on
-from gradcheck_cli.report import Report, _encode
+from gradcheck_cli.report import Report, encode
 
 FAST = settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 FEW = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -177,7 +177,7 @@ def _strict_loads(text: str):
                     lambda inner: st.one_of(st.lists(inner, max_size=3), st.dictionaries(st.text(max_size=3), inner, max_size=3)),
                     max_leaves=10))
 def test_encode_any_nested_value_gives_strict_json(value):
-    encoded = _encode(value)
+    encoded = encode(value)
     text = json.dumps(encoded, allow_nan=False)
     assert _strict_loads(text) == encoded
 
@@ -213,7 +213,7 @@ def _keys_with_null(node) -> set[str]:
 @FAST
 @given(any_float)
 def test_round_keeps_finite_floats_finite(value):
-    encoded = _encode({"v": value})
+    encoded = encode({"v": value})
     if math.isfinite(value):
         assert math.isfinite(encoded["v"]) and math.isclose(encoded["v"], value, rel_tol=1e-6, abs_tol=0)
     else:

@@ -1,0 +1,54 @@
+"""GitHub Actions workflow commands: one ``::error``/``::warning``/``::notice`` line per finding.
+
+GitHub reads these from a step's stdout and shows them on the run and the pull request. A finding
+in the fail set is an error (it is what fails the step), other errors and warnings are warnings,
+info findings are notices; the verdict closes the list. Findings of one kind on many layers share
+one annotation (GitHub shows only the first 10 errors and 10 warnings of a step). Everything from the model is escaped
+the way the runner decodes it, so a layer name cannot end the line and inject a second command.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from gradcheck_cli.render.common import group_findings, layer_list
+from gradcheck_cli.report import Finding, Report
+
+
+LEVELS = ("error", "warning", "notice")
+
+
+def escape_data(text: str) -> str:
+    return text.replace("%", "%25").replace("\r", "%0D").replace("\n", "%0A")
+
+
+def escape_property(text: str) -> str:
+    return escape_data(text).replace(":", "%3A").replace(",", "%2C")
+
+
+def command(level: str, title: str, message: str) -> str:
+    """One workflow command line (``level`` is error, warning or notice)."""
+    return f"::{level} title={escape_property(title)}::{escape_data(message)}"
+
+
+def level(finding: Finding, fail_on: Iterable[str]) -> str:
+    if finding.kind in set(fail_on):
+        return "error"
+    return "notice" if finding.severity == "info" else "warning"
+
+
+def annotation(group: list[Finding], fail_on: Iterable[str]) -> str:
+    first = group[0]
+    if len(group) == 1:
+        return command(level(first, fail_on), f"gradcheck {first.kind}: {first.layer}", f"{first.message}. Fix: {first.hint}")
+    layers = layer_list([f.layer for f in group])
+    return command(level(first, fail_on), f"gradcheck {first.kind}: {len(group)} layers",
+                   f"{first.message} (and {len(group) - 1} more layers like it: {layers}). Fix: {first.hint}")
+
+
+def render_github(report: Report) -> str:
+    """Failing findings first (they are why the step failed), then warnings, then notices."""
+    groups = sorted(group_findings(report.findings), key=lambda g: LEVELS.index(level(g[0], report.run.fail_on)))
+    lines = [annotation(group, report.run.fail_on) for group in groups]
+    lines.append(command("error" if report.summary.exit_code else "notice", "gradcheck", report.summary.verdict))
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,107 @@
+"""Every output format: each enum member renders, the suffix picks it, and the CI formats
+(GitHub annotations, JUnit XML) are well-formed even for hostile layer names."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import xml.etree.ElementTree as ET
+
+import pytest
+import torch
+from conftest import EXAMPLES, chain
+
+from gradcheck_cli import analyze
+from gradcheck_cli.cli import RENDERERS, SUFFIX_FORMATS, OutputFormat, _render
+from gradcheck_cli.options import FINDING_KINDS
+from gradcheck_cli.render.github import render_github
+from gradcheck_cli.render.junit import render_junit
+
+HOSTILE = "evil\n::error title=x::injected\r%0A<b>&\x00\x1b[31m"
+
+
+@pytest.fixture(scope="module")
+def exploding():
+    """30 Linear(1,1) layers of weight 5: the backward signal grows 5x per layer (exit 1)."""
+    return analyze(chain(30, 5.0), torch.randn(64, 1))
+
+
+@pytest.fixture(scope="module")
+def sigmoid():
+    import models  # examples/models.py
+
+    return analyze(models.deep_sigmoid_mlp(), torch.randn(64, 64), fail_on="none")
+
+
+def _hostile(report):
+    findings = [dataclasses.replace(f, layer=HOSTILE + f.layer, message=HOSTILE) for f in report.findings]
+    return dataclasses.replace(report, findings=findings)
+
+
+def test_every_format_has_a_renderer_and_a_suffix_or_flag(exploding) -> None:
+    assert set(RENDERERS) == set(OutputFormat)
+    for fmt in OutputFormat:
+        rendered = _render(exploding, fmt, width=None)
+        assert rendered is not None and (not isinstance(rendered, str) or rendered.strip()), fmt
+    assert set(SUFFIX_FORMATS.values()) >= set(OutputFormat) - {OutputFormat.github}  # annotations only go to stdout
+
+
+def test_github_annotations(exploding, sigmoid) -> None:
+    lines = render_github(exploding).splitlines()
+    assert lines[0].startswith("::error title=gradcheck exploding_gradient%3A ")  # in the fail set: an error
+    assert lines[-1].startswith("::error title=gradcheck::FAIL")
+    quiet = render_github(sigmoid).splitlines()  # fail_on none: nothing is an error
+    assert not any(line.startswith("::error") for line in quiet)
+    assert any(line.startswith("::warning title=gradcheck vanishing_gradient") for line in quiet)
+    assert quiet[-1].startswith("::notice title=gradcheck::")
+
+
+def test_github_annotations_cannot_be_injected(exploding) -> None:
+    text = render_github(_hostile(exploding))
+    lines = text.splitlines()
+    assert len(lines) == len(render_github(exploding).splitlines())  # no line was split by a name
+    assert all(line.startswith(("::error title=", "::warning title=", "::notice title=")) for line in lines)
+    assert "\r" not in text and "%0A::error title=x::injected%0D%250A" in text
+
+
+def test_junit_one_case_per_check(exploding, sigmoid) -> None:
+    root = ET.fromstring(render_junit(exploding))
+    suite = root.find("testsuite")
+    cases = {case.get("name"): case for case in suite.iter("testcase")}
+    assert list(cases) == list(FINDING_KINDS)
+    failed = {name for name, case in cases.items() if case.find("failure") is not None}
+    assert failed == {"exploding_gradient"} and suite.get("failures") == "1" == root.get("failures")
+    assert "init_mismatch" in {n for n, c in cases.items() if c.find("system-out") is not None}
+    sigmoid_root = ET.fromstring(render_junit(sigmoid))
+    assert sigmoid_root.get("failures") == "0"
+
+
+def test_junit_survives_hostile_names(exploding) -> None:
+    root = ET.fromstring(render_junit(_hostile(exploding)))  # parses: control characters were replaced
+    failure = root.find("testsuite/testcase/failure")
+    assert failure is not None and "<b>&" in failure.text and "\x00" not in failure.text
+
+
+def test_suffixes_choose_the_format(invoke, tmp_path) -> None:
+    model = f"{EXAMPLES / 'models.py'}:deep_sigmoid_mlp"
+    for suffix, check in [(".xml", lambda t: ET.fromstring(t).tag == "testsuites"),
+                          (".json", lambda t: json.loads(t)["schema_version"] == 1),
+                          (".md", lambda t: t.startswith("### ")),
+                          (".html", lambda t: t.lstrip().lower().startswith("<!doctype html>"))]:
+        out = tmp_path / f"report{suffix}"
+        result = invoke("analyze", model, "-s", "32,64", "-o", out)
+        assert result.exit_code == 0, result.output
+        assert check(out.read_text()), suffix
+
+
+def test_github_format_appends_the_markdown_summary(invoke, tmp_path, monkeypatch) -> None:
+    summary = tmp_path / "step_summary"
+    monkeypatch.setenv("GITHUB_STEP_SUMMARY", str(summary))
+    model = f"{EXAMPLES / 'models.py'}:deep_sigmoid_mlp"
+    for _ in range(2):
+        result = invoke("analyze", model, "-s", "32,64", "-F", "github")
+        assert result.exit_code == 0 and result.stdout.startswith("::")
+    assert summary.read_text().count("### ⚠️ gradcheck") == 2
+    monkeypatch.setenv("GITHUB_STEP_SUMMARY", str(tmp_path / "missing" / "dir"))
+    result = invoke("analyze", model, "-s", "32,64", "-F", "github")
+    assert result.exit_code == 0 and "cannot append to $GITHUB_STEP_SUMMARY" in result.stderr
