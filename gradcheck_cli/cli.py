@@ -292,14 +292,14 @@ def compare(
     err = _console(stderr=True)
     try:
         from gradcheck_cli.compare import compare as run_compare
-        from gradcheck_cli.compare import load_report
+        from gradcheck_cli.saved import load_report_json as load_report
         from gradcheck_cli.options import parse_fail_on
 
         fmt = format or (COMPARE_SUFFIXES.get(output.suffix.lower(), CompareFormat.json) if output else CompareFormat.table)
         if output is not None:
             _check_writable(output)
         kinds = sorted(parse_fail_on(fail_on)) if fail_on is not None else None
-        result = run_compare(load_report(baseline, "baseline"), load_report(current, "current"), tolerance=tolerance,
+        result = run_compare(load_report(baseline, "baseline report"), load_report(current, "current report"), tolerance=tolerance,
                              dead_tolerance=dead_tolerance, fail_on=kinds, names=(str(baseline), str(current)))
     except GradcheckError as exc:
         _fail(err, exc, debug, exc.exit_code)
@@ -323,6 +323,39 @@ def compare(
 
         _append_step_summary(render_comparison_markdown(result), err)
     raise typer.Exit(result.exit_code)
+
+
+@app.command()
+def render(
+    report_file: Annotated[Path, typer.Argument(metavar="REPORT.json", help="A report written by gradcheck analyze -o.",
+                                                show_default=False)],
+    format: FormatOpt = None,  # noqa: A002 - the flag is --format
+    output: OutputOpt = None,
+    quiet: QuietOpt = False,
+    debug: DebugOpt = False,
+) -> None:
+    """Render a saved JSON report in another format, without running the model again.
+
+    For CI: analyse once (-o report.json), then render annotations, the HTML page or a PR comment
+    from it. Exit codes: 0 rendered (whatever the report found), 2 unreadable report or bad option.
+    """
+    err = _console(stderr=True)
+    try:
+        from gradcheck_cli.saved import load_report
+
+        fmt = _choose_format(format, output)
+        if output is not None:
+            _check_writable(output)
+        report = load_report(report_file)
+    except GradcheckError as exc:
+        _fail(err, exc, debug, exc.exit_code)
+    except Exception as exc:  # noqa: BLE001 - last-resort boundary
+        _fail(err, exc, debug, EXIT_INTERNAL, prefix="internal error (please report it): ")
+    _emit(lambda width: _render(report, fmt, width), report.summary.verdict, output, quiet, err, debug)
+    if fmt is OutputFormat.github:
+        from gradcheck_cli.render.markdown import render_markdown
+
+        _append_step_summary(render_markdown(report), err)
 
 
 @app.command()

@@ -21,11 +21,10 @@ from __future__ import annotations
 import json
 import math
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
-from gradcheck_cli.errors import EXIT_FINDINGS, EXIT_OK, InputError
-from gradcheck_cli.report import SCHEMA_VERSION, encode
+from gradcheck_cli.errors import EXIT_FINDINGS, EXIT_OK
+from gradcheck_cli.report import encode
 
 STATUSES = ("regressed", "changed", "improved", "unchanged")
 """Overall outcome, worst first: ``changed`` means better and worse-but-not-failing moves both happened
@@ -78,26 +77,6 @@ class Comparison:
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), indent=2, allow_nan=False) + "\n"
-
-
-def load_report(path: Path, role: str) -> dict[str, Any]:
-    """A gradcheck JSON report, checked enough to compare: the right kind of file and schema version."""
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise InputError(f"{role} report {path} not found", hint="write one with: gradcheck analyze ... -o report.json") from None
-    except IsADirectoryError:
-        raise InputError(f"{role} report {path} is a directory") from None
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise InputError(f"{role} report {path} is not JSON ({exc})", hint="give a report written with -o report.json") from None
-    except OSError as exc:
-        raise InputError(f"cannot read {role} report {path}: {exc.strerror or exc}") from None
-    if not isinstance(data, dict) or not isinstance(data.get("layers"), list) or "schema_version" not in data:
-        raise InputError(f"{role} report {path} is not a gradcheck JSON report", hint="write one with: gradcheck analyze ... -o report.json")
-    if data["schema_version"] != SCHEMA_VERSION:
-        raise InputError(f"{role} report {path} has schema version {data['schema_version']!r}; this gradcheck reads {SCHEMA_VERSION}",
-                         hint="regenerate the baseline with this version of gradcheck")
-    return data
 
 
 def compare(baseline: dict[str, Any], current: dict[str, Any], *, tolerance: float = 2.0, dead_tolerance: float = 0.1,

@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import dataclass, field, fields, is_dataclass
+import types
+import typing
+from dataclasses import MISSING, dataclass, field, fields, is_dataclass
 from typing import Any
 
 from gradcheck_cli.options import IgnoreRule
@@ -184,6 +186,12 @@ class Report:
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), indent=2, allow_nan=False) + "\n"
 
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Report:
+        """The inverse of :meth:`to_dict` (re-rendering a saved report); keys unknown here are ignored,
+        so reports from later releases of the same schema version still load. ValueError if malformed."""
+        return decode(cls, data)
+
 
 def _round(x: float) -> float:
     return float(f"{x:.7g}")
@@ -214,3 +222,43 @@ def _put(out: dict[str, Any], key: str, value: Any) -> None:
         out[f"{key}_nonfinite"] = "nan" if math.isnan(value) else ("inf" if value > 0 else "-inf")
     else:
         out[key] = encode(value)
+
+
+def decode(cls: type, data: Any) -> Any:
+    """A JSON object -> the dataclass ``cls``, guided by its type hints (``null`` + ``<key>_nonfinite``
+    becomes the non-finite float again)."""
+    if not isinstance(data, dict):
+        raise ValueError(f"{cls.__name__} must be an object, got {type(data).__name__}")
+    hints = typing.get_type_hints(cls)
+    values = {}
+    for f in fields(cls):
+        if f.name not in data:
+            if f.default is MISSING and f.default_factory is MISSING:
+                raise ValueError(f"{cls.__name__} lacks the key {f.name!r}")
+            continue
+        values[f.name] = _decode(hints[f.name], data[f.name], data.get(f"{f.name}_nonfinite"))
+    return cls(**values)
+
+
+def _decode(annotation: Any, value: Any, nonfinite: Any = None) -> Any:
+    if nonfinite in ("nan", "inf", "-inf"):
+        return float(nonfinite)
+    if value is None:
+        return None
+    origin, args = typing.get_origin(annotation), typing.get_args(annotation)
+    if origin in (typing.Union, types.UnionType):
+        return _decode(next(a for a in args if a is not type(None)), value)
+    if is_dataclass(annotation):
+        return decode(annotation, value)
+    if origin in (list, tuple):
+        if not isinstance(value, list):
+            raise ValueError(f"expected a list, got {type(value).__name__}")
+        items = [_decode(args[0], v) for v in value]
+        return tuple(items) if origin is tuple else items
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise ValueError(f"expected an object, got {type(value).__name__}")
+        return {k: _decode(args[1], v, value.get(f"{k}_nonfinite")) for k, v in value.items() if not k.endswith("_nonfinite")}
+    if annotation is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    return value

@@ -11,7 +11,8 @@ import torch
 from torch import nn
 
 from gradcheck_cli import analyze
-from gradcheck_cli.compare import compare, load_report
+from gradcheck_cli.compare import compare
+from gradcheck_cli.saved import load_report_json as load_report
 from gradcheck_cli.errors import InputError
 from gradcheck_cli.report import SCHEMA_VERSION
 

@@ -105,3 +105,38 @@ def test_github_format_appends_the_markdown_summary(invoke, tmp_path, monkeypatc
     monkeypatch.setenv("GITHUB_STEP_SUMMARY", str(tmp_path / "missing" / "dir"))
     result = invoke("analyze", model, "-s", "32,64", "-F", "github")
     assert result.exit_code == 0 and "cannot append to $GITHUB_STEP_SUMMARY" in result.stderr
+
+
+# --- gradcheck render: a saved report, re-rendered ------------------------------------------------
+
+
+def test_saved_report_round_trips(exploding, sigmoid, tmp_path) -> None:
+    from gradcheck_cli.report import Report
+
+    nan_model = torch.nn.Sequential(torch.nn.Linear(4, 4), torch.nn.ReLU(), torch.nn.Linear(4, 1))
+    with torch.no_grad():
+        nan_model[0].weight[0, 0] = float("nan")
+    nonfinite = analyze(nan_model, torch.randn(8, 4), ignore=["2:all"])
+    for report in (exploding, sigmoid, nonfinite):
+        document = json.loads(report.to_json())
+        again = Report.from_dict(document)
+        assert again.to_dict() == document
+        for fmt in OutputFormat:  # the re-read report renders exactly as the original (floats were rounded alike)
+            if fmt is not OutputFormat.table:
+                assert _render(again, fmt, None) == _render(Report.from_dict(json.loads(again.to_json())), fmt, None)
+
+
+def test_render_command(invoke, exploding, tmp_path) -> None:
+    saved = tmp_path / "report.json"
+    saved.write_text(exploding.to_json())
+    github = invoke("render", saved, "-F", "github")
+    assert github.exit_code == 0 and github.stdout == render_github(exploding)  # rendering is not gating
+    out = tmp_path / "report.xml"
+    assert invoke("render", saved, "-o", out, "-q").exit_code == 0 and out.read_text() == render_junit(exploding)
+    table = invoke("render", saved)
+    assert table.exit_code == 0 and "exploding_gradient" in table.stdout
+    broken = tmp_path / "broken.json"
+    broken.write_text(json.dumps({**json.loads(exploding.to_json()), "summary": 3}))
+    for path, message in [(broken, "not a valid gradcheck report"), (tmp_path / "none.json", "not found")]:
+        result = invoke("render", path)
+        assert result.exit_code == 2 and message in result.stderr and result.stderr.count("gradcheck: error:") == 1
