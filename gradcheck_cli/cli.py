@@ -153,8 +153,8 @@ IgnoreOpt = Annotated[Optional[list[str]], typer.Option(
          "added to the config file's).")]
 ConfigOpt = Annotated[Optional[Path], typer.Option(
     "--config", "-c", metavar="FILE", show_default=False,
-    help="Settings file: a pyproject.toml with [tool.gradcheck], or a TOML file of the same keys. Default: the "
-         "nearest pyproject.toml with [tool.gradcheck] at or above the current directory.")]
+    help="Settings file: a pyproject.toml with \\[tool.gradcheck], or a TOML file of the same keys. Default: the "
+         "nearest pyproject.toml with \\[tool.gradcheck] at or above the current directory.")]
 NoConfigOpt = Annotated[bool, typer.Option("--no-config", help="Ignore any config file.")]
 QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="Print only the verdict line.")]
 DebugOpt = Annotated[bool, typer.Option("--debug", help="Show Python tracebacks for errors.")]
@@ -190,7 +190,7 @@ def analyze(
 ) -> None:
     """Run instrumented forward and backward passes and report per-layer signal health.
 
-    Settings come from the command line, then [tool.gradcheck] in the nearest pyproject.toml (or
+    Settings come from the command line, then \\[tool.gradcheck] in the nearest pyproject.toml (or
     --config FILE), then the defaults.
 
     Exit codes: 0 no finding in the fail set, 1 a finding in the fail set, 2 bad invocation or
@@ -508,12 +508,23 @@ def _check_writable(path: Path) -> None:
         raise UsageError(f"cannot write --output {path}: permission denied")
 
 
+def _file_mode(path: Path) -> int:
+    """The mode a plain ``open(path, "w")`` would give: the old file's, else 0666 less the umask."""
+    try:
+        return path.stat().st_mode & 0o777
+    except OSError:
+        umask = os.umask(0)
+        os.umask(umask)
+        return 0o666 & ~umask
+
+
 def _write_atomic(path: Path, text: str) -> None:
     """Temp file in the same directory, then rename: readers never see a half-written report."""
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent if str(path.parent) else ".")
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as handle:
             handle.write(text)
+        os.chmod(tmp, _file_mode(path))  # mkstemp makes 0600; a report is an ordinary file
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

@@ -11,11 +11,12 @@ Import-light on purpose (no torch, nothing from the CLI): ``gradcheck --help`` m
 from __future__ import annotations
 
 EXIT_CODES: tuple[tuple[int, str], ...] = (
-    (0, "no finding in the fail set"),
-    (1, ("at least one finding in the fail set (--fail-on: comma list of kinds, all or none; "
-         "default exploding_gradient,nonfinite)")),
-    (2, ("bad invocation or unreadable input: unknown option value, missing/unknown/damaged model file, "
-         "refused pickle, data that does not fit")),
+    (0, "success: analyze found nothing in the fail set, compare found no regression, render wrote the report"),
+    (1, ("analyze: at least one finding in the fail set (--fail-on: comma list of kinds, all or none; default "
+         "exploding_gradient,nonfinite); compare: the current report regressed (a layer past --tolerance or "
+         "--dead-tolerance, or a new finding in the fail set)")),
+    (2, ("bad invocation or unreadable input: unknown option value, config file error, missing/unknown/damaged "
+         "model file, refused pickle, data that does not fit, a file that is not a gradcheck JSON report")),
     (3, "the model failed while running (its forward or backward raised, out of memory)"),
     (4, "internal error in gradcheck (please report it; --debug shows the traceback)"),
     (130, "interrupted (Ctrl-C); nothing is written"),

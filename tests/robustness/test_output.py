@@ -46,6 +46,25 @@ def test_successful_run_replaces_the_old_report(invoke, tmp_path):
     assert _leftovers(tmp_path, out.name) == []
 
 
+def test_reports_get_ordinary_file_permissions(invoke, tmp_path):
+    """The temp file behind the atomic write is 0600; the report must not be (CI artifacts, web servers)."""
+    import os
+
+    factory = write_factory(tmp_path)
+    old_umask = os.umask(0o022)
+    try:
+        fresh = tmp_path / "fresh.json"
+        assert invoke("analyze", f"{factory}:build", "-s", "4,8", "-o", fresh).exit_code == 0
+        assert fresh.stat().st_mode & 0o777 == 0o644
+        kept = tmp_path / "kept.json"
+        kept.write_text(OLD)
+        kept.chmod(0o640)
+        assert invoke("analyze", f"{factory}:build", "-s", "4,8", "-o", kept).exit_code == 0
+        assert kept.stat().st_mode & 0o777 == 0o640  # an existing report keeps its mode
+    finally:
+        os.umask(old_umask)
+
+
 @pytest.mark.parametrize("failure", [KeyboardInterrupt, OSError])
 def test_failure_while_writing_leaves_no_temp_file(invoke, tmp_path, monkeypatch, failure):
     """The rename is the last step: a Ctrl-C or a full disk there leaves the old report and no temp file."""
