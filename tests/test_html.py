@@ -58,3 +58,38 @@ def test_html_has_every_section(invoke, tmp_path):
     for heading in ("Findings", "Layers (forward order)", "Init variance", "vanishing_gradient"):
         assert heading in text
     assert parsed.tags.count("table") == 3
+
+
+def _sigmoid_report():
+    from models import deep_sigmoid_mlp
+
+    torch.manual_seed(0)
+    return analyze(deep_sigmoid_mlp(depth=6, width=32), torch.randn(64, 32))
+
+
+def test_without_matplotlib_the_page_has_the_tables_and_says_how_to_get_plots(monkeypatch):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "matplotlib", None)  # `import matplotlib` raises ImportError
+    page = render_html(_sigmoid_report())
+    parsed = _parse(page)
+    text = " ".join(parsed.text)
+    assert "plots need matplotlib: pip install 'gradcheck[plots]'" in text
+    assert "svg" not in parsed.tags and parsed.tags.count("table") == 3
+    assert "Layers (forward order)" in text and "vanishing_gradient" in text
+
+
+def test_with_matplotlib_the_page_has_three_inline_figures_and_stays_self_contained():
+    import pytest
+
+    pytest.importorskip("matplotlib")
+    page = render_html(_sigmoid_report())
+    parsed = _parse(page)
+    assert parsed.tags.count("svg") == 3 and parsed.tags.count("table") == 3
+    assert "script" not in parsed.tags and "http" not in page and "<?xml" not in page
+    assert not any(name.startswith("on") or name == "src" for name, _ in parsed.attrs)
+    assert all((value or "").startswith("#") for name, value in parsed.attrs if name.endswith("href"))  # in-page only
+    assert page.index("<h2>Plots</h2>") < page.index("<h2>Layers (forward order)</h2>")
+    assert "plots need matplotlib" not in page
+    ids = [value for name, value in parsed.attrs if name == "id"]
+    assert len(ids) == len(set(ids))  # ids of the three figures do not collide

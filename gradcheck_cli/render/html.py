@@ -2,8 +2,10 @@
 
 Every string that comes from the model or the user (layer names, file names, messages that
 quote them) goes through :func:`html.escape`; the page carries no JavaScript at all, so a layer
-called ``<script>`` is text. Plots are a later addition; the log-scale backward-signal bars are
-plain CSS widths.
+called ``<script>`` is text. The log-scale backward-signal bars are plain CSS widths; the Plots
+section holds inline SVG figures from :mod:`gradcheck_cli.render.plots` (text escaped by
+matplotlib's XML writer, no scripts, no namespace URLs) when matplotlib is installed, and says how
+to get them when it is not: matplotlib is an optional extra, and the tables carry every number.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ from __future__ import annotations
 import html
 import math
 
+from gradcheck_cli.render import plots
 from gradcheck_cli.render.common import group_findings
 from gradcheck_cli.render.numbers import num, pct
 from gradcheck_cli.report import Report
@@ -25,6 +28,8 @@ th{background:#f6f8fa}td.l,th.l{text-align:left}
 .warning{color:#b54708}.info{color:#175cd3}.dim{color:#6e7781}
 .bar{display:inline-block;height:.8em;background:#2da44e;vertical-align:middle}
 tr.flag td.name{color:#b42318;font-weight:600}
+figure.plot{margin:1em 0}
+svg.gc-plot{display:block;max-width:100%;height:auto}
 """
 
 
@@ -49,6 +54,15 @@ def _table(headers: list[str], rows: list[list[str]], left: set[int]) -> str:
     return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
 
 
+def _plots(report: Report) -> list[str]:
+    """The Plots section: inline SVG figures, or the one line that says what to install."""
+    if not plots.plots_available():
+        return ["<h2>Plots</h2>", f'<p class="dim plots-missing">{_e(plots.INSTALL_HINT)}</p>']
+    # No figcaption: each figure draws its own title (a standalone --plot file needs it too).
+    figures = [f'<figure class="plot">{svg}</figure>' for _, svg in plots.svg_figures(report)]
+    return ["<h2>Plots</h2>", *figures]
+
+
 def render_html(report: Report) -> str:
     s, m, r = report.summary, report.model, report.run
     parts = [
@@ -66,6 +80,7 @@ def render_html(report: Report) -> str:
             rows.append([f'<span class="{_e(f.severity)}">{_e(f.severity)}</span>', _e(f.kind), layers, _e(value),
                          _e(num(f.threshold)), f'{_e(f.message)}<br><span class="dim">fix: {_e(f.hint)}</span>'])
         parts += ["<h2>Findings</h2>", _table(["severity", "kind", "layer", "value", "threshold", "detail"], rows, {0, 1, 2, 5})]
+    parts += _plots(report)
     values = [l.grad.output_rms for l in report.layers if l.grad.output_rms and math.isfinite(l.grad.output_rms)]
     low, high = (min(values), max(values)) if values else (1.0, 1.0)
     flagged = {f.layer for f in report.findings if f.severity in ("error", "warning")}
