@@ -54,7 +54,7 @@ def build_report(loaded: Any, m: Measurements, options: AnalyzeOptions, *, devic
             by_name.setdefault(alias, p)
     infos = [s.info for s in m.layers] + _unobserved(m, by_name, display)
     stats = {s.info.index: s for s in m.layers}
-    layers = [_layer(info, stats.get(info.index), infos, by_name, options) for info in infos]
+    layers = [_layer(position, stats.get(info.index), infos, by_name, options) for position, info in enumerate(infos)]
     findings, ignored = _split_ignored(evaluate(layers, options.thresholds), options)
     owner = {name: layer.name for info, layer in zip(infos, layers) for name in info.params.values()}
     parameters = [_parameter(p, owner, display) for p in m.params]
@@ -103,8 +103,9 @@ def _unobserved(m: Measurements, by_name: dict[str, ParamMeasure], display: dict
     ]
 
 
-def _layer(info: LayerInfo, stats: LayerStats | None, infos: list[LayerInfo], params: dict[str, ParamMeasure],
+def _layer(position: int, stats: LayerStats | None, infos: list[LayerInfo], params: dict[str, ParamMeasure],
            options: AnalyzeOptions) -> LayerReport:
+    info = infos[position]
     forward = stats.forward if stats else None
     note = info.note
     activation = _activation(forward) if forward else None
@@ -124,7 +125,7 @@ def _layer(info: LayerInfo, stats: LayerStats | None, infos: list[LayerInfo], pa
     init = None
     if info.kind in WEIGHT_KINDS and weight is not None and weight.numel and info.observable:
         summary = WeightSummary(weight.shape, weight.weight_norm / math.sqrt(weight.numel))
-        init = init_advice(infos, infos.index(info), summary)
+        init = init_advice(infos, position, summary)
     shape = list(info.shape) if info.shape is not None else None
     return LayerReport(info.index, info.name, info.kind, info.type_name, info.observable and forward is not None,
                        shape, activation, grad, init, note)

@@ -147,6 +147,10 @@ OutputOpt = Annotated[Optional[Path], typer.Option("--output", "-o", help="Write
 ThresholdOpt = Annotated[Optional[list[str]], typer.Option("--threshold", metavar="NAME=VALUE",
                                                            help="Override a threshold, e.g. dead_ratio=0.2 (repeatable).")]
 VerifyOpt = Annotated[bool, typer.Option("--verify", help="ONNX: check the interpreter's output against onnxruntime first.")]
+PlotOpt = Annotated[Optional[Path], typer.Option(
+    "--plot", metavar="FILE.png|svg", show_default=False,
+    help="Also write the gradient-flow figure (backward signal and |dW| per layer, bad layers marked); needs "
+         "matplotlib: pip install 'gradcheck\\[plots]'.")]
 IgnoreOpt = Annotated[Optional[list[str]], typer.Option(
     "--ignore", metavar="GLOB[:KINDS]",
     help="Leave findings on matching layers out of the verdict, e.g. 'head.*' or 'encoder.*:dead_relu' (repeatable; "
@@ -180,6 +184,7 @@ def analyze(
     fail_on: FailOnOpt = "exploding_gradient,nonfinite",
     format: FormatOpt = None,  # noqa: A002 - the flag is --format
     output: OutputOpt = None,
+    plot: PlotOpt = None,
     threshold: ThresholdOpt = None,
     verify: VerifyOpt = False,
     ignore: IgnoreOpt = None,
@@ -199,8 +204,7 @@ def analyze(
     err = _console(stderr=True)
     try:
         fmt = _choose_format(format, output)
-        if output is not None:
-            _check_writable(output)
+        _check_outputs(output, plot)
         settings = _settings(ctx, config, no_config)
         report = _run_analysis(model, input, target, trust_pickle, verify, settings,
                                show_progress=not quiet and err.is_terminal)
@@ -213,11 +217,36 @@ def analyze(
         _fail(err, exc, debug, EXIT_INTERNAL, prefix="internal error (please report it): ")
 
     _emit(lambda width: _render(report, fmt, width), report.summary.verdict, output, quiet, err, debug)
+    _extras(report, fmt, plot, quiet, err, debug)
+    raise typer.Exit(report.summary.exit_code)
+
+
+def _extras(report, fmt: OutputFormat, plot: Path | None, quiet: bool, err, debug: bool) -> None:  # noqa: ANN001
+    """What goes beside the main output: the job summary for github, the --plot figure."""
     if fmt is OutputFormat.github:
         from gradcheck_cli.render.markdown import render_markdown
 
         _append_step_summary(render_markdown(report), err)
-    raise typer.Exit(report.summary.exit_code)
+    if plot is not None:
+        from gradcheck_cli.render.plots import render_plot
+
+        _emit(lambda _: render_plot(report, plot.suffix.lower().lstrip(".")), "", plot, True, err, debug)
+        if not quiet:
+            err.print(f"plot written to {plot}", highlight=False, soft_wrap=True)
+
+
+def _check_outputs(output: Path | None, plot: Path | None) -> None:
+    """Every file we will write is writable, and --plot can be drawn, before any work starts."""
+    if output is not None:
+        _check_writable(output)
+    if plot is not None:
+        if plot.suffix.lower() not in (".png", ".svg"):
+            raise UsageError(f"--plot {plot}: the file name must end in .png or .svg")
+        from gradcheck_cli.render.plots import plots_available
+
+        if not plots_available():
+            raise UsageError("--plot needs matplotlib", hint="pip install 'gradcheck[plots]'")
+        _check_writable(plot, flag="--plot")
 
 
 def _emit(render, verdict: str, output: Path | None, quiet: bool, err, debug: bool) -> None:  # noqa: ANN001
@@ -229,12 +258,12 @@ def _emit(render, verdict: str, output: Path | None, quiet: bool, err, debug: bo
     try:
         rendered = render(None if output is not None else out.width)
         if output is not None:
-            _write_atomic(output, rendered if isinstance(rendered, str) else _plain(rendered))
+            _write_atomic(output, rendered if isinstance(rendered, (str, bytes)) else _plain(rendered))
     except KeyboardInterrupt:
         err.print("gradcheck: interrupted; nothing was written", style="yellow", highlight=False)
         raise typer.Exit(EXIT_INTERRUPTED) from None
     except OSError as exc:  # disk full, directory removed meanwhile: the old report (if any) is intact
-        _fail(err, UsageError(f"cannot write --output {output}: {exc.strerror or exc}"), debug, EXIT_USAGE)
+        _fail(err, UsageError(f"cannot write {output}: {exc.strerror or exc}"), debug, EXIT_USAGE)
     except Exception as exc:  # noqa: BLE001 - same last-resort boundary as above
         _fail(err, exc, debug, EXIT_INTERNAL, prefix="internal error (please report it): ")
     if output is not None:
@@ -331,6 +360,7 @@ def render(
                                                 show_default=False)],
     format: FormatOpt = None,  # noqa: A002 - the flag is --format
     output: OutputOpt = None,
+    plot: PlotOpt = None,
     quiet: QuietOpt = False,
     debug: DebugOpt = False,
 ) -> None:
@@ -344,18 +374,14 @@ def render(
         from gradcheck_cli.saved import load_report
 
         fmt = _choose_format(format, output)
-        if output is not None:
-            _check_writable(output)
+        _check_outputs(output, plot)
         report = load_report(report_file)
     except GradcheckError as exc:
         _fail(err, exc, debug, exc.exit_code)
     except Exception as exc:  # noqa: BLE001 - last-resort boundary
         _fail(err, exc, debug, EXIT_INTERNAL, prefix="internal error (please report it): ")
     _emit(lambda width: _render(report, fmt, width), report.summary.verdict, output, quiet, err, debug)
-    if fmt is OutputFormat.github:
-        from gradcheck_cli.render.markdown import render_markdown
-
-        _append_step_summary(render_markdown(report), err)
+    _extras(report, fmt, plot, quiet, err, debug)
 
 
 @app.command()
@@ -497,15 +523,15 @@ def _console(stderr: bool = False):  # noqa: ANN202
     return Console(file=stream, width=width, stderr=stderr)
 
 
-def _check_writable(path: Path) -> None:
+def _check_writable(path: Path, flag: str = "--output") -> None:
     """Fail before the (possibly long) analysis if the report could not be written."""
     parent = path.parent if str(path.parent) else Path(".")
     if path.is_dir():
-        raise UsageError(f"--output {path} is a directory", hint="give a file name")
+        raise UsageError(f"{flag} {path} is a directory", hint="give a file name")
     if not parent.is_dir():
-        raise UsageError(f"cannot write --output {path}: directory {parent} does not exist")
+        raise UsageError(f"cannot write {flag} {path}: directory {parent} does not exist")
     if not os.access(parent, os.W_OK) or (path.exists() and not os.access(path, os.W_OK)):
-        raise UsageError(f"cannot write --output {path}: permission denied")
+        raise UsageError(f"cannot write {flag} {path}: permission denied")
 
 
 def _file_mode(path: Path) -> int:
@@ -518,12 +544,12 @@ def _file_mode(path: Path) -> int:
         return 0o666 & ~umask
 
 
-def _write_atomic(path: Path, text: str) -> None:
+def _write_atomic(path: Path, content: str | bytes) -> None:
     """Temp file in the same directory, then rename: readers never see a half-written report."""
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent if str(path.parent) else ".")
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(content.encode("utf-8") if isinstance(content, str) else content)
         os.chmod(tmp, _file_mode(path))  # mkstemp makes 0600; a report is an ordinary file
         os.replace(tmp, path)
     except BaseException:

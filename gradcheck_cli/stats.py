@@ -74,7 +74,8 @@ class LayerStats:
     grad_nonfinite: int
 
 
-def forward_row(x: torch.Tensor, saturation: Saturation | None, unit_dim: int | None) -> list[torch.Tensor]:
+def forward_row(x: torch.Tensor, saturation: Saturation | None, unit_dim: int | None,
+                scratch: torch.Tensor | None = None) -> list[torch.Tensor]:
     """The device-side reductions of one tensor: [unit sums, centred sum of squares, min, max, nonzero(, saturated)].
 
     The per-unit sum gives the mean, the spread of the unit means, whether a rectifier unit ever
@@ -85,16 +86,37 @@ def forward_row(x: torch.Tensor, saturation: Saturation | None, unit_dim: int | 
     added back on the host). Every reduction is one of torch's fast single passes in the tensor's
     float32 (float64 accumulation costs 4-20x on CPU); squares beyond float32's range
     (|x| > 1.8e19) overflow to an infinite std, reported as such.
+
+    The elementwise temporaries (centred values, |sign|, the saturation test) share one buffer,
+    ``scratch`` if given (x's shape, contiguous), else one allocated here and dropped on return: on
+    CPU an activation-sized allocation costs about as much as the arithmetic (fresh pages fault),
+    so one is made, not three. Keeping a buffer across layers would be faster still, but would add
+    the largest activation to the peak memory (+14% on the small GPT-2, whose logits dominate).
     """
     dims = tuple(d for d in range(x.dim()) if unit_dim is None or d != unit_dim)
     unit_sum = x.sum(dim=dims, keepdim=True) if dims else x
     per_unit = x.numel() // unit_sum.numel()
-    centred_sq = torch.linalg.vector_norm(x - unit_sum / per_unit).square() if dims else x.new_zeros(())
+    if scratch is None:
+        scratch = torch.empty_like(x, memory_format=torch.contiguous_format)
+    if dims:
+        torch.sub(x, unit_sum / per_unit, out=scratch)
+    centred_sq = torch.linalg.vector_norm(scratch).square() if dims else x.new_zeros(())
     lo, hi = torch.aminmax(x)
-    row = [unit_sum.reshape(-1), centred_sq, lo, hi, torch.count_nonzero(x)]
-    if saturation is not None:
-        row.append(torch.count_nonzero((x - saturation.centre).abs_() >= saturation.cutoff))
+    row = [unit_sum.reshape(-1), centred_sq, lo, hi, count_nonzero(x, scratch)]
+    if saturation is not None:  # |x - centre| >= cutoff as 1.0/0.0 in place, summed in one fast pass
+        row.append(torch.sub(x, saturation.centre, out=scratch).abs_().ge_(saturation.cutoff).sum())
     return row
+
+
+def count_nonzero(x: torch.Tensor, scratch: torch.Tensor) -> torch.Tensor:
+    """Nonzero elements, as a device scalar. On CPU ``torch.count_nonzero`` runs at ~0.4 GB/s (10 ms
+    for a 16x64x64x64 activation, more than the layer itself); ``|sign(x)|`` summed in float is 9x
+    faster there and exact below 2**24 elements per partial sum (a relative error of 1e-7 beyond, for a
+    fraction). A NaN makes the count NaN (reported as unknown) instead of counting as nonzero. CUDA's
+    count_nonzero is a single fast pass, so it is kept there. ``scratch`` (same shape) is overwritten."""
+    if x.is_cuda:
+        return torch.count_nonzero(x)
+    return torch.sign(x, out=scratch).abs_().sum()
 
 
 def merge_rows(rows: Iterable[tuple[int, int, list[float]]]) -> tuple[float, float, float | None]:
@@ -203,8 +225,9 @@ class StatsCollector:
         units = np.array([o.row[0].numel() for o in obs])
         offsets = np.concatenate([[0], np.cumsum(units)[:-1]])
         unit_sums = _host(torch.cat([o.row[0] for o in obs]))
-        scalars = _host(torch.stack([torch.stack(o.row[1:4]).double() for o in obs]))  # sum sq, min, max
-        counts = _host(torch.stack([o.row[4] for o in obs]))
+        # one stack and one transfer for every scalar (sum sq, min, max, nonzero count) of every observation
+        scalars = _host(torch.stack([t.float() for o in obs for t in o.row[1:5]])).reshape(len(obs), 4)
+        counts = scalars[:, 3]
         with_sat = [k for k, o in enumerate(obs) if len(o.row) > 5]
         saturated = dict(zip(with_sat, _host(torch.stack([obs[k].row[5] for k in with_sat])))) if with_sat else {}
         with np.errstate(over="ignore", invalid="ignore"):
@@ -253,7 +276,7 @@ class StatsCollector:
         """Per layer: gradient RMS (inf if float32 squares overflowed), element count, passes with NaN/Inf."""
         if not self._grads:
             return {}
-        rows = _host(torch.stack([torch.stack([norm, total]).double() for _, _, norm, total in self._grads]))
+        rows = _host(torch.stack([t.float() for _, _, norm, total in self._grads for t in (norm, total)])).reshape(-1, 2)
         merged: dict[int, list[float]] = {}
         for (index, n, _, _), (norm, total) in zip(self._grads, rows):
             acc = merged.setdefault(index, [0.0, 0, 0])

@@ -140,3 +140,25 @@ def test_render_command(invoke, exploding, tmp_path) -> None:
     for path, message in [(broken, "not a valid gradcheck report"), (tmp_path / "none.json", "not found")]:
         result = invoke("render", path)
         assert result.exit_code == 2 and message in result.stderr and result.stderr.count("gradcheck: error:") == 1
+
+
+def test_plot_option(invoke, exploding, tmp_path, monkeypatch) -> None:
+    pytest.importorskip("matplotlib")
+    model = f"{EXAMPLES / 'models.py'}:deep_sigmoid_mlp"
+    png, svg = tmp_path / "flow.png", tmp_path / "flow.svg"
+    result = invoke("analyze", model, "-s", "32,64", "--plot", png, "-o", tmp_path / "r.md")
+    assert result.exit_code == 0 and png.read_bytes().startswith(b"\x89PNG") and "plot written" in result.stderr
+    saved = tmp_path / "r.json"
+    saved.write_text(exploding.to_json())
+    assert invoke("render", saved, "--plot", svg, "-q").exit_code == 0 and b"<svg" in svg.read_bytes()
+    bad = invoke("analyze", model, "-s", "32,64", "--plot", tmp_path / "flow.pdf")
+    assert bad.exit_code == 2 and "must end in .png or .svg" in bad.stderr
+
+
+def test_plot_without_matplotlib_fails_before_the_run(invoke, tmp_path, monkeypatch) -> None:
+    import gradcheck_cli.render.plots as plots
+
+    monkeypatch.setattr(plots, "plots_available", lambda: False)
+    result = invoke("analyze", f"{EXAMPLES / 'models.py'}:no_such_factory", "-s", "4,4", "--plot", tmp_path / "f.png")
+    assert result.exit_code == 2 and "--plot needs matplotlib" in result.stderr and "gradcheck[plots]" in result.stderr
+    assert not (tmp_path / "f.png").exists()

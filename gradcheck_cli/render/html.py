@@ -67,8 +67,8 @@ def render_html(report: Report) -> str:
     s, m, r = report.summary, report.model, report.run
     parts = [
         f'<h1>gradcheck: <span class="{_e(s.status)}">{_e(s.verdict)}</span></h1>',
-        f'<p class="dim">{_e(m.source)} ({_e(m.format)}, {m.parameters:,} parameters) · device {_e(r.device)} · '
-        f"mode {_e(r.mode)} · loss {_e(r.loss)} · {r.batches} batch(es) · seed {r.seed} · exit code {s.exit_code}</p>",
+        (f'<p class="dim">{_e(m.source)} ({_e(m.format)}, {m.parameters:,} parameters) · device {_e(r.device)} · '
+         f"mode {_e(r.mode)} · loss {_e(r.loss)} · {r.batches} batch(es) · seed {r.seed} · exit code {s.exit_code}</p>"),
     ]
     parts += [f'<p class="dim">note: {_e(note)}</p>' for note in report.notes]
     if report.findings:
