@@ -277,6 +277,11 @@ def _emit(render, verdict: str, output: Path | None, quiet: bool, err, debug: bo
         out.print(rendered)
 
 
+class SchemaDocument(str, Enum):
+    report = "report"
+    comparison = "comparison"
+
+
 class CompareFormat(str, Enum):
     table = "table"
     json = "json"
@@ -385,13 +390,16 @@ def render(
 
 
 @app.command()
-def schema() -> None:
-    """Print the JSON Schema (draft 2020-12) that every JSON report validates against."""
+def schema(
+    document: Annotated[SchemaDocument, typer.Argument(
+        help="report: what analyze writes; comparison: what compare --format json writes.")] = SchemaDocument.report,
+) -> None:
+    """Print the JSON Schema (draft 2020-12) that every JSON document of that kind validates against."""
     import json
 
-    from gradcheck_cli.schema import report_schema
+    from gradcheck_cli.schema import SCHEMAS
 
-    typer.echo(json.dumps(report_schema(), indent=2))
+    typer.echo(json.dumps(SCHEMAS[document.value](), indent=2))
 
 
 CONFIGURABLE = ("fail_on", "input_shape", "input_range", "dtype", "loss", "device", "mode", "seed", "batch_size",

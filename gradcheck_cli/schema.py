@@ -18,10 +18,22 @@ DIALECT = "https://json-schema.org/draft/2020-12/schema"
 
 
 def report_schema() -> dict[str, Any]:
+    """What ``gradcheck analyze --format json`` writes."""
     schema = _object(Report)
     schema["properties"]["schema_version"] = {"const": SCHEMA_VERSION}
     return {"$schema": DIALECT, "$id": f"https://gradcheck.dev/schema/report-v{SCHEMA_VERSION}.json",
             "title": "gradcheck report", **schema}
+
+
+def comparison_schema() -> dict[str, Any]:
+    """What ``gradcheck compare --format json`` writes (versioned with the report)."""
+    from gradcheck_cli.compare import Comparison
+
+    return {"$schema": DIALECT, "$id": f"https://gradcheck.dev/schema/comparison-v{SCHEMA_VERSION}.json",
+            "title": "gradcheck comparison", **_object(Comparison)}
+
+
+SCHEMAS = {"report": report_schema, "comparison": comparison_schema}
 
 
 def _object(cls: type) -> dict[str, Any]:
