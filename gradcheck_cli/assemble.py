@@ -65,14 +65,22 @@ def build_report(loaded: Any, m: Measurements, options: AnalyzeOptions, *, devic
         model=ModelInfo(loaded.source, loaded.format, sum(p.numel for p in m.params),
                         sum(p.numel for p in m.params if p.requires_grad)),
         run=RunInfo(device, loss, options.mode, batches, batch_size, samples, options.seed,
-                    sorted(options.fail_on), asdict(options.thresholds), list(options.ignore), options.config),
+                    sorted(options.fail_on), asdict(options.thresholds), list(options.ignore), options.config,
+                    options.sample_stats),
         layers=layers,
         parameters=parameters,
         findings=findings,
         summary=summary,
-        notes=list(loaded.notes),
+        notes=list(loaded.notes) + _sampling_note(options),
         ignored_findings=ignored,
     )
+
+
+def _sampling_note(options: AnalyzeOptions) -> list[str]:
+    if not options.sample_stats:
+        return []
+    return [f"--sample-stats {options.sample_stats}: activation statistics (mean, std, dead units, saturation) come from "
+            f"{options.sample_stats} seeded units per layer, not all; gradients and weights are measured in full"]
 
 
 def _split_ignored(findings: list[Finding], options: AnalyzeOptions) -> tuple[list[Finding], list[Finding]]:

@@ -147,6 +147,10 @@ OutputOpt = Annotated[Optional[Path], typer.Option("--output", "-o", help="Write
 ThresholdOpt = Annotated[Optional[list[str]], typer.Option("--threshold", metavar="NAME=VALUE",
                                                            help="Override a threshold, e.g. dead_ratio=0.2 (repeatable).")]
 VerifyOpt = Annotated[bool, typer.Option("--verify", help="ONNX: check the interpreter's output against onnxruntime first.")]
+SampleStatsOpt = Annotated[Optional[int], typer.Option(
+    "--sample-stats", min=1, metavar="K", show_default=False,
+    help="Cheap mode for huge activations: forward statistics on K seeded units (features/channels) per layer; "
+         "gradients stay exact. Noted in the report.")]
 PlotOpt = Annotated[Optional[Path], typer.Option(
     "--plot", metavar="FILE.png|svg", show_default=False,
     help="Also write the gradient-flow figure (backward signal and |dW| per layer, bad layers marked); needs "
@@ -176,6 +180,7 @@ def analyze(
     loss: LossOpt = Loss.auto,
     batch_size: BatchSizeOpt = None,
     batches: BatchesOpt = 1,
+    sample_stats: SampleStatsOpt = None,
     device: DeviceOpt = "cpu",
     seed: SeedOpt = 0,
     mode: ModeOpt = Mode.train,
@@ -403,7 +408,7 @@ def schema(
 
 
 CONFIGURABLE = ("fail_on", "input_shape", "input_range", "dtype", "loss", "device", "mode", "seed", "batch_size",
-                "batches", "factory")
+                "batches", "factory", "sample_stats")
 """``analyze`` parameters that ``[tool.gradcheck]`` may set (besides thresholds and ignore, which merge)."""
 
 
@@ -456,6 +461,7 @@ def _run_analysis(model, input, target, trust_pickle: bool, verify: bool, settin
         device=settings["device"], seed=settings["seed"], mode=settings["mode"],
         fail_on=parse_fail_on(settings["fail_on"]), thresholds=Thresholds().replace(**settings["thresholds"]),
         verify=verify, ignore=tuple(parse_ignore(rule) for rule in settings["ignore"]), config=settings["config"],
+        sample_stats=settings["sample_stats"],
     )
     shapes = [parse_shape(s) for s in settings["input_shape"] or []]
     value_range = parse_range(settings["input_range"]) if settings["input_range"] else None

@@ -137,6 +137,7 @@ KEYS: dict[str, Callable[[Any], Any]] = {
     "batch-size": _positive,
     "batches": _positive,
     "factory": _string,
+    "sample-stats": _positive,
 }
 """Every key ``[tool.gradcheck]`` accepts, with the reader that checks and normalises its value.
 Values come out in the command line's own form (``"8,3,32,32"``), so the same parsers judge them."""

@@ -177,7 +177,7 @@ def resolve_sample(data: DataSpec, loaded: LoadedModel, seed: int) -> Sample:
 def run(loaded: LoadedModel, batches: list[Sample], loss_name: str, options: AnalyzeOptions, progress: Progress) -> Measurements:
     """Instrumented forward + loss + backward for every batch; the model is restored afterwards."""
     module = loaded.module
-    collector = StatsCollector()
+    collector = StatsCollector(options.sample_stats, options.seed)
     if loaded.frontend == "fx":
         loaded.notes.append(
             "torch.export programs keep the train/eval behaviour they were exported with; --mode does not change it"

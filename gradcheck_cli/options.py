@@ -155,6 +155,9 @@ class AnalyzeOptions:
     """Findings to leave out of the verdict (per-layer globs, optionally per kind)."""
     config: str | None = None
     """The config file these options came from in part (recorded in the report)."""
+    sample_stats: int | None = None
+    """Forward statistics on this many seeded units (features/channels) per layer instead of all: a cheap
+    mode for huge activations. Gradients and parameters are always measured in full. Off by default."""
 
     def __post_init__(self) -> None:
         if self.loss not in LOSSES:
@@ -165,6 +168,8 @@ class AnalyzeOptions:
             raise UsageError(f"batch size must be at least 1, got {self.batch_size}")
         if self.batches < 1:
             raise UsageError(f"--batches must be at least 1, got {self.batches}")
+        if self.sample_stats is not None and self.sample_stats < 1:
+            raise UsageError(f"--sample-stats must be at least 1, got {self.sample_stats}")
         unknown = sorted(set(self.fail_on) - set(FINDING_KINDS))
         if unknown:
             raise UsageError(f"unknown finding kind(s) in fail_on: {', '.join(unknown)}")

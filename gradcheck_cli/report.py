@@ -149,6 +149,8 @@ class RunInfo:
     """Ignore rules in force (from the command line and the config file)."""
     config: str | None = None
     """The config file whose ``[tool.gradcheck]`` settings were used, if any."""
+    sample_stats: int | None = None
+    """Forward statistics were computed on this many seeded units per layer (None: on all units)."""
 
 
 @dataclass(frozen=True)

@@ -44,8 +44,11 @@ def _object(cls: type) -> dict[str, Any]:
         properties[field.name] = _type(annotation)
         if _mentions_float(annotation):
             properties[f"{field.name}_nonfinite"] = {"enum": ["nan", "inf", "-inf"]}
-    return {"type": "object", "properties": properties,
-            "required": [f.name for f in dataclasses.fields(cls)], "additionalProperties": False}
+    # Fields with a default were added after the first release of their schema version: a report written
+    # before they existed (same version, by the policy that additions do not bump it) must still validate.
+    required = [f.name for f in dataclasses.fields(cls)
+                if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING]
+    return {"type": "object", "properties": properties, "required": required, "additionalProperties": False}
 
 
 def _mentions_float(annotation: Any) -> bool:

@@ -108,3 +108,18 @@ def test_comparisons_validate(invoke, tmp_path):
         document = json.loads(result.stdout)
         assert not list(check.iter_errors(document)), document["verdict"]
     assert json.loads(invoke("schema", "comparison").stdout) == schema
+
+
+def test_reports_from_before_an_addition_still_validate_and_load(validator):
+    """Keys added within a schema version have defaults: a report written before them is still valid."""
+    from gradcheck_cli.report import Report
+
+    document = json.loads(next(_reports()).to_json())
+    for key in ("ignore", "config", "sample_stats"):
+        del document["run"][key]
+    del document["ignored_findings"]
+    assert not list(validator.iter_errors(document))
+    report = Report.from_dict(document)
+    assert report.run.ignore == [] and report.run.sample_stats is None and report.ignored_findings == []
+    del document["summary"]  # an original key stays required
+    assert any("'summary' is a required property" in e.message for e in validator.iter_errors(document))

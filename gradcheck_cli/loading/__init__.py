@@ -59,9 +59,12 @@ def load_model(spec: str, *, factory: str | None = None, trust_pickle: bool = Fa
 
 
 def wrap_object(model: Any) -> LoadedModel:
-    """A model handed to the Python API: an nn.Module, ScriptModule or ExportedProgram."""
+    """A model handed to the Python API: an nn.Module, ScriptModule, ExportedProgram, or a model already
+    loaded with :func:`load_model` (so a caller can load a file once and analyse it many times)."""
     import torch
 
+    if isinstance(model, LoadedModel):
+        return model
     if isinstance(model, torch.export.ExportedProgram):
         return LoadedModel(model.module(), "export", "<ExportedProgram>", frontend="fx")
     if isinstance(model, torch.jit.ScriptModule):
