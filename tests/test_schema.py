@@ -68,6 +68,7 @@ def test_cli_prints_the_schema(invoke):
 SHAPES = {"small_resnet": "4,3,16,16", "bad_relu_mlp": "32,256", "he_relu_mlp": "32,256"}
 
 
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")  # the legacy ONNX exporter says it is legacy
 def test_every_example_model_report_validates(validator, invoke, tmp_path):
     """Each factory in examples/models.py, run through the CLI (so the JSON is what users get, here
     with ignored findings too), the committed CI baseline, and an ONNX model's report."""
