@@ -40,3 +40,16 @@ def test_cuda_torchscript_and_export():
         for a, b in zip(cpu.layers, gpu.layers):
             assert b.grad.output_rms == pytest.approx(a.grad.output_rms, rel=1e-3)
     model.cpu()
+
+
+def test_cuda_sampled_statistics_match_cpu():
+    """--sample-stats picks the same units on either device (the index is drawn on the CPU, then moved)."""
+    model = mlp(6, 256, nn.ReLU, "he")
+    x = torch.randn(256, 256)
+    cpu = analyze(model, x, device="cpu", sample_stats=32)
+    gpu = analyze(model, x, device="cuda", sample_stats=32)
+    for a, b in zip(cpu.layers, gpu.layers):
+        assert b.activation.units == a.activation.units
+        assert b.activation.dead_ratio == a.activation.dead_ratio
+        assert b.activation.std == pytest.approx(a.activation.std, rel=1e-3)
+        assert b.activation.zero_fraction == pytest.approx(a.activation.zero_fraction, abs=1e-6)
