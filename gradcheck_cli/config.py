@@ -163,6 +163,8 @@ def discover(start: Path) -> Path | None:
                 if TABLE in _tables(_read(candidate)):
                     return candidate
             except UsageError:
+                if "tool.gradcheck" in candidate.read_text(encoding="utf-8", errors="replace"):
+                    raise  # our table is in there: a broken config must not silently mean defaults
                 continue  # someone else's broken pyproject above us is not ours to judge
     return None
 

@@ -67,6 +67,17 @@ def test_discovery_walks_up_to_the_nearest_table(project: Path) -> None:
     assert load_config(None, start=Path.cwd()).values == {"seed": 4}
 
 
+def test_broken_pyproject_is_skipped_unless_it_holds_our_table(tmp_path: Path) -> None:
+    inner = tmp_path / "inner"
+    inner.mkdir()
+    _pyproject(tmp_path, "[tool.gradcheck]\nseed = 5\n")
+    _pyproject(inner, "[project\nname = 'broken, not ours'\n")
+    assert load_config(None, start=inner).values == {"seed": 5}
+    _pyproject(inner, "[tool.gradcheck]\nseed = = 1\n")
+    with pytest.raises(UsageError, match="not valid TOML"):
+        load_config(None, start=inner)
+
+
 def test_no_config_anywhere_is_empty(tmp_path: Path) -> None:
     assert discover(tmp_path) is None
     assert load_config(None, start=tmp_path).values == {}
