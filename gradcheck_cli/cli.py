@@ -6,9 +6,7 @@ Heavy imports (torch, the engine) happen inside the command, so ``gradcheck --he
 
 from __future__ import annotations
 
-import os
 import sys
-import tempfile
 from enum import Enum
 from pathlib import Path
 from typing import Annotated, Optional
@@ -17,9 +15,16 @@ import typer
 import typer.core
 
 from gradcheck_cli import __version__
+from gradcheck_cli.cli_io import (
+    EXIT_INTERNAL,
+    append_step_summary,
+    check_writable,
+    console,
+    emit,
+    fail,
+    progress,
+)
 from gradcheck_cli.errors import EXIT_INTERRUPTED, EXIT_USAGE, GradcheckError, UsageError
-
-EXIT_INTERNAL = 4
 
 
 class _OneLineGroup(typer.core.TyperGroup):
@@ -48,7 +53,7 @@ class _one_line_usage_errors:  # noqa: N801 - used as a context manager
         if not isinstance(exc, ClickUsageError) or type(exc).__name__ == "NoArgsIsHelpError":
             return
         where = exc.ctx.command_path if exc.ctx is not None else "gradcheck"
-        _fail(_console(stderr=True), UsageError(exc.format_message(), hint=f"see '{where} --help'"), False, exc.exit_code)
+        fail(console(stderr=True), UsageError(exc.format_message(), hint=f"see '{where} --help'"), False, exc.exit_code)
 
 
 app = typer.Typer(
@@ -206,7 +211,7 @@ def analyze(
     Exit codes: 0 no finding in the fail set, 1 a finding in the fail set, 2 bad invocation or
     unreadable input, 3 the model failed while running, 4 internal error, 130 interrupted.
     """
-    err = _console(stderr=True)
+    err = console(stderr=True)
     try:
         fmt = _choose_format(format, output)
         _check_outputs(output, plot)
@@ -214,14 +219,14 @@ def analyze(
         report = _run_analysis(model, input, target, trust_pickle, verify, settings,
                                show_progress=not quiet and err.is_terminal)
     except GradcheckError as exc:
-        _fail(err, exc, debug, exc.exit_code)
+        fail(err, exc, debug, exc.exit_code)
     except KeyboardInterrupt:
         err.print("gradcheck: interrupted; nothing was written", style="yellow", highlight=False)
         raise typer.Exit(EXIT_INTERRUPTED) from None
     except Exception as exc:  # noqa: BLE001 - last-resort boundary: a one-line message, not a traceback
-        _fail(err, exc, debug, EXIT_INTERNAL, prefix="internal error (please report it): ")
+        fail(err, exc, debug, EXIT_INTERNAL, prefix="internal error (please report it): ")
 
-    _emit(lambda width: _render(report, fmt, width), report.summary.verdict, output, quiet, err, debug)
+    emit(lambda width: _render(report, fmt, width), report.summary.verdict, output, quiet, err, debug)
     _extras(report, fmt, plot, quiet, err, debug)
     raise typer.Exit(report.summary.exit_code)
 
@@ -231,11 +236,11 @@ def _extras(report, fmt: OutputFormat, plot: Path | None, quiet: bool, err, debu
     if fmt is OutputFormat.github:
         from gradcheck_cli.render.markdown import render_markdown
 
-        _append_step_summary(render_markdown(report), err)
+        append_step_summary(render_markdown(report), err)
     if plot is not None:
         from gradcheck_cli.render.plots import render_plot
 
-        _emit(lambda _: render_plot(report, plot.suffix.lower().lstrip(".")), "", plot, True, err, debug)
+        emit(lambda _: render_plot(report, plot.suffix.lower().lstrip(".")), "", plot, True, err, debug)
         if not quiet:
             err.print(f"plot written to {plot}", highlight=False, soft_wrap=True)
 
@@ -243,7 +248,7 @@ def _extras(report, fmt: OutputFormat, plot: Path | None, quiet: bool, err, debu
 def _check_outputs(output: Path | None, plot: Path | None) -> None:
     """Every file we will write is writable, and --plot can be drawn, before any work starts."""
     if output is not None:
-        _check_writable(output)
+        check_writable(output)
     if plot is not None:
         if plot.suffix.lower() not in (".png", ".svg"):
             raise UsageError(f"--plot {plot}: the file name must end in .png or .svg")
@@ -251,35 +256,7 @@ def _check_outputs(output: Path | None, plot: Path | None) -> None:
 
         if not plots_available():
             raise UsageError("--plot needs matplotlib", hint="pip install 'gradcheck[plots]'")
-        _check_writable(plot, flag="--plot")
-
-
-def _emit(render, verdict: str, output: Path | None, quiet: bool, err, debug: bool) -> None:  # noqa: ANN001
-    """Write the rendering to ``output`` atomically (then print the verdict) or print it to stdout.
-
-    ``render(width)`` gets the console's width for stdout and None for files (full tables).
-    """
-    out = _console()
-    try:
-        rendered = render(None if output is not None else out.width)
-        if output is not None:
-            _write_atomic(output, rendered if isinstance(rendered, (str, bytes)) else _plain(rendered))
-    except KeyboardInterrupt:
-        err.print("gradcheck: interrupted; nothing was written", style="yellow", highlight=False)
-        raise typer.Exit(EXIT_INTERRUPTED) from None
-    except OSError as exc:  # disk full, directory removed meanwhile: the old report (if any) is intact
-        _fail(err, UsageError(f"cannot write {output}: {exc.strerror or exc}"), debug, EXIT_USAGE)
-    except Exception as exc:  # noqa: BLE001 - same last-resort boundary as above
-        _fail(err, exc, debug, EXIT_INTERNAL, prefix="internal error (please report it): ")
-    if output is not None:
-        if not quiet:
-            out.print(f"{verdict}\nreport written to {output}", highlight=False, soft_wrap=True)
-    elif quiet:
-        out.print(verdict, highlight=False, soft_wrap=True)
-    elif isinstance(rendered, str):
-        sys.stdout.write(rendered)
-    else:
-        out.print(rendered)
+        check_writable(plot, flag="--plot")
 
 
 class SchemaDocument(str, Enum):
@@ -328,7 +305,7 @@ def compare(
     allows, a rectifier layer's dead ratio rose by more than --dead-tolerance, or a finding in the fail
     set appeared. Exit codes: 0 not regressed, 1 regressed, 2 unreadable report or bad option.
     """
-    err = _console(stderr=True)
+    err = console(stderr=True)
     try:
         from gradcheck_cli.compare import compare as run_compare
         from gradcheck_cli.saved import load_report_json as load_report
@@ -336,14 +313,14 @@ def compare(
 
         fmt = format or (COMPARE_SUFFIXES.get(output.suffix.lower(), CompareFormat.json) if output else CompareFormat.table)
         if output is not None:
-            _check_writable(output)
+            check_writable(output)
         kinds = sorted(parse_fail_on(fail_on)) if fail_on is not None else None
         result = run_compare(load_report(baseline, "baseline report"), load_report(current, "current report"), tolerance=tolerance,
                              dead_tolerance=dead_tolerance, fail_on=kinds, names=(str(baseline), str(current)))
     except GradcheckError as exc:
-        _fail(err, exc, debug, exc.exit_code)
+        fail(err, exc, debug, exc.exit_code)
     except Exception as exc:  # noqa: BLE001 - last-resort boundary
-        _fail(err, exc, debug, EXIT_INTERNAL, prefix="internal error (please report it): ")
+        fail(err, exc, debug, EXIT_INTERNAL, prefix="internal error (please report it): ")
 
     def render(width: int | None):  # noqa: ANN202, ARG001 - tables fold rather than switch layout
         from gradcheck_cli.render import comparison as views
@@ -356,11 +333,11 @@ def compare(
             return views.render_comparison_github(result)
         return views.render_comparison_rich(result, show_all)
 
-    _emit(render, result.verdict, output, quiet, err, debug)
+    emit(render, result.verdict, output, quiet, err, debug)
     if fmt is CompareFormat.github:
         from gradcheck_cli.render.comparison import render_comparison_markdown
 
-        _append_step_summary(render_comparison_markdown(result), err)
+        append_step_summary(render_comparison_markdown(result), err)
     raise typer.Exit(result.exit_code)
 
 
@@ -379,7 +356,7 @@ def render(
     For CI: analyse once (-o report.json), then render annotations, the HTML page or a PR comment
     from it. Exit codes: 0 rendered (whatever the report found), 2 unreadable report or bad option.
     """
-    err = _console(stderr=True)
+    err = console(stderr=True)
     try:
         from gradcheck_cli.saved import load_report
 
@@ -387,10 +364,10 @@ def render(
         _check_outputs(output, plot)
         report = load_report(report_file)
     except GradcheckError as exc:
-        _fail(err, exc, debug, exc.exit_code)
+        fail(err, exc, debug, exc.exit_code)
     except Exception as exc:  # noqa: BLE001 - last-resort boundary
-        _fail(err, exc, debug, EXIT_INTERNAL, prefix="internal error (please report it): ")
-    _emit(lambda width: _render(report, fmt, width), report.summary.verdict, output, quiet, err, debug)
+        fail(err, exc, debug, EXIT_INTERNAL, prefix="internal error (please report it): ")
+    emit(lambda width: _render(report, fmt, width), report.summary.verdict, output, quiet, err, debug)
     _extras(report, fmt, plot, quiet, err, debug)
 
 
@@ -468,9 +445,9 @@ def _run_analysis(model, input, target, trust_pickle: bool, verify: bool, settin
 
     from gradcheck_cli.engine import analyze as run
 
-    with _progress(show_progress) as progress:
+    with progress(show_progress) as bar:
         return run(model, input, target=target, input_shapes=shapes, dtype=settings["dtype"], input_range=value_range,
-                   factory=settings["factory"], trust_pickle=trust_pickle, options=options, progress=progress)
+                   factory=settings["factory"], trust_pickle=trust_pickle, options=options, progress=bar)
 
 
 def _parse_thresholds(items: list[str]) -> dict[str, float]:
@@ -501,115 +478,6 @@ def _render(report, fmt: OutputFormat, width: int | None):  # noqa: ANN001, ANN2
     module, function = RENDERERS[fmt]
     render = getattr(importlib.import_module(module), function)
     return render(report, width=width) if fmt is OutputFormat.table else render(report)
-
-
-def _append_step_summary(markdown: str, err) -> None:  # noqa: ANN001
-    """``--format github`` in an Actions job: the Markdown report also goes to the job's summary page.
-
-    The file is shared by every step of the job, so it is appended to, never replaced; failing to
-    write it is a warning, not a reason to change the exit code.
-    """
-    path = os.environ.get("GITHUB_STEP_SUMMARY")
-    if not path:
-        return
-    try:
-        with open(path, "a", encoding="utf-8") as handle:
-            handle.write(markdown + "\n")
-    except OSError as exc:
-        err.print(f"gradcheck: warning: cannot append to $GITHUB_STEP_SUMMARY ({path}): {exc.strerror or exc}",
-                  style="yellow", highlight=False, markup=False, soft_wrap=True)
-
-
-def _plain(renderable) -> str:  # noqa: ANN001
-    from rich.console import Console
-
-    console = Console(width=160, record=True, file=open(os.devnull, "w"), color_system=None)  # noqa: SIM115
-    console.print(renderable)
-    return console.export_text()
-
-
-def _console(stderr: bool = False):  # noqa: ANN202
-    from rich.console import Console
-
-    stream = sys.stderr if stderr else sys.stdout
-    # Not a terminal (CI logs, pipes): a fixed, generous width so tables never wrap mid-row.
-    width = None if stream.isatty() or os.environ.get("COLUMNS") else 160
-    return Console(file=stream, width=width, stderr=stderr)
-
-
-def _check_writable(path: Path, flag: str = "--output") -> None:
-    """Fail before the (possibly long) analysis if the report could not be written."""
-    parent = path.parent if str(path.parent) else Path(".")
-    if path.is_dir():
-        raise UsageError(f"{flag} {path} is a directory", hint="give a file name")
-    if not parent.is_dir():
-        raise UsageError(f"cannot write {flag} {path}: directory {parent} does not exist")
-    if not os.access(parent, os.W_OK) or (path.exists() and not os.access(path, os.W_OK)):
-        raise UsageError(f"cannot write {flag} {path}: permission denied")
-
-
-def _file_mode(path: Path) -> int:
-    """The mode a plain ``open(path, "w")`` would give: the old file's, else 0666 less the umask."""
-    try:
-        return path.stat().st_mode & 0o777
-    except OSError:
-        umask = os.umask(0)
-        os.umask(umask)
-        return 0o666 & ~umask
-
-
-def _write_atomic(path: Path, content: str | bytes) -> None:
-    """Temp file in the same directory, then rename: readers never see a half-written report."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent if str(path.parent) else ".")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(content.encode("utf-8") if isinstance(content, str) else content)
-        os.chmod(tmp, _file_mode(path))  # mkstemp makes 0600; a report is an ordinary file
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-class _ProgressBar:
-    def __init__(self, progress) -> None:  # noqa: ANN001
-        self._progress = progress
-        self._task = progress.add_task("starting", total=None)
-
-    def stage(self, text: str) -> None:
-        self._progress.update(self._task, description=text)
-
-    def batch(self, done: int, total: int) -> None:
-        self._progress.update(self._task, description=f"forward+backward {min(done + 1, total)}/{total}",
-                              completed=done, total=total)
-
-
-class _progress:  # noqa: N801 - used as a context manager
-    def __init__(self, enabled: bool) -> None:
-        self.enabled = enabled
-        self._rich = None
-
-    def __enter__(self):  # noqa: ANN204
-        if not self.enabled:
-            return None
-        from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
-
-        self._rich = Progress(SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), TimeElapsedColumn(),
-                              console=_console(stderr=True), transient=True)
-        self._rich.__enter__()
-        return _ProgressBar(self._rich)
-
-    def __exit__(self, *exc) -> None:  # noqa: ANN002
-        if self._rich is not None:
-            self._rich.__exit__(*exc)
-
-
-def _fail(console, exc: BaseException, debug: bool, code: int, prefix: str = "") -> None:  # noqa: ANN001
-    if debug:
-        console.print_exception()
-    message = " ".join(str(exc).split()) or type(exc).__name__
-    console.print(f"gradcheck: error: {prefix}{message}", style="red", highlight=False, markup=False, soft_wrap=True)
-    raise typer.Exit(code)
 
 
 def main() -> None:

@@ -68,7 +68,7 @@ def test_reports_get_ordinary_file_permissions(invoke, tmp_path):
 @pytest.mark.parametrize("failure", [KeyboardInterrupt, OSError])
 def test_failure_while_writing_leaves_no_temp_file(invoke, tmp_path, monkeypatch, failure):
     """The rename is the last step: a Ctrl-C or a full disk there leaves the old report and no temp file."""
-    import gradcheck_cli.cli as cli
+    import gradcheck_cli.cli_io as cli_io
 
     factory = write_factory(tmp_path)
     out = tmp_path / "report.json"
@@ -78,7 +78,7 @@ def test_failure_while_writing_leaves_no_temp_file(invoke, tmp_path, monkeypatch
         assert Path(src).exists()  # the temp file was written next to the target
         raise KeyboardInterrupt if failure is KeyboardInterrupt else OSError(errno.ENOSPC, "No space left on device")
 
-    monkeypatch.setattr(cli.os, "replace", replace)
+    monkeypatch.setattr(cli_io.os, "replace", replace)
     result = invoke("analyze", f"{factory}:build", "-s", "4,8", "-o", out)
     assert out.read_text() == OLD
     assert _leftovers(tmp_path, out.name) == []
