@@ -17,6 +17,7 @@ import typer.core
 from gradcheck_cli import __version__
 from gradcheck_cli.cli_io import (
     EXIT_INTERNAL,
+    boundary,
     append_step_summary,
     check_writable,
     console,
@@ -24,7 +25,7 @@ from gradcheck_cli.cli_io import (
     fail,
     progress,
 )
-from gradcheck_cli.errors import EXIT_INTERRUPTED, EXIT_USAGE, GradcheckError, UsageError
+from gradcheck_cli.errors import EXIT_INTERRUPTED, EXIT_USAGE, UsageError
 
 
 class _OneLineGroup(typer.core.TyperGroup):
@@ -212,19 +213,12 @@ def analyze(
     unreadable input, 3 the model failed while running, 4 internal error, 130 interrupted.
     """
     err = console(stderr=True)
-    try:
+    with boundary(err, debug):
         fmt = _choose_format(format, output)
         _check_outputs(output, plot)
         settings = _settings(ctx, config, no_config)
         report = _run_analysis(model, input, target, trust_pickle, verify, settings,
                                show_progress=not quiet and err.is_terminal)
-    except GradcheckError as exc:
-        fail(err, exc, debug, exc.exit_code)
-    except KeyboardInterrupt:
-        err.print("gradcheck: interrupted; nothing was written", style="yellow", highlight=False)
-        raise typer.Exit(EXIT_INTERRUPTED) from None
-    except Exception as exc:  # noqa: BLE001 - last-resort boundary: a one-line message, not a traceback
-        fail(err, exc, debug, EXIT_INTERNAL, prefix="internal error (please report it): ")
 
     emit(lambda width: _render(report, fmt, width), report.summary.verdict, output, quiet, err, debug)
     _extras(report, fmt, plot, quiet, err, debug)
@@ -306,7 +300,7 @@ def compare(
     set appeared. Exit codes: 0 not regressed, 1 regressed, 2 unreadable report or bad option.
     """
     err = console(stderr=True)
-    try:
+    with boundary(err, debug):
         from gradcheck_cli.compare import compare as run_compare
         from gradcheck_cli.saved import load_report_json as load_report
         from gradcheck_cli.options import parse_fail_on
@@ -317,10 +311,6 @@ def compare(
         kinds = sorted(parse_fail_on(fail_on)) if fail_on is not None else None
         result = run_compare(load_report(baseline, "baseline report"), load_report(current, "current report"), tolerance=tolerance,
                              dead_tolerance=dead_tolerance, fail_on=kinds, names=(str(baseline), str(current)))
-    except GradcheckError as exc:
-        fail(err, exc, debug, exc.exit_code)
-    except Exception as exc:  # noqa: BLE001 - last-resort boundary
-        fail(err, exc, debug, EXIT_INTERNAL, prefix="internal error (please report it): ")
 
     def render(width: int | None):  # noqa: ANN202, ARG001 - tables fold rather than switch layout
         from gradcheck_cli.render import comparison as views
@@ -357,16 +347,12 @@ def render(
     from it. Exit codes: 0 rendered (whatever the report found), 2 unreadable report or bad option.
     """
     err = console(stderr=True)
-    try:
+    with boundary(err, debug):
         from gradcheck_cli.saved import load_report
 
         fmt = _choose_format(format, output)
         _check_outputs(output, plot)
         report = load_report(report_file)
-    except GradcheckError as exc:
-        fail(err, exc, debug, exc.exit_code)
-    except Exception as exc:  # noqa: BLE001 - last-resort boundary
-        fail(err, exc, debug, EXIT_INTERNAL, prefix="internal error (please report it): ")
     emit(lambda width: _render(report, fmt, width), report.summary.verdict, output, quiet, err, debug)
     _extras(report, fmt, plot, quiet, err, debug)
 

@@ -9,13 +9,30 @@ from __future__ import annotations
 import os
 import sys
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import typer
 
-from gradcheck_cli.errors import EXIT_INTERRUPTED, EXIT_USAGE, UsageError
+from gradcheck_cli.errors import EXIT_INTERRUPTED, EXIT_USAGE, GradcheckError, UsageError
 
 EXIT_INTERNAL = 4
+
+
+@contextmanager
+def boundary(err, debug: bool) -> Iterator[None]:  # noqa: ANN001
+    """Every command's error boundary: our errors and Ctrl-C as one line with their exit code, anything
+    else as an internal error (exit 4) -- never a traceback unless --debug."""
+    try:
+        yield
+    except GradcheckError as exc:
+        fail(err, exc, debug, exc.exit_code)
+    except KeyboardInterrupt:
+        err.print("gradcheck: interrupted; nothing was written", style="yellow", highlight=False)
+        raise typer.Exit(EXIT_INTERRUPTED) from None
+    except Exception as exc:  # noqa: BLE001 - last-resort boundary: a one-line message, not a traceback
+        fail(err, exc, debug, EXIT_INTERNAL, prefix="internal error (please report it): ")
 
 
 def emit(render, verdict: str, output: Path | None, quiet: bool, err, debug: bool) -> None:  # noqa: ANN001

@@ -182,3 +182,17 @@ def test_cli_bad_input_is_one_line_exit_2(invoke, reports, tmp_path) -> None:
 
 def test_schema_version_is_the_current_one(reports) -> None:
     assert json.loads(reports["he"].read_text())["schema_version"] == SCHEMA_VERSION
+
+
+def test_cli_ctrl_c_and_internal_errors_share_the_boundary(invoke, reports, monkeypatch) -> None:
+    import gradcheck_cli.saved as saved
+
+    def interrupted(*_):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(saved, "load_report_json", interrupted)
+    result = invoke("compare", reports["he"], reports["he"])
+    assert result.exit_code == 130 and "interrupted" in result.stderr
+    monkeypatch.setattr(saved, "load_report_json", lambda *_: 1 / 0)
+    result = invoke("compare", reports["he"], reports["he"])
+    assert result.exit_code == 4 and "internal error" in result.stderr and "Traceback" not in result.output
