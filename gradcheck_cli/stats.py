@@ -76,36 +76,71 @@ class LayerStats:
 
 def forward_row(x: torch.Tensor, saturation: Saturation | None, unit_dim: int | None,
                 scratch: torch.Tensor | None = None) -> list[torch.Tensor]:
-    """The device-side reductions of one tensor: [unit sums, centred sum of squares, min, max, nonzero(, saturated)].
+    """The device-side reductions of one tensor: [unit means, second moment, min, max, nonzero(, saturated)].
 
-    The per-unit sum gives the mean, the spread of the unit means, whether a rectifier unit ever
-    fired (its outputs are >= 0) and which units hold NaN/Inf (they poison the sum). Squares are
-    taken of values centred on their unit's mean -- one transient elementwise temporary -- because
-    E[x^2] - mean^2 in float32 loses everything below ~1e-3 of the RMS, exactly where a collapsing
-    network's signal lives; the total second moment is then exact too (the unit means' part is
-    added back on the host). Every reduction is one of torch's fast single passes in the tensor's
-    float32 (float64 accumulation costs 4-20x on CPU); squares beyond float32's range
-    (|x| > 1.8e19) overflow to an infinite std, reported as such.
+    The per-unit mean gives the mean, the spread of the unit means, whether a rectifier unit ever
+    fired (its outputs are >= 0) and which units hold NaN/Inf (they poison it). The second moment
+    is taken about each unit's own mean, because E[x^2] - mean^2 in float32 loses everything below
+    ~1e-3 of the RMS, exactly where a collapsing network's signal lives; the total second moment
+    is then exact too (the unit means' part is added back on the host). It comes in one of two
+    forms, chosen for speed on the device at hand (see :func:`_unit_moments`): per-unit variances
+    (a vector), or the centred sum of squares (a scalar). Every reduction is one of torch's fast
+    single passes in the tensor's float32 (float64 accumulation costs 4-20x on CPU); squares
+    beyond float32's range (|x| > 1.8e19) overflow to an infinite std, reported as such.
 
-    The elementwise temporaries (centred values, |sign|, the saturation test) share one buffer,
-    ``scratch`` if given (x's shape, contiguous), else one allocated here and dropped on return: on
-    CPU an activation-sized allocation costs about as much as the arithmetic (fresh pages fault),
-    so one is made, not three. Keeping a buffer across layers would be faster still, but would add
-    the largest activation to the peak memory (+14% on the small GPT-2, whose logits dominate).
+    The elementwise temporaries (centred values, the nonzero test, the saturation test) share one
+    buffer, ``scratch`` if given (x's shape, contiguous), else one allocated here and dropped on
+    return: on CPU an activation-sized allocation costs about as much as the arithmetic (fresh
+    pages fault), so one is made, not three. Keeping a buffer across layers would be faster still,
+    but would add the largest activation to the peak memory (+14% on the small GPT-2, whose logits
+    dominate).
     """
-    dims = tuple(d for d in range(x.dim()) if unit_dim is None or d != unit_dim)
-    unit_sum = x.sum(dim=dims, keepdim=True) if dims else x
-    per_unit = x.numel() // unit_sum.numel()
     if scratch is None:
         scratch = torch.empty_like(x, memory_format=torch.contiguous_format)
-    if dims:
-        torch.sub(x, unit_sum / per_unit, out=scratch)
-    centred_sq = torch.linalg.vector_norm(scratch).square() if dims else x.new_zeros(())
+    means, second = _unit_moments(x, unit_dim, scratch)
     lo, hi = torch.aminmax(x)
-    row = [unit_sum.reshape(-1), centred_sq, lo, hi, count_nonzero(x, scratch)]
+    row = [means, second, lo, hi, count_nonzero(x, scratch)]
     if saturation is not None:  # |x - centre| >= cutoff as 1.0/0.0 in place, summed in one fast pass
         row.append(torch.sub(x, saturation.centre, out=scratch).abs_().ge_(saturation.cutoff).sum())
     return row
+
+
+def _unit_moments(x: torch.Tensor, unit_dim: int | None, scratch: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-unit means (a vector) and the second moment about them: per-unit population variances
+    (a vector) or the centred sum of squares (a 0-d tensor).
+
+    Units in the last dimension of a contiguous CPU tensor (linear, attention, embedding outputs:
+    most layers) go through ``batch_norm_update_stats``, one fused per-feature mean/variance kernel
+    that writes no temporary: 2-6x faster than sum, subtract, square-sum at the sizes that matter
+    (measured in benchmarks/README.md). For channel-first layouts (N, C, H, W) the same kernel is
+    2-4x slower on CPU than reducing over the non-channel dimensions, centring into ``scratch`` and
+    taking one BLAS dot, so those keep that path, as does CUDA, whose plain reductions are already
+    single fast passes.
+    """
+    if unit_dim is not None and unit_dim == x.dim() - 1 and x.dim() >= 2 and x.device.type == "cpu" and x.is_contiguous():
+        means, variances = torch.batch_norm_update_stats(x.view(-1, x.shape[-1]), None, None, 0.0)
+        return means, variances
+    dims = tuple(d for d in range(x.dim()) if unit_dim is None or d != unit_dim)
+    if not dims:  # a 0-d output, or one value per unit: nothing to centre within a unit
+        return x.reshape(-1), x.new_zeros(())
+    means = x.sum(dim=dims, keepdim=True).div_(x.numel() // x.shape[unit_dim] if unit_dim is not None else x.numel())
+    return means.reshape(-1), sum_of_squares(torch.sub(x, means, out=scratch).view(-1))
+
+
+def squares_of(t: torch.Tensor) -> torch.Tensor:
+    """Sum of squares of any tensor, as a device scalar (float32 at least: half squares overflow at 256)."""
+    if t.dtype in (torch.float16, torch.bfloat16) or not t.is_contiguous():
+        return torch.linalg.vector_norm(t, dtype=torch.promote_types(t.dtype, torch.float32)).square()
+    return sum_of_squares(t.view(-1))
+
+
+def sum_of_squares(flat: torch.Tensor) -> torch.Tensor:
+    """Sum of squares of a contiguous 1-d tensor as a device scalar. A BLAS dot is ~2x faster than
+    ``vector_norm(...).square()`` on CPU (one fused multiply-add pass); BLAS counts in 32-bit
+    integers, so larger tensors take the norm."""
+    if flat.numel() < 2**31:
+        return torch.dot(flat, flat)
+    return torch.linalg.vector_norm(flat).square()
 
 
 def count_nonzero(x: torch.Tensor, scratch: torch.Tensor) -> torch.Tensor:
@@ -163,7 +198,7 @@ class StatsCollector:
     def __init__(self, sample_units: int | None = None, seed: int = 0) -> None:
         self.layers: list[LayerInfo] = []
         self._observations: list[_Observation] = []
-        self._grads: list[tuple[int, int, torch.Tensor, torch.Tensor]] = []  # index, numel, norm, sum
+        self._grads: list[tuple[int, int, torch.Tensor, torch.Tensor]] = []  # index, numel, sum of squares, sum
         self._channel_first = False
         self._sample_units = sample_units
         self._seed = seed
@@ -194,7 +229,7 @@ class StatsCollector:
         row = forward_row(x, saturation_for(info.kind, info.attrs), unit_dim)
         self._observations.append(_Observation(info.index, x.numel(), row))
         if output.requires_grad:
-            output.register_hook(self._grad_hook(info.index, output.numel()))
+            self._hook_gradient(output, info.index)
 
     def _unit_sample(self, index: int, units: int, device: torch.device) -> torch.Tensor:
         """``--sample-stats K``: the same K units of a layer on every call and batch, seeded per layer,
@@ -206,13 +241,26 @@ class StatsCollector:
             self._samples[key] = chosen.to(device)
         return self._samples[key]
 
-    def _grad_hook(self, index: int, numel: int):
-        def hook(grad: torch.Tensor) -> None:
-            g = grad.detach()
-            # NaN/Inf poison the sum; the norm alone cannot tell a real inf from float32 overflow.
-            self._grads.append((index, numel, torch.linalg.vector_norm(g), g.sum()))
+    def _hook_gradient(self, output: torch.Tensor, index: int) -> None:
+        """Measure the gradient reaching ``output`` during backward.
 
-        return hook
+        The hook goes on the autograd node that made the tensor, as a pre-hook reading the
+        tensor's slot: it sees the same gradient as ``Tensor.register_hook`` (the sum over all
+        consumers, and the pre-modification value if the tensor is later changed in place), but
+        skips the Python-side bookkeeping of a tensor hook, which is several microseconds per
+        layer per call. A leaf (no node) takes the tensor hook.
+        """
+        numel, node, slot = output.numel(), output.grad_fn, output.output_nr
+        grads = self._grads
+
+        def measure(grad: torch.Tensor | None) -> None:
+            if grad is not None:  # NaN/Inf poison the sum; squares alone cannot tell inf from overflow
+                grads.append((index, numel, squares_of(grad), grad.sum()))
+
+        if node is None:
+            output.register_hook(lambda grad: measure(grad.detach()))
+        else:
+            node.register_prehook(lambda grad_outputs: measure(grad_outputs[slot]))
 
     # -- end of run -------------------------------------------------------------------------------
     def finalize(self) -> list[LayerStats]:
@@ -239,15 +287,16 @@ class StatsCollector:
             return {}
         units = np.array([o.row[0].numel() for o in obs])
         offsets = np.concatenate([[0], np.cumsum(units)[:-1]])
-        unit_sums = _host(torch.cat([o.row[0] for o in obs]))
-        # one stack and one transfer for every scalar (sum sq, min, max, nonzero count) of every observation
-        scalars = _host(torch.stack([t.float() for o in obs for t in o.row[1:5]])).reshape(len(obs), 4)
-        counts = scalars[:, 3]
+        per_unit = np.array([o.numel for o in obs]) / units
+        unit_sums = _host(torch.cat([o.row[0] for o in obs])) * np.repeat(per_unit, units)
+        # one stack and one transfer for every scalar (min, max, nonzero count) of every observation
+        scalars = _host(torch.stack([t.float() for o in obs for t in o.row[2:5]])).reshape(len(obs), 3)
+        counts = scalars[:, 2]
+        sqs = self._centred_squares(per_unit)
         with_sat = [k for k, o in enumerate(obs) if len(o.row) > 5]
         saturated = dict(zip(with_sat, _host(torch.stack([obs[k].row[5] for k in with_sat])))) if with_sat else {}
         with np.errstate(over="ignore", invalid="ignore"):
             sums = np.add.reduceat(unit_sums, offsets)
-            sqs = scalars[:, 0]
             sum_sq_units = np.add.reduceat(unit_sums * unit_sums, offsets)
 
         groups: dict[int, list[int]] = {}
@@ -276,8 +325,8 @@ class StatsCollector:
                 mean=mean,
                 std=math.sqrt(var) if var >= 0 else math.nan,  # inf stays inf (float32 overflow)
                 signal_std=math.sqrt(signal) if signal is not None and signal >= 0 else (None if signal is None else math.nan),
-                min=float(min(scalars[k][1] for k in ks)),
-                max=float(max(scalars[k][2] for k in ks)),
+                min=float(min(scalars[k][0] for k in ks)),
+                max=float(max(scalars[k][1] for k in ks)),
                 zero_fraction=1.0 - float(sum(counts[k] for k in ks)) / total,
                 nonfinite_units=nonfinite,
                 saturation=float(sum(sat)) / total if saturation_for(info.kind, info.attrs) and sat else None,
@@ -287,15 +336,32 @@ class StatsCollector:
             )
         return out
 
+    def _centred_squares(self, per_unit: np.ndarray) -> np.ndarray:
+        """Each observation's sum of squares about its unit means, from whichever form its row holds
+        (a scalar total, or per-unit variances to sum and scale), in two transfers."""
+        obs = self._observations
+        out = np.empty(len(obs))
+        totals = [k for k, o in enumerate(obs) if o.row[1].dim() == 0]
+        if totals:
+            out[totals] = _host(torch.stack([obs[k].row[1].float() for k in totals]))
+        per_unit_var = [k for k, o in enumerate(obs) if o.row[1].dim() == 1]
+        if per_unit_var:
+            variances = _host(torch.cat([obs[k].row[1] for k in per_unit_var]))
+            sizes = np.array([obs[k].row[1].numel() for k in per_unit_var])
+            with np.errstate(over="ignore", invalid="ignore"):
+                sums = np.add.reduceat(variances, np.concatenate([[0], np.cumsum(sizes)[:-1]]))
+                out[per_unit_var] = sums * per_unit[per_unit_var]
+        return out
+
     def _merge_grads(self) -> dict[int, tuple[float, int, int]]:
         """Per layer: gradient RMS (inf if float32 squares overflowed), element count, passes with NaN/Inf."""
         if not self._grads:
             return {}
-        rows = _host(torch.stack([t.float() for _, _, norm, total in self._grads for t in (norm, total)])).reshape(-1, 2)
+        rows = _host(torch.stack([t.float() for _, _, squares, total in self._grads for t in (squares, total)])).reshape(-1, 2)
         merged: dict[int, list[float]] = {}
-        for (index, n, _, _), (norm, total) in zip(self._grads, rows):
+        for (index, n, _, _), (squares, total) in zip(self._grads, rows):
             acc = merged.setdefault(index, [0.0, 0, 0])
-            acc[0] += norm * norm
+            acc[0] += squares
             acc[1] += n
             acc[2] += 0 if math.isfinite(total) else 1
         return {i: (math.sqrt(a[0] / a[1]), int(a[1]), int(a[2])) for i, a in merged.items()}
