@@ -1,0 +1,170 @@
+"""The hot path's fast kernels against slow float64 references, each path forced in turn.
+
+``forward_row`` picks a kernel by layout (fused per-feature moments for feature-last CPU tensors,
+reduce-centre-dot otherwise), reuses a pooled scratch buffer for small tensors, and the gradient
+hook sits on the autograd node. Each choice is checked here against the obvious computation, so a
+faster kernel can never silently change a statistic.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from torch import nn
+
+from gradcheck_cli.engine import sums_of_squares
+from gradcheck_cli.stats import ScratchPool, StatsCollector, forward_row, squares_of
+
+
+def _reference(x: torch.Tensor, unit_dim: int | None) -> dict[str, float | torch.Tensor]:
+    d = x.double()
+    if unit_dim is None:
+        means = d.reshape(1)
+        centred = (d - d.mean()).square().sum()
+    else:
+        dims = tuple(i for i in range(d.dim()) if i != unit_dim)
+        means = d.mean(dim=dims) if dims else d.reshape(-1)
+        centred = (d - d.mean(dim=dims, keepdim=True)).square().sum() if dims else torch.zeros((), dtype=torch.float64)
+    return {"means": means, "centred": centred.item(), "min": d.min().item(), "max": d.max().item(),
+            "nonzero": (d != 0).sum().item()}
+
+
+def _centred(row: list[torch.Tensor], x: torch.Tensor) -> float:
+    """The row's second moment as a centred sum of squares, whichever form it holds."""
+    second = row[1].double()
+    if second.dim() == 0:
+        return second.item()
+    return second.sum().item() * (x.numel() // second.numel())
+
+
+LAYOUTS = [
+    ((64, 512), 1),         # linear: feature-last, fused moments
+    ((2, 16, 24), 2),       # sequence model: feature-last 3-d
+    ((4, 6, 5, 5), 1),      # conv: channel-first, reduce-centre-dot
+    ((3, 7, 9), 1),         # conv1d: channel-first
+    ((5,), 0),              # one value per unit
+    ((), None),             # a scalar
+]
+
+
+@pytest.mark.parametrize("shape,unit_dim", LAYOUTS)
+@pytest.mark.parametrize("contiguous", [True, False])
+@pytest.mark.parametrize("pooled", [True, False])
+def test_forward_row_matches_float64_reference(shape, unit_dim, contiguous, pooled):
+    torch.manual_seed(0)
+    x = torch.relu(torch.randn(shape)) + (3.0 if shape else 0.0)  # an offset mean: the centring matters
+    if not contiguous and x.dim() >= 2:
+        x = x.transpose(0, -1).contiguous().transpose(0, -1)  # same values, strided: forces the general path
+    scratch = ScratchPool().get(x) if pooled else None
+    row = forward_row(x, None, unit_dim, scratch)
+    ref = _reference(x, unit_dim)
+    assert torch.allclose(row[0].double(), ref["means"], rtol=1e-5, atol=1e-6)
+    assert _centred(row, x) == pytest.approx(ref["centred"], rel=1e-4, abs=1e-6)
+    assert row[2].item() == pytest.approx(ref["min"]) and row[3].item() == pytest.approx(ref["max"])
+    assert row[4].item() == ref["nonzero"]
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    rows=st.integers(1, 40), units=st.integers(1, 40),
+    offset=st.floats(-1e3, 1e3), scale=st.floats(1e-4, 1e2), zeros=st.floats(0, 1),
+)
+def test_fused_moments_keep_tiny_spread_around_a_large_mean(rows, units, offset, scale, zeros):
+    """The failure centring exists for: a collapsing signal (std 1e-4 of the mean) must survive."""
+    g = torch.Generator().manual_seed(rows * 1000 + units)
+    x = (offset + scale * torch.randn(rows, units, generator=g)).float()
+    x[torch.rand(rows, units, generator=g) < zeros] = 0.0
+    row = forward_row(x, None, 1)
+    ref = _reference(x, 1)
+    assert row[1].dim() == 1  # the fused path was taken
+    assert _centred(row, x) == pytest.approx(ref["centred"], rel=2e-3, abs=1e-6 * max(1.0, offset * offset) * x.numel())
+    assert row[4].item() == ref["nonzero"]
+
+
+def test_nonfinite_values_poison_their_unit_only():
+    x = torch.randn(8, 4)
+    x[3, 1], x[5, 2] = float("nan"), float("inf")
+    row = forward_row(x, None, 1)
+    finite = torch.isfinite(row[0])
+    assert finite.tolist() == [True, False, False, True]
+    assert row[4].item() == 32 - (x == 0).sum().item()  # NaN counts as nonzero
+
+
+def test_saturation_count_uses_the_pooled_buffer_correctly():
+    x = torch.sigmoid(torch.randn(64, 32) * 8)
+    from gradcheck_cli.kinds import saturation_for
+
+    pool = ScratchPool()
+    for _ in range(2):  # the second call reuses the same view: stale contents must not leak in
+        row = forward_row(x, saturation_for("sigmoid", {}), 1, pool.get(x))
+        assert row[5].item() == ((x < 0.01) | (x > 0.99)).sum().item()
+        assert row[4].item() == (x != 0).sum().item()
+
+
+def test_scratch_pool_bounds_memory_and_reuses_views():
+    pool = ScratchPool(limit=4096)
+    small = torch.zeros(16, 8)           # 512 bytes
+    a, b = pool.get(small), pool.get(small)
+    assert a is b and a.shape == small.shape and a.is_contiguous()
+    other = pool.get(torch.zeros(4, 4, dtype=torch.float64))
+    assert other.dtype == torch.float64 and other.data_ptr() == a.data_ptr()  # one buffer underneath
+    assert pool.get(torch.zeros(2048)) is None  # 8 KiB > limit: the caller allocates
+
+
+@pytest.mark.parametrize("tensor", [
+    torch.randn(512, 300), torch.randn(7), torch.randn(300, 300).t(),
+    torch.full((100,), 300.0, dtype=torch.float16), torch.randn(70_000, dtype=torch.float64),
+], ids=["big", "small", "strided", "half", "double"])
+def test_sums_of_squares_match_reference(tensor):
+    expected = tensor.double().square().sum().item()
+    assert sums_of_squares([tensor])[0] == pytest.approx(expected, rel=1e-5)
+    assert squares_of(tensor).item() == pytest.approx(expected, rel=1e-3)  # half: float32 accumulation
+
+
+class _Twins(nn.Module):
+    """A layer whose output is one slot of a multi-output node, consumed twice, then changed in place."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.lin = nn.Linear(6, 8)
+
+    def forward(self, x):
+        a, b = torch.var_mean(self.lin(x), dim=0)  # b is output 1 of VarMeanBackward
+        return a, b
+
+
+def _hooked_grads(model: nn.Module, x: torch.Tensor, use_collector: bool) -> list[torch.Tensor]:
+    seen: list[torch.Tensor] = []
+    collector = StatsCollector()
+    a, b = model(x)
+    if use_collector:
+        collector._hook_gradient(b, index=0)
+    else:
+        b.register_hook(lambda g: seen.append(g.square().sum()))
+    out = (b * 3).sum() + (b * torch.arange(8.0)).sum() + a.sum()  # b consumed twice
+    b.mul_(2)  # in place after the hook: both must report the gradient of the value they saw
+    out.backward()
+    if use_collector:
+        return [collector._grads[0][2]]
+    return seen
+
+
+def test_node_prehook_sees_what_a_tensor_hook_sees():
+    torch.manual_seed(0)
+    model, x = _Twins(), torch.randn(5, 6)
+    via_node = _hooked_grads(model, x, use_collector=True)
+    via_tensor = _hooked_grads(model, x, use_collector=False)
+    assert len(via_node) == len(via_tensor) == 1
+    assert via_node[0].item() == pytest.approx(via_tensor[0].item(), rel=1e-6)
+
+
+def test_leaf_output_falls_back_to_a_tensor_hook():
+    leaf = torch.randn(3, 4, requires_grad=True)
+    collector = StatsCollector()
+    collector._hook_gradient(leaf, index=0)
+    (leaf * 2).sum().backward()
+    index, numel, squares, total = collector._grads[0]
+    assert (index, numel) == (0, 12)
+    assert squares.item() == pytest.approx(4 * 12) and total.item() == pytest.approx(24)
