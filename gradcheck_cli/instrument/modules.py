@@ -51,10 +51,13 @@ def is_layer_module(module: nn.Module) -> bool:
 
 
 def _attrs(module: nn.Module) -> dict[str, float]:
+    """Hyper-parameters the verdicts need. Read from the instance dict: ``getattr`` on a missing
+    name goes through ``nn.Module.__getattr__`` and an exception, per key per module per run."""
+    fields = vars(module)
     return {
-        key: float(getattr(module, key))
+        key: float(fields[key])
         for key in ("negative_slope", "min_val", "max_val", "lower", "upper")
-        if isinstance(getattr(module, key, None), (int, float))
+        if isinstance(fields.get(key), (int, float)) and not isinstance(fields.get(key), bool)
     }
 
 
@@ -141,7 +144,7 @@ def _enter(calls: _Calls, name: str, layer: bool):
 def _leave(calls: _Calls, name: str, module: nn.Module, layer: bool):
     type_name = type(module).__name__
     kind = module_kind(type_name)
-    params = {role: f"{name}.{role}" for role, _ in module.named_parameters(recurse=False)}
+    params = {role: f"{name}.{role}" for role, p in module._parameters.items() if p is not None}
     attrs = _attrs(module)
 
     def hook(module: nn.Module, args: Any, output: Any) -> None:
