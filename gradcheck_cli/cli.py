@@ -63,7 +63,7 @@ app = typer.Typer(
     help="Diagnose vanishing/exploding gradients, dead ReLUs, saturation and init scale, layer by layer.",
     no_args_is_help=True,
     add_completion=True,
-    rich_markup_mode="rich",
+    rich_markup_mode=None,
     pretty_exceptions_enable=False,
 )
 
@@ -160,15 +160,15 @@ SampleStatsOpt = Annotated[Optional[int], typer.Option(
 PlotOpt = Annotated[Optional[Path], typer.Option(
     "--plot", metavar="FILE.png|svg", show_default=False,
     help="Also write the gradient-flow figure (backward signal and |dW| per layer, bad layers marked); needs "
-         "matplotlib: pip install 'gradcheck\\[plots]'.")]
+         "matplotlib: pip install 'gradcheck[plots]'.")]
 IgnoreOpt = Annotated[Optional[list[str]], typer.Option(
     "--ignore", metavar="GLOB[:KINDS]",
     help="Leave findings on matching layers out of the verdict, e.g. 'head.*' or 'encoder.*:dead_relu' (repeatable; "
          "added to the config file's).")]
 ConfigOpt = Annotated[Optional[Path], typer.Option(
     "--config", "-c", metavar="FILE", show_default=False,
-    help="Settings file: a pyproject.toml with \\[tool.gradcheck], or a TOML file of the same keys. Default: the "
-         "nearest pyproject.toml with \\[tool.gradcheck] at or above the current directory.")]
+    help="Settings file: a pyproject.toml with [tool.gradcheck], or a TOML file of the same keys. Default: the "
+         "nearest pyproject.toml with [tool.gradcheck] at or above the current directory.")]
 NoConfigOpt = Annotated[bool, typer.Option("--no-config", help="Ignore any config file.")]
 QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="Print only the verdict line.")]
 DebugOpt = Annotated[bool, typer.Option("--debug", help="Show Python tracebacks for errors.")]
@@ -206,7 +206,7 @@ def analyze(
 ) -> None:
     """Run instrumented forward and backward passes and report per-layer signal health.
 
-    Settings come from the command line, then \\[tool.gradcheck] in the nearest pyproject.toml (or
+    Settings come from the command line, then [tool.gradcheck] in the nearest pyproject.toml (or
     --config FILE), then the defaults.
 
     Exit codes: 0 no finding in the fail set, 1 a finding in the fail set, 2 bad invocation or

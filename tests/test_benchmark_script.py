@@ -1,0 +1,28 @@
+"""The benchmark script runs end to end (a smoke test: no timing is asserted here -- targets live
+in benchmarks/, measured there, never in unit tests)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_bench_writes_a_complete_row(tmp_path: Path) -> None:
+    out = tmp_path / "bench.json"
+    run = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "bench.py"), "--models", "mlp30", "--pairs", "1", "--warmup", "0",
+         "--json", str(out)],
+        capture_output=True, text=True, timeout=600,
+    )
+    assert run.returncode == 0, run.stderr
+    result = json.loads(out.read_text())
+    assert set(result["startup_s"]) == {"--help", "--version"}
+    (row,) = result["rows"]
+    assert row["model"] == "mlp30"
+    for key in ("bare_ms", "analyze_ms", "time_ratio", "pair_ratio", "bare_peak_mb", "analyze_peak_mb", "memory_ratio"):
+        assert row[key] > 0, key
+    assert "mlp30" in run.stdout and "--help" in run.stdout
