@@ -116,8 +116,7 @@ def _unit_moments(x: torch.Tensor, unit_dim: int | None, scratch: torch.Tensor) 
     keep that path, as does CUDA, whose plain reductions are already single fast passes.
     """
     if unit_dim is not None and unit_dim == x.dim() - 1 and x.dim() >= 2 and x.device.type == "cpu" and x.is_contiguous():
-        means, variances = torch.batch_norm_update_stats(x.view(-1, x.shape[-1]), None, None, 0.0)
-        return means, variances
+        return torch.batch_norm_update_stats(x.view(-1, x.shape[-1]), None, None, 0.0)
     dims = tuple(d for d in range(x.dim()) if unit_dim is None or d != unit_dim)
     if not dims:  # a 0-d output, or one value per unit: nothing to centre within a unit
         return x.reshape(-1), x.new_zeros(())
@@ -203,14 +202,14 @@ class ScratchPool:
 
     def get(self, x: torch.Tensor) -> torch.Tensor | None:
         """A contiguous tensor of x's shape and dtype to overwrite, or None (allocate your own)."""
-        if x.is_cuda:
+        if x.device.type != "cpu":
             return None
         key = (x.shape, x.dtype)
         view = self._views.get(key)
         if view is not None:
             return view
         nbytes = x.numel() * x.element_size()
-        if x.device.type != "cpu" or nbytes > self.limit:
+        if nbytes > self.limit:
             return None
         if self._buffer is None:
             self._buffer = torch.empty(self.limit, dtype=torch.uint8)
