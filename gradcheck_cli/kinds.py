@@ -15,6 +15,9 @@ WEIGHT_KINDS = frozenset({"linear", "conv", "conv_transpose"})
 NORM_KINDS = frozenset({"batchnorm", "layernorm", "groupnorm", "instancenorm", "rmsnorm"})
 # Rectifiers with an exactly-zero region: the only layers where a unit can be "dead".
 RECTIFIER_KINDS = frozenset({"relu", "relu6"})
+# Layers whose outputs are affine maps, normalisations or mixtures of their inputs: an exact zero there
+# is an accident, not sparsity, so their zero fraction is not counted (it costs two passes over the output).
+DENSE_KINDS = WEIGHT_KINDS | NORM_KINDS | {"embedding", "attention", "rnn"}
 # Layers that do not change which activation follows a weight layer (skipped when looking ahead).
 TRANSPARENT_KINDS = frozenset({"dropout", "identity", "flatten", "reshape", "pool"})
 ACTIVATION_KINDS = frozenset(

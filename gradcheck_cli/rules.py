@@ -165,9 +165,10 @@ def activation_trend(layers: Sequence[LayerReport], t: Thresholds) -> list[Findi
     return _trend(layers, t, _ACTIVATION)
 
 
-def chance_dead(zero_fraction: float, dead_ratio: float, samples_per_unit: float) -> float:
-    """Expected dead fraction from sampling alone: a live unit silent on all n observations."""
-    if dead_ratio >= 1.0:
+def chance_dead(zero_fraction: float | None, dead_ratio: float, samples_per_unit: float) -> float:
+    """Expected dead fraction from sampling alone: a live unit silent on all n observations.
+    (Rectifiers always have their zeros counted; without a count nothing is blamed on chance.)"""
+    if dead_ratio >= 1.0 or zero_fraction is None:
         return 0.0
     p_alive_zero = max(0.0, min(1.0, (zero_fraction - dead_ratio) / (1.0 - dead_ratio)))
     return p_alive_zero**samples_per_unit
@@ -182,10 +183,11 @@ def dead_units(layers: Sequence[LayerReport], t: Thresholds) -> list[Finding]:
         if a.samples_per_unit is not None and chance_dead(a.zero_fraction, a.dead_ratio, a.samples_per_unit) > t.dead_ratio / 2:
             continue  # too few samples to tell dead from merely quiet; the layer note says so
         severity = "error" if a.dead_ratio >= 1.0 else "warning"
+        sparsity = "" if a.zero_fraction is None else f"per-sample sparsity {a.zero_fraction:.0%} is normal; "
         findings.append(_finding(
             "dead_relu", severity, layer.name, a.dead_ratio, t.dead_ratio,
             f"{a.dead_ratio:.0%} of the {a.units} units of {layer.name} never fire on the data "
-            f"(per-sample sparsity {a.zero_fraction:.0%} is normal; dead units pass no gradient)",
+            f"({sparsity}dead units pass no gradient)",
         ))
     return findings
 

@@ -18,10 +18,10 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
-from gradcheck_cli.kinds import RECTIFIER_KINDS, Saturation, saturation_for
+from gradcheck_cli.kinds import DENSE_KINDS, RECTIFIER_KINDS, Saturation, saturation_for
 
 if TYPE_CHECKING:
-    from collections.abc import Iterable
+    from collections.abc import Callable, Iterable
 
 # Kinds whose output is laid out channel-first (N, C, ...): a rectifier after them has channel units.
 _CHANNEL_FIRST = frozenset({"conv", "conv_transpose", "batchnorm", "groupnorm", "instancenorm", "pool"})
@@ -55,7 +55,7 @@ class ForwardSummary:
     signal_std: float | None
     min: float
     max: float
-    zero_fraction: float
+    zero_fraction: float | None
     nonfinite_units: int
     saturation: float | None
     dead_ratio: float | None
@@ -75,8 +75,8 @@ class LayerStats:
 
 
 def forward_row(x: torch.Tensor, saturation: Saturation | None, unit_dim: int | None,
-                scratch: torch.Tensor | None = None) -> list[torch.Tensor]:
-    """The device-side reductions of one tensor: [unit means, second moment, min, max, nonzero(, saturated)].
+                scratch: torch.Tensor | None = None, count_zeros: bool = True) -> list[torch.Tensor | None]:
+    """The device-side reductions of one tensor: [unit means, second moment, min, max, nonzero, saturated].
 
     The per-unit mean gives the mean, the spread of the unit means, whether a rectifier unit ever
     fired (its outputs are >= 0) and which units hold NaN/Inf (they poison it). The second moment
@@ -88,22 +88,42 @@ def forward_row(x: torch.Tensor, saturation: Saturation | None, unit_dim: int | 
     single passes in the tensor's float32 (float64 accumulation costs 4-20x on CPU); squares
     beyond float32's range (|x| > 1.8e19) overflow to an infinite std, reported as such.
 
+    The nonzero count (``count_zeros``) and the saturated count are None when not asked for: each
+    costs a write and a read of the whole tensor, and exact zeros only mean something after an
+    activation (sparsity, dead units), not after an affine map or a normalisation.
+
     The elementwise temporaries (centred values, the nonzero test, the saturation test) share one
     buffer, ``scratch`` if given (x's shape, contiguous; see :class:`ScratchPool`), else one
-    allocated here and dropped on return: on CPU an activation-sized allocation costs about as much
-    as the arithmetic (fresh pages fault), so one is made, not three.
+    allocated here on first need and dropped on return: on CPU an activation-sized allocation costs
+    about as much as the arithmetic (fresh pages fault), so at most one is made.
     """
-    if scratch is None:
-        scratch = torch.empty_like(x, memory_format=torch.contiguous_format)
-    means, second = _unit_moments(x, unit_dim, scratch)
+    buffer = scratch
+
+    def temporary() -> torch.Tensor:
+        nonlocal buffer
+        if buffer is None:
+            buffer = torch.empty_like(x, memory_format=torch.contiguous_format)
+        return buffer
+
+    means, second = _unit_moments(x, unit_dim, temporary)
     lo, hi = torch.aminmax(x)
-    row = [means, second, lo, hi, count_nonzero(x, scratch)]
+    nonzero = count_nonzero(x, temporary()) if count_zeros else None
+    saturated = None
     if saturation is not None:  # |x - centre| >= cutoff as 1.0/0.0 in place, summed in one fast pass
-        row.append(torch.sub(x, saturation.centre, out=scratch).abs_().ge_(saturation.cutoff).sum())
-    return row
+        saturated = torch.sub(x, saturation.centre, out=temporary()).abs_().ge_(saturation.cutoff).sum()
+    return [means, second, lo, hi, nonzero, saturated]
 
 
-def _unit_moments(x: torch.Tensor, unit_dim: int | None, scratch: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+RAW_MOMENT_AMPLIFICATION = 16.0
+"""How far the uncentred shortcut in :func:`_unit_moments` may amplify a float32 dot's rounding
+error: the centred sum of squares is raw - between, so its relative error is the dot's (measured
+2e-5 over 16M elements) times raw / centred. Accepted up to 16x, i.e. about 3e-4; beyond that
+(a mean more than ~4 standard deviations from zero: sigmoid outputs, a collapsing signal) the
+exact centred pass runs instead."""
+
+
+def _unit_moments(x: torch.Tensor, unit_dim: int | None,
+                  temporary: Callable[[], torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
     """Per-unit means (a vector) and the second moment about them: per-unit population variances
     (a vector) or the centred sum of squares (a 0-d tensor).
 
@@ -111,17 +131,28 @@ def _unit_moments(x: torch.Tensor, unit_dim: int | None, scratch: torch.Tensor) 
     most layers) go through ``batch_norm_update_stats``, one fused per-feature mean/variance kernel
     that writes no temporary: 1.6-6x faster than sum, subtract, square-sum (measured on a 2-core
     x86 VM: 13 vs 21 us for 64x512, 294 vs 1892 us for 4096x1024, 21 vs 62 us for 1x128x1280).
-    For channel-first layouts (N, C, H, W) the same kernel is 2.6-4x slower on CPU than reducing
-    over the non-channel dimensions, centring into ``scratch`` and taking one BLAS dot, so those
-    keep that path, as does CUDA, whose plain reductions are already single fast passes.
+    For channel-first layouts (N, C, H, W) the same kernel is 2.6-4x slower on CPU than plain
+    reductions. There, on CPU, the unit sums and one BLAS dot give the centred sum of squares as
+    raw - between in two read-only passes; the two scalars are in host memory already, so checking
+    that the subtraction kept its precision (:data:`RAW_MOMENT_AMPLIFICATION`) costs no
+    synchronisation, and when it did not, the exact pass (centre into ``temporary()``, dot) runs.
+    In the ResNet benchmark that halves the moments' cost (16 MB conv outputs: 8 vs 23 ms a step).
+    CUDA keeps the exact pass: its reductions are single fast passes, and a check would synchronise.
     """
     if unit_dim is not None and unit_dim == x.dim() - 1 and x.dim() >= 2 and x.device.type == "cpu" and x.is_contiguous():
         return torch.batch_norm_update_stats(x.view(-1, x.shape[-1]), None, None, 0.0)
     dims = tuple(d for d in range(x.dim()) if unit_dim is None or d != unit_dim)
     if not dims:  # a 0-d output, or one value per unit: nothing to centre within a unit
         return x.reshape(-1), x.new_zeros(())
-    means = x.sum(dim=dims, keepdim=True).div_(x.numel() // x.shape[unit_dim] if unit_dim is not None else x.numel())
-    return means.reshape(-1), sum_of_squares(torch.sub(x, means, out=scratch).view(-1))
+    per_unit = x.numel() // x.shape[unit_dim] if unit_dim is not None else x.numel()
+    sums = x.sum(dim=dims, keepdim=True)
+    if x.device.type == "cpu" and x.is_contiguous():
+        raw = sum_of_squares(x.view(-1))
+        centred = raw.double() - sums.double().square().sum() / per_unit
+        if math.isfinite(centred.item()) and centred.item() * RAW_MOMENT_AMPLIFICATION >= raw.item():
+            return sums.reshape(-1).div_(per_unit), centred
+    means = sums.div_(per_unit)
+    return means.reshape(-1), sum_of_squares(torch.sub(x, means, out=temporary()).view(-1))
 
 
 def squares_of(t: torch.Tensor) -> torch.Tensor:
@@ -138,6 +169,21 @@ def sum_of_squares(flat: torch.Tensor) -> torch.Tensor:
     if flat.numel() < 2**31:
         return torch.dot(flat, flat)
     return torch.linalg.vector_norm(flat).square()
+
+
+def _gradient_sums(grad: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(sum of squares, a sentinel whose finiteness says whether the gradient was finite).
+
+    NaN/Inf in the gradient poison its sum; the squares alone cannot tell an Inf from the float32
+    overflow of a finite square (|g| > 1.8e19). On CPU the squares are in host memory already: when
+    they are finite, every element was, and the squares are their own sentinel, so the second pass
+    is skipped (the usual case). Elsewhere the sum is always taken: reading the squares would
+    synchronise with the device.
+    """
+    squares = squares_of(grad)
+    if grad.device.type == "cpu" and math.isfinite(squares.item()):
+        return squares, squares
+    return squares, grad.sum()
 
 
 def count_nonzero(x: torch.Tensor, scratch: torch.Tensor) -> torch.Tensor:
@@ -221,7 +267,7 @@ class ScratchPool:
 class _Observation:
     index: int
     numel: int
-    row: list[torch.Tensor]
+    row: list[torch.Tensor | None]
 
 
 class StatsCollector:
@@ -259,7 +305,8 @@ class StatsCollector:
             x = x.index_select(unit_dim, self._unit_sample(info.index, x.shape[unit_dim], x.device))
         if x.dtype in (torch.float16, torch.bfloat16):
             x = x.float()
-        row = forward_row(x, saturation_for(info.kind, info.attrs), unit_dim, self._scratch.get(x))
+        row = forward_row(x, saturation_for(info.kind, info.attrs), unit_dim, self._scratch.get(x),
+                          count_zeros=info.kind not in DENSE_KINDS)
         self._observations.append(_Observation(info.index, x.numel(), row))
         if output.requires_grad:
             self._hook_gradient(output, info.index)
@@ -287,8 +334,8 @@ class StatsCollector:
         grads = self._grads
 
         def measure(grad: torch.Tensor | None) -> None:
-            if grad is not None:  # NaN/Inf poison the sum; squares alone cannot tell inf from overflow
-                grads.append((index, numel, squares_of(grad), grad.sum()))
+            if grad is not None:
+                grads.append((index, numel, *_gradient_sums(grad)))
 
         if node is None:
             output.register_hook(lambda grad: measure(grad.detach()))
@@ -322,12 +369,11 @@ class StatsCollector:
         offsets = np.concatenate([[0], np.cumsum(units)[:-1]])
         per_unit = np.array([o.numel for o in obs]) / units
         unit_sums = _host(torch.cat([o.row[0] for o in obs])) * np.repeat(per_unit, units)
-        # one stack and one transfer for every scalar (min, max, nonzero count) of every observation
-        scalars = _host(torch.stack([t.float() for o in obs for t in o.row[2:5]])).reshape(len(obs), 3)
-        counts = scalars[:, 2]
+        # one stack and one transfer for each kind of scalar over every observation that has it
+        extremes = _host(torch.stack([t.float() for o in obs for t in o.row[2:4]])).reshape(len(obs), 2)
+        counts = _optional_scalars(obs, 4)
+        saturated = _optional_scalars(obs, 5)
         sqs = self._centred_squares(per_unit)
-        with_sat = [k for k, o in enumerate(obs) if len(o.row) > 5]
-        saturated = dict(zip(with_sat, _host(torch.stack([obs[k].row[5] for k in with_sat])))) if with_sat else {}
         with np.errstate(over="ignore", invalid="ignore"):
             sums = np.add.reduceat(unit_sums, offsets)
             sum_sq_units = np.add.reduceat(unit_sums * unit_sums, offsets)
@@ -353,14 +399,15 @@ class StatsCollector:
                 dead = 1.0 - alive.sum() / n_units
                 samples_per_unit = sum(obs[k].numel // int(units[k]) for k in ks)
             sat = [saturated[k] for k in ks if k in saturated]
+            lo, hi = float(extremes[ks, 0].min()), float(extremes[ks, 1].max())
             out[index] = ForwardSummary(
                 count=total,
                 mean=mean,
                 std=math.sqrt(var) if var >= 0 else math.nan,  # inf stays inf (float32 overflow)
                 signal_std=math.sqrt(signal) if signal is not None and signal >= 0 else (None if signal is None else math.nan),
-                min=float(min(scalars[k][0] for k in ks)),
-                max=float(max(scalars[k][1] for k in ks)),
-                zero_fraction=1.0 - float(sum(counts[k] for k in ks)) / total,
+                min=lo,
+                max=hi,
+                zero_fraction=_zero_fraction([counts.get(k) for k in ks], total, lo, hi),
                 nonfinite_units=nonfinite,
                 saturation=float(sum(sat)) / total if saturation_for(info.kind, info.attrs) and sat else None,
                 dead_ratio=None if dead is None else float(dead),
@@ -398,6 +445,26 @@ class StatsCollector:
             acc[1] += n
             acc[2] += 0 if math.isfinite(total) else 1
         return {i: (math.sqrt(a[0] / a[1]), int(a[1]), int(a[2])) for i, a in merged.items()}
+
+
+def _optional_scalars(obs: list[_Observation], slot: int) -> dict[int, float]:
+    """Observation number -> the scalar in ``slot`` of its row, for the rows that measured it."""
+    have = [k for k, o in enumerate(obs) if o.row[slot] is not None]
+    if not have:
+        return {}
+    return dict(zip(have, _host(torch.stack([obs[k].row[slot].double() for k in have])).tolist()))
+
+
+def _zero_fraction(nonzero: list[float | None], total: int, lo: float, hi: float) -> float | None:
+    """Fraction of exact zeros: counted, or implied by the range (none when 0 is outside [min, max],
+    all when min = max = 0), else unknown (None: counting was skipped for this kind of layer)."""
+    if all(n is not None for n in nonzero):
+        return 1.0 - sum(nonzero) / total
+    if lo > 0 or hi < 0:
+        return 0.0
+    if lo == hi == 0:
+        return 1.0
+    return None
 
 
 def _host(t: torch.Tensor) -> np.ndarray:

@@ -8,6 +8,8 @@ faster kernel can never silently change a statistic.
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 from hypothesis import given, settings
@@ -15,7 +17,7 @@ from hypothesis import strategies as st
 from torch import nn
 
 from gradcheck_cli.engine import sums_of_squares
-from gradcheck_cli.stats import ScratchPool, StatsCollector, forward_row, squares_of
+from gradcheck_cli.stats import ScratchPool, StatsCollector, _gradient_sums, _zero_fraction, forward_row, squares_of
 
 
 def _reference(x: torch.Tensor, unit_dim: int | None) -> dict[str, float | torch.Tensor]:
@@ -81,6 +83,58 @@ def test_fused_moments_keep_tiny_spread_around_a_large_mean(rows, units, offset,
     assert row[1].dim() == 1  # the fused path was taken
     assert _centred(row, x) == pytest.approx(ref["centred"], rel=2e-3, abs=1e-6 * max(1.0, offset * offset) * x.numel())
     assert row[4].item() == ref["nonzero"]
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    shape=st.sampled_from([(4, 6, 5, 5), (2, 3, 64), (8, 16, 9, 9)]),
+    offset=st.floats(-1e3, 1e3), scale=st.floats(1e-4, 1e2), per_channel=st.booleans(),
+)
+def test_channel_first_moments_are_exact_whichever_path_runs(shape, offset, scale, per_channel):
+    """Channel-first CPU tensors take raw - between (two read-only passes) when that keeps its
+    precision, else the exact centred pass: either way the centred sum of squares is right."""
+    g = torch.Generator().manual_seed(len(shape) * 7 + int(abs(offset)) % 1000)
+    x = scale * torch.randn(shape, generator=g)
+    if per_channel:  # unit means that differ a lot: the between-unit part is most of the raw moment
+        x += offset * torch.linspace(-1, 1, shape[1]).view(1, -1, *([1] * (len(shape) - 2)))
+    else:
+        x += offset
+    row = forward_row(x, None, 1)
+    ref = _reference(x, 1)
+    assert torch.allclose(row[0].double(), ref["means"], rtol=1e-5, atol=1e-6 * max(1.0, abs(offset)))
+    # float32 data near a large mean is itself quantised at ~1e-7 of it: the floor is relative to the raw moment
+    raw = x.double().square().sum().item()
+    assert _centred(row, x) == pytest.approx(ref["centred"], rel=1e-3, abs=1e-6 * raw)
+
+
+def test_channel_first_shortcut_is_taken_only_when_well_conditioned():
+    torch.manual_seed(0)
+    centred_signal = torch.randn(4, 8, 6, 6)       # mean ~0: raw ~ centred, the shortcut holds
+    assert forward_row(centred_signal, None, 1)[1].dtype == torch.float64
+    collapsing = 1e3 + 1e-3 * torch.randn(4, 8, 6, 6)  # raw/centred ~1e12: the exact pass runs
+    row = forward_row(collapsing, None, 1)
+    assert row[1].dtype == torch.float32
+    # raw - between would be noise here (float32 keeps ~7 digits of 1e6); the exact pass is within the
+    # float32 quantisation of the data around its mean (ulp(1e3) = 6e-5 against a std of 1e-3)
+    assert _centred(row, collapsing) == pytest.approx(_reference(collapsing, 1)["centred"], rel=1e-2)
+
+
+def test_zero_count_is_skipped_on_request_and_needs_no_buffer():
+    x = torch.randn(16, 8, 4, 4)
+    row = forward_row(x, None, 1, count_zeros=False)
+    assert row[4] is None and row[5] is None
+    assert forward_row(x, None, 1)[4].item() == (x != 0).sum().item()
+
+
+@pytest.mark.parametrize("counts,lo,hi,expected", [
+    ([30.0, 10.0], -1.0, 1.0, 1 - 40 / 64),   # counted on every pass
+    ([30.0, None], 0.5, 2.0, 0.0),            # not counted, but 0 lies outside the range
+    ([None], -2.0, -0.1, 0.0),
+    ([None], 0.0, 0.0, 1.0),                  # all zeros
+    ([None], -1.0, 1.0, None),                # unknown
+])
+def test_zero_fraction_is_counted_implied_or_unknown(counts, lo, hi, expected):
+    assert _zero_fraction(counts, 64, lo, hi) == expected
 
 
 def test_nonfinite_values_poison_their_unit_only():
@@ -167,4 +221,22 @@ def test_leaf_output_falls_back_to_a_tensor_hook():
     (leaf * 2).sum().backward()
     index, numel, squares, total = collector._grads[0]
     assert (index, numel) == (0, 12)
-    assert squares.item() == pytest.approx(4 * 12) and total.item() == pytest.approx(24)
+    assert squares.item() == pytest.approx(4 * 12) and math.isfinite(total.item())
+
+
+@pytest.mark.parametrize("poison,finite_sentinel", [
+    (None, True),                  # the usual case: the squares are their own sentinel, no second pass
+    (float("nan"), False),
+    (float("inf"), False),
+    (1e20, True),                  # finite, but its square overflows float32: not a NaN/Inf gradient
+], ids=["finite", "nan", "inf", "overflow"])
+def test_gradient_sentinel_tells_nonfinite_from_overflow(poison, finite_sentinel):
+    grad = torch.randn(64, 32)
+    if poison is not None:
+        grad[3, 5] = poison
+    squares, sentinel = _gradient_sums(grad)
+    assert math.isfinite(sentinel.item()) is finite_sentinel
+    expected = grad.double().square().sum().item()
+    if expected > torch.finfo(torch.float32).max:
+        expected = math.inf  # float32 squares overflow: reported as an infinite RMS
+    assert squares.item() == pytest.approx(expected, rel=1e-5, nan_ok=True)
