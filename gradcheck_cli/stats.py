@@ -375,8 +375,14 @@ class StatsCollector:
         saturated = _optional_scalars(obs, 5)
         sqs = self._centred_squares(per_unit)
         with np.errstate(over="ignore", invalid="ignore"):
-            sums = np.add.reduceat(unit_sums, offsets)
-            sum_sq_units = np.add.reduceat(unit_sums * unit_sums, offsets)
+            sums = np.add.reduceat(unit_sums, offsets).tolist()
+            sum_sq_units = np.add.reduceat(unit_sums * unit_sums, offsets).tolist()
+        # per-unit flags for every observation at once; a layer's verdict is their union over its
+        # observations (one slice when it was observed once, the usual case)
+        broken_units = ~np.isfinite(unit_sums)  # NaN/Inf poisons a unit's sum
+        fired_units = unit_sums > 0             # a rectifier unit is alive if it ever fired
+        bounds = offsets.tolist() + [len(unit_sums)]
+        sizes, numels, lows, highs, sqs = units.tolist(), [o.numel for o in obs], *extremes.T.tolist(), sqs.tolist()
 
         groups: dict[int, list[int]] = {}
         for k, o in enumerate(obs):
@@ -384,22 +390,26 @@ class StatsCollector:
         out = {}
         for index, ks in groups.items():
             info = self.layers[index]
-            mean, var, signal = merge_rows(
-                (obs[k].numel, int(units[k]), [float(sums[k]), float(sqs[k]), float(sum_sq_units[k])]) for k in ks
-            )
-            total = sum(obs[k].numel for k in ks)
-            layer_sums = [unit_sums[offsets[k] : offsets[k] + units[k]] for k in ks]
-            same_layout = len({len(u) for u in layer_sums}) == 1
-            broken = [~np.isfinite(u) for u in layer_sums]  # units whose outputs held NaN/Inf
-            nonfinite = int(np.logical_or.reduce(broken).sum()) if same_layout else int(sum(b.sum() for b in broken))
+            mean, var, signal = merge_rows((numels[k], sizes[k], [sums[k], sqs[k], sum_sq_units[k]]) for k in ks)
+            total = sum(numels[k] for k in ks)
+            same_layout = len({sizes[k] for k in ks}) == 1
+
+            def union(flags: np.ndarray, ks: list[int] = ks) -> np.ndarray:
+                parts = [flags[bounds[k] : bounds[k + 1]] for k in ks]
+                return parts[0] if len(parts) == 1 else np.logical_or.reduce(parts)
+
+            nonfinite = int(np.count_nonzero(union(broken_units))) if same_layout else sum(
+                int(np.count_nonzero(broken_units[bounds[k] : bounds[k + 1]])) for k in ks)
             dead = n_units = samples_per_unit = None
             if info.kind in RECTIFIER_KINDS and same_layout:
-                alive = np.logical_or.reduce([u > 0 for u in layer_sums])
-                n_units = len(alive)
-                dead = 1.0 - alive.sum() / n_units
-                samples_per_unit = sum(obs[k].numel // int(units[k]) for k in ks)
+                n_units = sizes[ks[0]]
+                dead = 1.0 - int(np.count_nonzero(union(fired_units))) / n_units
+                samples_per_unit = sum(numels[k] // sizes[k] for k in ks)
             sat = [saturated[k] for k in ks if k in saturated]
-            lo, hi = float(extremes[ks, 0].min()), float(extremes[ks, 1].max())
+            if len(ks) == 1:
+                lo, hi = lows[ks[0]], highs[ks[0]]
+            else:  # numpy's min/max propagate NaN whatever the order
+                lo, hi = float(np.min([lows[k] for k in ks])), float(np.max([highs[k] for k in ks]))
             out[index] = ForwardSummary(
                 count=total,
                 mean=mean,
@@ -409,8 +419,8 @@ class StatsCollector:
                 max=hi,
                 zero_fraction=_zero_fraction([counts.get(k) for k in ks], total, lo, hi),
                 nonfinite_units=nonfinite,
-                saturation=float(sum(sat)) / total if saturation_for(info.kind, info.attrs) and sat else None,
-                dead_ratio=None if dead is None else float(dead),
+                saturation=sum(sat) / total if saturation_for(info.kind, info.attrs) and sat else None,
+                dead_ratio=dead,
                 units=n_units,
                 samples_per_unit=samples_per_unit,
             )
