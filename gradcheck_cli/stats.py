@@ -1,8 +1,11 @@
 """Streaming per-layer statistics, computed on the tensor's device and never retained.
 
-The hot path (:meth:`StatsCollector.observe` and the gradient hook it installs) launches four
-reductions per tensor and keeps only their small results (per-unit sums, the centred sum of
-squares, min/max, a count) as device tensors: no ``.item()``, no host synchronisation, no copy of the activation.
+The hot path (:meth:`StatsCollector.observe` and the gradient hook it installs) launches two to
+four read-only reductions per activation (per-unit moments, min/max, and after an activation
+function the nonzero count) and one per gradient, and keeps only their small results as device
+tensors: no copy of the activation, no host synchronisation on an accelerator. On CPU, where a
+scalar result is already in host memory, two checks read one to skip work: the uncentred
+shortcut's precision test and the gradient's finiteness sentinel.
 Everything derived from them -- means, variances, dead units, NaN/Inf units -- is computed once
 in :meth:`StatsCollector.finalize`, vectorised with numpy after one transfer per table, and
 batches merge with Chan's parallel variance formula, so statistics over several batches equal
@@ -382,7 +385,8 @@ class StatsCollector:
         broken_units = ~np.isfinite(unit_sums)  # NaN/Inf poisons a unit's sum
         fired_units = unit_sums > 0             # a rectifier unit is alive if it ever fired
         bounds = offsets.tolist() + [len(unit_sums)]
-        sizes, numels, lows, highs, sqs = units.tolist(), [o.numel for o in obs], *extremes.T.tolist(), sqs.tolist()
+        sizes, numels, sqs = units.tolist(), [o.numel for o in obs], sqs.tolist()
+        lows, highs = extremes.T.tolist()
 
         groups: dict[int, list[int]] = {}
         for k, o in enumerate(obs):
@@ -393,17 +397,12 @@ class StatsCollector:
             mean, var, signal = merge_rows((numels[k], sizes[k], [sums[k], sqs[k], sum_sq_units[k]]) for k in ks)
             total = sum(numels[k] for k in ks)
             same_layout = len({sizes[k] for k in ks}) == 1
-
-            def union(flags: np.ndarray, ks: list[int] = ks) -> np.ndarray:
-                parts = [flags[bounds[k] : bounds[k + 1]] for k in ks]
-                return parts[0] if len(parts) == 1 else np.logical_or.reduce(parts)
-
-            nonfinite = int(np.count_nonzero(union(broken_units))) if same_layout else sum(
+            nonfinite = int(np.count_nonzero(_union(broken_units, bounds, ks))) if same_layout else sum(
                 int(np.count_nonzero(broken_units[bounds[k] : bounds[k + 1]])) for k in ks)
             dead = n_units = samples_per_unit = None
             if info.kind in RECTIFIER_KINDS and same_layout:
                 n_units = sizes[ks[0]]
-                dead = 1.0 - int(np.count_nonzero(union(fired_units))) / n_units
+                dead = 1.0 - int(np.count_nonzero(_union(fired_units, bounds, ks))) / n_units
                 samples_per_unit = sum(numels[k] // sizes[k] for k in ks)
             sat = [saturated[k] for k in ks if k in saturated]
             if len(ks) == 1:
@@ -455,6 +454,13 @@ class StatsCollector:
             acc[1] += n
             acc[2] += 0 if math.isfinite(total) else 1
         return {i: (math.sqrt(a[0] / a[1]), int(a[1]), int(a[2])) for i, a in merged.items()}
+
+
+def _union(flags: np.ndarray, bounds: list[int], ks: list[int]) -> np.ndarray:
+    """Per-unit OR of the flags of observations ``ks`` (all with the same units); observation k's
+    flags are ``flags[bounds[k]:bounds[k + 1]]``."""
+    parts = [flags[bounds[k] : bounds[k + 1]] for k in ks]
+    return parts[0] if len(parts) == 1 else np.logical_or.reduce(parts)
 
 
 def _optional_scalars(obs: list[_Observation], slot: int) -> dict[int, float]:
