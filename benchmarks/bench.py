@@ -7,7 +7,10 @@
 Time: in one process, bare and analyze steps alternate (warm-up first, then the median of
 ``--pairs`` pairs), so drift and thermal effects hit both alike. The analyze step is the whole
 public API call (instrumentation, statistics, parameter norms, rules, report), with the same
-projection loss the bare step uses.
+projection loss the bare step uses. ``--floor`` adds a third step to each round: the bare step
+under the cheapest hooks that gather the same kind of numbers (per-unit moments and min/max of
+every leaf module's output, each output gradient's sum of squares; nothing named, merged or
+reported). Its ratio is what any hook-based instrumentation costs on the machine at hand.
 Memory: the peak increase of one step over what was resident just before it, minimum over
 alternating repeats, in a child process -- on CPU the RSS high-water mark (VmHWM, reset through
 /proc/self/clear_refs) with glibc told to mmap every block above 64 KiB so that the RSS follows
@@ -126,20 +129,52 @@ def _steps(model: nn.Module, inputs: tuple[torch.Tensor, ...], device: str, samp
     return bare, instrumented
 
 
+def _floor_step(model: nn.Module, bare: Callable[[], None]) -> Callable[[], None]:
+    """The bare step under minimal hand-written hooks (see the module docstring, ``--floor``)."""
+    leaves = [m for m in model.modules() if next(m.children(), None) is None]
+    kept: list[object] = []
+
+    def on_output(module: nn.Module, args: object, out: object) -> None:
+        if not isinstance(out, torch.Tensor) or not out.is_floating_point() or out.dim() < 2:
+            return
+        x = out.detach()
+        kept.append(torch.batch_norm_update_stats(x.reshape(-1, x.shape[-1]), None, None, 0.0))
+        kept.append(torch.aminmax(x))
+        if out.grad_fn is not None:
+            slot = out.output_nr
+            out.grad_fn.register_prehook(lambda g: kept.append(torch.dot(g[slot].reshape(-1), g[slot].reshape(-1))))
+
+    def step() -> None:
+        handles = [m.register_forward_hook(on_output) for m in leaves]
+        try:
+            bare()
+        finally:
+            for handle in handles:
+                handle.remove()
+            kept.clear()
+
+    return step
+
+
 def _sync(device: str) -> None:
     if device.startswith("cuda"):
         torch.cuda.synchronize()
 
 
-def time_ratio(name: str, device: str, pairs: int, warmup: int, sample_stats: int | None = None) -> dict[str, float]:
+def time_ratio(name: str, device: str, pairs: int, warmup: int, sample_stats: int | None = None,
+               floor: bool = False) -> dict[str, float]:
     torch.manual_seed(0)
     model, inputs = MODELS[name]()
     bare, instrumented = _steps(model, inputs, device, sample_stats)
+    steps = {"bare": bare, "analyze": instrumented}
+    if floor and isinstance(model, nn.Module):  # the ONNX interpreter has no leaf modules to hook
+        steps["floor"] = _floor_step(model, bare)
     for _ in range(warmup):
-        bare(), instrumented()
-    times: dict[str, list[float]] = {"bare": [], "analyze": []}
+        for step in steps.values():
+            step()
+    times: dict[str, list[float]] = {label: [] for label in steps}
     for _ in range(pairs):
-        for label, step in (("bare", bare), ("analyze", instrumented)):
+        for label, step in steps.items():
             _sync(device)
             start = time.perf_counter()
             step()
@@ -148,8 +183,15 @@ def time_ratio(name: str, device: str, pairs: int, warmup: int, sample_stats: in
     bare_s, analyze_s = statistics.median(times["bare"]), statistics.median(times["analyze"])
     # each pair's own ratio: adjacent runs share the machine's state, so on a shared VM whose speed
     # drifts between pairs this is the steadier estimate; the table shows both
-    pair = statistics.median(a / b for a, b in zip(times["analyze"], times["bare"]))
-    return {"bare_ms": bare_s * 1e3, "analyze_ms": analyze_s * 1e3, "time_ratio": analyze_s / bare_s, "pair_ratio": pair}
+    result = {"bare_ms": bare_s * 1e3, "analyze_ms": analyze_s * 1e3, "time_ratio": analyze_s / bare_s,
+              "pair_ratio": _pair_ratio(times["analyze"], times["bare"])}
+    if "floor" in times:
+        result["floor_ratio"] = _pair_ratio(times["floor"], times["bare"])
+    return result
+
+
+def _pair_ratio(times: list[float], bare: list[float]) -> float:
+    return statistics.median(t / b for t, b in zip(times, bare))
 
 
 def startup(runs: int = 7) -> dict[str, float]:
@@ -243,6 +285,7 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--no-memory", action="store_true")
     parser.add_argument("--sample-stats", type=int, metavar="K", help="time analyze in its cheap mode")
+    parser.add_argument("--floor", action="store_true", help="also time minimal hand-written hooks (see above)")
     parser.add_argument("--json", type=Path)
     parser.add_argument("--memory-probe", metavar="MODEL", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -254,10 +297,11 @@ def main() -> None:
     print(f"machine: {machine(args.device)}")
     cli = startup()
     print(f"gradcheck --help {cli['--help']:.2f} s, --version {cli['--version']:.2f} s (median of 7 fresh processes)")
-    print(f"{'model':<12} {'bare ms':>9} {'analyze ms':>11} {'time x':>7} {'pair x':>7} {'bare MB':>8} {'analyze MB':>11} {'mem x':>6}")
+    print(f"{'model':<12} {'bare ms':>9} {'analyze ms':>11} {'time x':>7} {'pair x':>7} {'floor x':>7} "
+          f"{'bare MB':>8} {'analyze MB':>11} {'mem x':>6}")
     for name in args.models:
         try:
-            row = {"model": name, **time_ratio(name, args.device, args.pairs, args.warmup, args.sample_stats)}
+            row = {"model": name, **time_ratio(name, args.device, args.pairs, args.warmup, args.sample_stats, args.floor)}
             if not args.no_memory:
                 row |= memory_ratio(name, args.device)
         except ImportError as exc:
@@ -266,8 +310,9 @@ def main() -> None:
         rows.append(row)
         mem = (f"{row['bare_peak_mb']:>8.1f} {row['analyze_peak_mb']:>11.1f} {row['memory_ratio']:>6.2f}"
                if "memory_ratio" in row else "")
-        print(f"{name:<12} {row['bare_ms']:>9.1f} {row['analyze_ms']:>11.1f} {row['time_ratio']:>7.3f} {row['pair_ratio']:>7.3f} {mem}",
-              flush=True)
+        floor = f"{row['floor_ratio']:>7.3f}" if "floor_ratio" in row else f"{'-':>7}"
+        print(f"{name:<12} {row['bare_ms']:>9.1f} {row['analyze_ms']:>11.1f} {row['time_ratio']:>7.3f} {row['pair_ratio']:>7.3f} "
+              f"{floor} {mem}", flush=True)
     if args.json:
         args.json.write_text(json.dumps({"machine": machine(args.device), "device": args.device, "startup_s": cli,
                                          "sample_stats": args.sample_stats, "rows": rows}, indent=2))

@@ -15,7 +15,7 @@ def test_bench_writes_a_complete_row(tmp_path: Path) -> None:
     out = tmp_path / "bench.json"
     run = subprocess.run(
         [sys.executable, str(ROOT / "benchmarks" / "bench.py"), "--models", "mlp30", "--pairs", "1", "--warmup", "0",
-         "--json", str(out)],
+         "--floor", "--json", str(out)],
         capture_output=True, text=True, timeout=600,
     )
     assert run.returncode == 0, run.stderr
@@ -23,6 +23,7 @@ def test_bench_writes_a_complete_row(tmp_path: Path) -> None:
     assert set(result["startup_s"]) == {"--help", "--version"}
     (row,) = result["rows"]
     assert row["model"] == "mlp30"
-    for key in ("bare_ms", "analyze_ms", "time_ratio", "pair_ratio", "bare_peak_mb", "analyze_peak_mb", "memory_ratio"):
+    for key in ("bare_ms", "analyze_ms", "time_ratio", "pair_ratio", "floor_ratio", "bare_peak_mb", "analyze_peak_mb",
+                "memory_ratio"):
         assert row[key] > 0, key
     assert "mlp30" in run.stdout and "--help" in run.stdout
