@@ -177,6 +177,16 @@ def test_sums_of_squares_match_reference(tensor):
     assert squares_of(tensor).item() == pytest.approx(expected, rel=1e-3)  # half: float32 accumulation
 
 
+def test_sums_of_squares_keep_the_order_of_a_mixed_list():
+    """Large, small and half tensors go through different kernels; results come back in input order."""
+    torch.manual_seed(0)
+    tensors = [torch.randn(7), torch.randn(300, 300), torch.full((10,), 300.0, dtype=torch.float16),
+               torch.randn(3, 3), torch.randn(70_000), torch.zeros(4)]
+    expected = [t.double().square().sum().item() for t in tensors]
+    assert sums_of_squares(tensors) == pytest.approx(expected, rel=1e-5)
+    assert sums_of_squares([]) == []
+
+
 class _Twins(nn.Module):
     """A layer whose output is one slot of a multi-output node, consumed twice, then changed in place."""
 
