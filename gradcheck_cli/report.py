@@ -38,7 +38,8 @@ class ActivationStats:
     zero_fraction: float | None
     """Fraction of exact zeros: the per-sample sparsity (about 0.5 for a healthy ReLU). Counted after
     activations; after weight, norm, embedding, attention and recurrent layers, where an exact zero is
-    an accident, only known when the range implies it (0 outside [min, max]: none), else null."""
+    an accident, only when the range implies it (none when 0 lies outside [min, max], all when every
+    value is 0), else null."""
     nonfinite_units: int
     """Units (features; channels after a conv) whose outputs held NaN/Inf in some pass (an inf std with
     none means float32 overflow, i.e. values beyond ~1.8e19)."""

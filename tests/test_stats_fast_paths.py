@@ -126,6 +126,13 @@ def test_zero_count_is_skipped_on_request_and_needs_no_buffer():
     assert forward_row(x, None, 1)[4].item() == (x != 0).sum().item()
 
 
+def test_rectifiers_always_have_their_zeros_counted():
+    """Dead-unit verdicts weigh the zero fraction against chance: it must never be skipped for them."""
+    from gradcheck_cli.kinds import DENSE_KINDS, RECTIFIER_KINDS
+
+    assert RECTIFIER_KINDS.isdisjoint(DENSE_KINDS)
+
+
 @pytest.mark.parametrize("counts,lo,hi,expected", [
     ([30.0, 10.0], -1.0, 1.0, 1 - 40 / 64),   # counted on every pass
     ([30.0, None], 0.5, 2.0, 0.0),            # not counted, but 0 lies outside the range
