@@ -23,7 +23,8 @@ from gradcheck_cli.loading import LoadedModel, load_model, wrap_object
 from gradcheck_cli.losses import compute_loss, pick_output, resolve_loss
 from gradcheck_cli.options import AnalyzeOptions
 from gradcheck_cli.report import Report
-from gradcheck_cli.stats import StatsCollector, squares_of
+from gradcheck_cli.reductions import squares_of
+from gradcheck_cli.stats import StatsCollector
 
 
 class Progress(Protocol):
@@ -274,7 +275,7 @@ def _preserved(module: torch.nn.Module, mode: str, settable: bool = True) -> Ite
 def sums_of_squares(tensors: list[torch.Tensor]) -> list[float]:
     """Sum of squares of each tensor, with one device-to-host transfer.
 
-    Large tensors take a BLAS dot each (``stats.squares_of``): on CPU it streams at memory speed,
+    Large tensors take a BLAS dot each (``reductions.squares_of``): on CPU it streams at memory speed,
     where ``_foreach_norm`` (a loop of norm kernels there) is ~1.5x slower -- 3.6 vs ~2.3 ms over
     the 30-layer MLP's 64 MB of weights and gradients. The many small ones (biases, norm scales)
     share one ``_foreach_norm`` call, whose per-tensor overhead is lower than a dot's. Each group

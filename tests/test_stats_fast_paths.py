@@ -1,7 +1,7 @@
 """The hot path's fast kernels against slow float64 references, each path forced in turn.
 
 ``forward_row`` picks a kernel by layout (fused per-feature moments for feature-last CPU tensors,
-reduce-centre-dot otherwise), reuses a pooled scratch buffer for small tensors, and the gradient
+channel sums and raw - between, or the exact reduce-centre-dot, otherwise), reuses a pooled scratch buffer for small tensors, and the gradient
 hook sits on the autograd node. Each choice is checked here against the obvious computation, so a
 faster kernel can never silently change a statistic.
 """
@@ -17,7 +17,8 @@ from hypothesis import strategies as st
 from torch import nn
 
 from gradcheck_cli.engine import sums_of_squares
-from gradcheck_cli.stats import ScratchPool, StatsCollector, _gradient_sums, _zero_fraction, forward_row, squares_of
+from gradcheck_cli.reductions import ScratchPool, forward_row, gradient_sums, squares_of
+from gradcheck_cli.stats import StatsCollector, _zero_fraction
 
 
 def _reference(x: torch.Tensor, unit_dim: int | None) -> dict[str, float | torch.Tensor]:
@@ -251,7 +252,7 @@ def test_gradient_sentinel_tells_nonfinite_from_overflow(poison, finite_sentinel
     grad = torch.randn(64, 32)
     if poison is not None:
         grad[3, 5] = poison
-    squares, sentinel = _gradient_sums(grad)
+    squares, sentinel = gradient_sums(grad)
     assert math.isfinite(sentinel.item()) is finite_sentinel
     expected = grad.double().square().sum().item()
     if expected > torch.finfo(torch.float32).max:
