@@ -25,6 +25,8 @@ from gradcheck_cli.cli_io import (
     fail,
     progress,
 )
+from gradcheck_cli.cli_formats import OutputFormat, choose_format, render_report
+from gradcheck_cli.cli_settings import resolve_settings
 from gradcheck_cli.errors import EXIT_INTERRUPTED, EXIT_USAGE, UsageError
 
 
@@ -68,15 +70,6 @@ app = typer.Typer(
 )
 
 
-class OutputFormat(str, Enum):
-    table = "table"
-    json = "json"
-    markdown = "markdown"
-    html = "html"
-    github = "github"
-    junit = "junit"
-
-
 class Loss(str, Enum):
     auto = "auto"
     cross_entropy = "cross-entropy"
@@ -88,22 +81,6 @@ class Loss(str, Enum):
 class Mode(str, Enum):
     train = "train"
     eval = "eval"
-
-
-SUFFIX_FORMATS = {
-    ".json": OutputFormat.json, ".txt": OutputFormat.table, ".md": OutputFormat.markdown,
-    ".html": OutputFormat.html, ".htm": OutputFormat.html, ".xml": OutputFormat.junit,
-}
-
-RENDERERS = {
-    OutputFormat.table: ("gradcheck_cli.render.table", "render_rich"),
-    OutputFormat.json: ("gradcheck_cli.render.json_", "render_json"),
-    OutputFormat.markdown: ("gradcheck_cli.render.markdown", "render_markdown"),
-    OutputFormat.html: ("gradcheck_cli.render.html", "render_html"),
-    OutputFormat.github: ("gradcheck_cli.render.github", "render_github"),
-    OutputFormat.junit: ("gradcheck_cli.render.junit", "render_junit"),
-}
-"""Format -> (module, function): imported on use, so --help stays light."""
 
 
 def _version(value: bool) -> None:
@@ -214,13 +191,13 @@ def analyze(
     """
     err = console(stderr=True)
     with boundary(err, debug):
-        fmt = _choose_format(format, output)
+        fmt = choose_format(format, output)
         _check_outputs(output, plot)
-        settings = _settings(ctx, config, no_config)
+        settings = resolve_settings(ctx, config, no_config)
         report = _run_analysis(model, input, target, trust_pickle, verify, settings,
                                show_progress=not quiet and err.is_terminal)
 
-    emit(lambda width: _render(report, fmt, width), report.summary.verdict, output, quiet, err, debug)
+    emit(lambda width: render_report(report, fmt, width), report.summary.verdict, output, quiet, err, debug)
     _extras(report, fmt, plot, quiet, err, debug)
     raise typer.Exit(report.summary.exit_code)
 
@@ -350,10 +327,10 @@ def render(
     with boundary(err, debug):
         from gradcheck_cli.saved import load_report
 
-        fmt = _choose_format(format, output)
+        fmt = choose_format(format, output)
         _check_outputs(output, plot)
         report = load_report(report_file)
-    emit(lambda width: _render(report, fmt, width), report.summary.verdict, output, quiet, err, debug)
+    emit(lambda width: render_report(report, fmt, width), report.summary.verdict, output, quiet, err, debug)
     _extras(report, fmt, plot, quiet, err, debug)
 
 
@@ -368,48 +345,6 @@ def schema(
     from gradcheck_cli.schema import SCHEMAS
 
     typer.echo(json.dumps(SCHEMAS[document.value](), indent=2))
-
-
-CONFIGURABLE = ("fail_on", "input_shape", "input_range", "dtype", "loss", "device", "mode", "seed", "batch_size",
-                "batches", "factory", "sample_stats")
-"""``analyze`` parameters that ``[tool.gradcheck]`` may set (besides thresholds and ignore, which merge)."""
-
-
-def _settings(ctx: typer.Context, config: Path | None, no_config: bool) -> dict:
-    """Each setting from the command line if given there, else from the config file, else the default.
-
-    Thresholds merge key by key (flags win) and ignore rules add up. A config ``input-shape`` is
-    only a default for random data: it yields to ``--input`` as well as to ``--input-shape``; a
-    config ``factory`` is for weights files and yields to a factory given as the model.
-    """
-    from gradcheck_cli.config import load_config
-    from gradcheck_cli.loading.factory import is_factory_spec
-
-    if config is not None and no_config:
-        raise UsageError("give --config or --no-config, not both")
-    file = load_config(config, start=Path.cwd(), enabled=not no_config)
-    params = ctx.params
-    settings = {name: _enum_value(params[name]) for name in CONFIGURABLE}
-    for name, value in file.values.items():
-        if name in settings and _is_default(ctx, name):
-            settings[name] = value
-    if params["input"] is not None and not params["input_shape"]:
-        settings["input_shape"] = None
-    if params["factory"] is None and is_factory_spec(params["model"]):
-        settings["factory"] = None
-    settings["thresholds"] = file.values.get("thresholds", {}) | _parse_thresholds(params["threshold"] or [])
-    settings["ignore"] = [*file.values.get("ignore", []), *(params["ignore"] or [])]
-    settings["config"] = str(file.path) if file.path is not None else None
-    return settings
-
-
-def _is_default(ctx: typer.Context, name: str) -> bool:
-    source = ctx.get_parameter_source(name)
-    return source is None or source.name in ("DEFAULT", "DEFAULT_MAP")
-
-
-def _enum_value(value):  # noqa: ANN001, ANN202
-    return value.value if isinstance(value, Enum) else value
 
 
 def _run_analysis(model, input, target, trust_pickle: bool, verify: bool, settings: dict, *,  # noqa: ANN001
@@ -434,36 +369,6 @@ def _run_analysis(model, input, target, trust_pickle: bool, verify: bool, settin
     with progress(show_progress) as bar:
         return run(model, input, target=target, input_shapes=shapes, dtype=settings["dtype"], input_range=value_range,
                    factory=settings["factory"], trust_pickle=trust_pickle, options=options, progress=bar)
-
-
-def _parse_thresholds(items: list[str]) -> dict[str, float]:
-    values = {}
-    for item in items:
-        name, sep, value = item.partition("=")
-        try:
-            if not sep:
-                raise ValueError
-            values[name.strip().replace("-", "_")] = float(value)
-        except ValueError:
-            raise UsageError(f"malformed --threshold {item!r}", hint="use NAME=VALUE, e.g. dead_ratio=0.2") from None
-    return values
-
-
-def _choose_format(fmt: OutputFormat | None, output: Path | None) -> OutputFormat:
-    if fmt is not None:
-        return fmt
-    if output is not None:
-        return SUFFIX_FORMATS.get(output.suffix.lower(), OutputFormat.json)
-    return OutputFormat.table
-
-
-def _render(report, fmt: OutputFormat, width: int | None):  # noqa: ANN001, ANN202
-    """The report in ``fmt``; ``width`` (the console's, None for files) picks compact or full tables."""
-    import importlib
-
-    module, function = RENDERERS[fmt]
-    render = getattr(importlib.import_module(module), function)
-    return render(report, width=width) if fmt is OutputFormat.table else render(report)
 
 
 def main() -> None:

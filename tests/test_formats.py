@@ -12,7 +12,8 @@ import torch
 from conftest import EXAMPLES, chain
 
 from gradcheck_cli import analyze
-from gradcheck_cli.cli import RENDERERS, SUFFIX_FORMATS, OutputFormat, _render
+from gradcheck_cli.cli_formats import RENDERERS, SUFFIX_FORMATS, OutputFormat
+from gradcheck_cli.cli_formats import render_report as _render
 from gradcheck_cli.options import FINDING_KINDS
 from gradcheck_cli.render.github import render_github
 from gradcheck_cli.render.junit import render_junit

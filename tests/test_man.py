@@ -332,7 +332,7 @@ def test_completes_option_names(option_names):
 
 
 def test_completes_choice_values(command):
-    from gradcheck_cli.cli import OutputFormat
+    from gradcheck_cli.cli_formats import OutputFormat
 
     analyze = command.commands["analyze"]
     param = next(p for p in analyze.params if "--format" in getattr(p, "opts", ()))
