@@ -91,6 +91,31 @@ def test_parameter_gradients_are_the_mean_over_batches():
         assert p.ratio == pytest.approx(expected / dict(model.named_parameters())[p.name].norm().item(), rel=1e-5)
 
 
+@pytest.mark.parametrize("offset", [0.0, 1000.0], ids=["centred", "large-mean"])
+def test_channel_first_statistics_match_full_tensor_reference(offset):
+    """Conv/BN outputs take the uncentred shortcut when it keeps precision and the exact pass when a
+    large mean would cancel it; either way the report equals the float64 reference over two batches."""
+    torch.manual_seed(2)
+    model = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(), nn.Conv2d(8, 4, 3),
+                          nn.Sigmoid(), nn.Flatten(), nn.Linear(4 * 6 * 6, 3))
+    with torch.no_grad():
+        model[0].bias += offset  # a mean ~2000x the spread: raw - between would lose the variance
+    data = torch.randn(12, 3, 8, 8)
+    report = analyze(model, data, batch_size=6, batches=2)
+    outputs, _ = _reference(model, list(data.split(6)))
+    for i in (0, 1, 2, 3, 4):
+        out = torch.cat(outputs[i]).double()
+        a = report.layers[i].activation
+        assert a.mean == pytest.approx(out.mean().item(), rel=1e-5, abs=1e-6)
+        assert a.std == pytest.approx(out.std(correction=0).item(), rel=1e-4)
+        per_batch = [o.double().transpose(0, 1).reshape(o.shape[1], -1).var(dim=1, correction=0).mean().item()
+                     for o in outputs[i]]
+        assert a.signal_std == pytest.approx(math.sqrt(sum(per_batch) / len(per_batch)), rel=1e-4)
+        assert a.min == pytest.approx(out.min().item()) and a.max == pytest.approx(out.max().item())
+    assert report.layers[2].activation.zero_fraction == pytest.approx((torch.cat(outputs[2]) == 0).double().mean().item())
+    assert report.layers[0].activation.zero_fraction == (0.0 if torch.cat(outputs[0]).min() > 0 else None)
+
+
 def test_conv_dead_units_are_channels():
     conv = nn.Conv2d(3, 8, 3, padding=1)
     with torch.no_grad():
