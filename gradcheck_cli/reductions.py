@@ -18,6 +18,13 @@ if TYPE_CHECKING:
     from collections.abc import Callable
 
 
+def on_host(t: torch.Tensor) -> bool:
+    """Whether ``t`` lives in host memory: the one switch between the CPU kernels (fused moments,
+    host-side checks of scalar results, pooled scratch) and the accelerator ones (plain reductions,
+    nothing read back). Tests flip it to run the accelerator arithmetic on CPU tensors."""
+    return t.device.type == "cpu"
+
+
 def forward_row(x: torch.Tensor, saturation: Saturation | None, unit_dim: int | None,
                 scratch: torch.Tensor | None = None, count_zeros: bool = True) -> list[torch.Tensor | None]:
     """The device-side reductions of one tensor: [unit means, second moment, min, max, nonzero, saturated].
@@ -83,14 +90,14 @@ def _unit_moments(x: torch.Tensor, unit_dim: int | None,
     In the ResNet benchmark that halves the moments' cost (16 MB conv outputs: 8 vs 23 ms a step).
     CUDA keeps the exact pass: its reductions are single fast passes, and a check would synchronise.
     """
-    if unit_dim is not None and unit_dim == x.dim() - 1 and x.dim() >= 2 and x.device.type == "cpu" and x.is_contiguous():
+    if unit_dim is not None and unit_dim == x.dim() - 1 and x.dim() >= 2 and on_host(x) and x.is_contiguous():
         return torch.batch_norm_update_stats(x.view(-1, x.shape[-1]), None, None, 0.0)
     dims = tuple(d for d in range(x.dim()) if unit_dim is None or d != unit_dim)
     if not dims:  # a 0-d output, or one value per unit: nothing to centre within a unit
         return x.reshape(-1), x.new_zeros(())
     per_unit = x.numel() // x.shape[unit_dim] if unit_dim is not None else x.numel()
     sums = x.sum(dim=dims, keepdim=True)
-    if x.device.type == "cpu" and x.is_contiguous():
+    if on_host(x) and x.is_contiguous():
         raw = sum_of_squares(x.view(-1))
         centred = raw.double() - sums.double().square().sum() / per_unit
         value = centred.item()
@@ -126,7 +133,7 @@ def gradient_sums(grad: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     synchronise with the device.
     """
     squares = squares_of(grad)
-    if grad.device.type == "cpu" and math.isfinite(squares.item()):
+    if on_host(grad) and math.isfinite(squares.item()):
         return squares, squares
     return squares, grad.sum()
 
@@ -137,7 +144,7 @@ def count_nonzero(x: torch.Tensor, scratch: torch.Tensor) -> torch.Tensor:
     written as 1.0/0.0 into the float scratch buffer and summed is 10x faster there, and exact below
     2**24 elements per partial sum (a relative error of 1e-7 beyond, for a fraction). CUDA's
     count_nonzero is a single fast pass, so it is kept there. ``scratch`` (x's shape) is overwritten."""
-    if x.is_cuda:
+    if not on_host(x):
         return torch.count_nonzero(x)
     return torch.ne(x, 0, out=scratch).sum()
 
@@ -162,7 +169,7 @@ class ScratchPool:
 
     def get(self, x: torch.Tensor) -> torch.Tensor | None:
         """A contiguous tensor of x's shape and dtype to overwrite, or None (allocate your own)."""
-        if x.device.type != "cpu":
+        if not on_host(x):
             return None
         key = (x.shape, x.dtype)
         view = self._views.get(key)

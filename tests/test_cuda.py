@@ -53,3 +53,20 @@ def test_cuda_sampled_statistics_match_cpu():
         assert b.activation.dead_ratio == a.activation.dead_ratio
         assert b.activation.std == pytest.approx(a.activation.std, rel=1e-3)
         assert b.activation.zero_fraction == pytest.approx(a.activation.zero_fraction, abs=1e-6)
+
+
+def test_cuda_cnn_statistics_match_cpu():
+    """Channel-first layers take different kernels on each device (CPU: uncentred shortcut with a
+    host-side precision check; CUDA: the exact centred pass): the figures must still agree."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 16, 3, padding=1), nn.BatchNorm2d(16), nn.ReLU(), nn.Conv2d(16, 8, 3),
+                          nn.Sigmoid(), nn.Flatten(), nn.Linear(8 * 14 * 14, 4))
+    x = torch.randn(32, 3, 16, 16)
+    cpu = analyze(model, x, device="cpu")
+    gpu = analyze(model, x, device="cuda")
+    for a, b in zip(cpu.layers, gpu.layers):
+        assert a.name == b.name
+        for field in ("mean", "std", "signal_std", "zero_fraction", "dead_ratio", "saturation"):
+            assert getattr(b.activation, field) == pytest.approx(getattr(a.activation, field), rel=1e-3, abs=1e-5), field
+        assert b.grad.output_rms == pytest.approx(a.grad.output_rms, rel=1e-3)
+    assert [f.kind for f in cpu.findings] == [f.kind for f in gpu.findings]

@@ -258,3 +258,43 @@ def test_gradient_sentinel_tells_nonfinite_from_overflow(poison, finite_sentinel
     if expected > torch.finfo(torch.float32).max:
         expected = math.inf  # float32 squares overflow: reported as an infinite RMS
     assert squares.item() == pytest.approx(expected, rel=1e-5, nan_ok=True)
+
+
+def _accelerator_paths(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Run the kernels an accelerator gets (plain reductions, nothing read back) on CPU tensors."""
+    import gradcheck_cli.reductions as reductions
+
+    monkeypatch.setattr(reductions, "on_host", lambda t: False)
+
+
+def test_accelerator_arithmetic_agrees_with_the_cpu_paths(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The CUDA code paths, run here without a GPU: a CNN and an MLP report the same statistics
+    (within float32 rounding) whichever set of kernels computed them."""
+    torch.manual_seed(3)
+    cnn = nn.Sequential(nn.Conv2d(3, 6, 3, padding=1), nn.BatchNorm2d(6), nn.ReLU(), nn.Conv2d(6, 4, 3), nn.Tanh(),
+                        nn.Flatten(), nn.Linear(4 * 6 * 6, 8), nn.ReLU(), nn.Linear(8, 2))
+    x = torch.randn(10, 3, 8, 8)
+    from gradcheck_cli import analyze
+
+    host = analyze(cnn, x, batch_size=5, batches=2)
+    _accelerator_paths(monkeypatch)
+    accel = analyze(cnn, x, batch_size=5, batches=2)
+    for a, b in zip(host.layers, accel.layers):
+        assert a.name == b.name
+        if a.activation is None:
+            continue
+        for field in ("mean", "std", "signal_std", "min", "max", "zero_fraction", "dead_ratio", "saturation"):
+            assert getattr(b.activation, field) == pytest.approx(getattr(a.activation, field), rel=1e-4, abs=1e-6), field
+        assert b.grad.output_rms == pytest.approx(a.grad.output_rms, rel=1e-5)
+        assert b.grad.nonfinite == a.grad.nonfinite
+    assert [f.kind for f in host.findings] == [f.kind for f in accel.findings]
+
+
+@pytest.mark.parametrize("poison", [float("nan"), float("inf"), 1e20], ids=["nan", "inf", "overflow"])
+def test_accelerator_gradient_sentinel_matches_the_cpu_one(monkeypatch: pytest.MonkeyPatch, poison: float) -> None:
+    grad = torch.randn(16, 8)
+    grad[2, 3] = poison
+    host = gradient_sums(grad)
+    _accelerator_paths(monkeypatch)
+    accel = gradient_sums(grad)
+    assert math.isfinite(accel[1].item()) == math.isfinite(host[1].item())
