@@ -2,8 +2,9 @@
 
 The hot path (:meth:`StatsCollector.observe` and the gradient hook it installs) launches two to
 four read-only reductions per activation (per-unit moments, min/max, and after an activation
-function the nonzero count) and one per gradient, and keeps only their small results as device
-tensors: no copy of the activation, no host synchronisation on an accelerator. On CPU, where a
+function the nonzero count; on an accelerator each is one kernel) and one per gradient, and keeps
+only their small results as device tensors: no copy of the activation, no host synchronisation on
+an accelerator. On CPU, where a
 scalar result is already in host memory, two checks read one to skip work: the uncentred
 shortcut's precision test and the gradient's finiteness sentinel. The kernels themselves live in
 :mod:`gradcheck_cli.reductions`; this module decides what to observe and merges the results.
@@ -23,7 +24,7 @@ import numpy as np
 import torch
 
 from gradcheck_cli.kinds import DENSE_KINDS, RECTIFIER_KINDS, saturation_for
-from gradcheck_cli.reductions import ScratchPool, forward_row, gradient_sums
+from gradcheck_cli.reductions import GradientMoments, ScratchPool, forward_row, gradient_moments
 
 if TYPE_CHECKING:
     from collections.abc import Iterable
@@ -123,7 +124,7 @@ class StatsCollector:
     def __init__(self, sample_units: int | None = None, seed: int = 0) -> None:
         self.layers: list[LayerInfo] = []
         self._observations: list[_Observation] = []
-        self._grads: list[tuple[int, int, torch.Tensor, torch.Tensor]] = []  # index, numel, sum of squares, sum
+        self._grads: list[tuple[int, int, GradientMoments]] = []  # layer index, numel, moments
         self._channel_first = False
         self._sample_units = sample_units
         self._seed = seed
@@ -182,7 +183,7 @@ class StatsCollector:
 
         def measure(grad: torch.Tensor | None) -> None:
             if grad is not None:
-                grads.append((index, numel, *gradient_sums(grad)))
+                grads.append((index, numel, gradient_moments(grad)))
 
         if node is None:
             output.register_hook(lambda grad: measure(grad.detach()))
@@ -290,13 +291,13 @@ class StatsCollector:
         """Per layer: gradient RMS (inf if float32 squares overflowed), element count, passes with NaN/Inf."""
         if not self._grads:
             return {}
-        rows = _host(torch.stack([t.float() for _, _, squares, total in self._grads for t in (squares, total)])).reshape(-1, 2)
+        rows = _host(torch.stack([t.float() for _, _, m in self._grads for t in (m.second, m.sentinel)])).reshape(-1, 2)
         merged: dict[int, list[float]] = {}
-        for (index, n, _, _), (squares, total) in zip(self._grads, rows):
+        for (index, n, moments), (second, sentinel) in zip(self._grads, rows.tolist()):
             acc = merged.setdefault(index, [0.0, 0, 0])
-            acc[0] += squares
+            acc[0] += moments.sum_of_squares(second, sentinel, n)
             acc[1] += n
-            acc[2] += 0 if math.isfinite(total) else 1
+            acc[2] += 0 if math.isfinite(sentinel) else 1
         return {i: (math.sqrt(a[0] / a[1]), int(a[1]), int(a[2])) for i, a in merged.items()}
 
 
