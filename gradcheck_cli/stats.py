@@ -4,9 +4,8 @@ The hot path (:meth:`StatsCollector.observe` and the gradient hook it installs) 
 four read-only reductions per activation (per-unit moments, min/max, and after an activation
 function the nonzero count; on an accelerator each is one kernel) and one per gradient, and keeps
 only their small results as device tensors: no copy of the activation, no host synchronisation on
-an accelerator. On CPU, where a
-scalar result is already in host memory, two checks read one to skip work: the uncentred
-shortcut's precision test and the gradient's finiteness sentinel. The kernels themselves live in
+an accelerator. On CPU, where a scalar result is already in host memory, two checks read one to
+skip work: the uncentred shortcut's precision test and the gradient's finiteness sentinel. The kernels themselves live in
 :mod:`gradcheck_cli.reductions`; this module decides what to observe and merges the results.
 Everything derived from them -- means, variances, dead units, NaN/Inf units -- is computed once
 in :meth:`StatsCollector.finalize`, vectorised with numpy after one transfer per table, and
