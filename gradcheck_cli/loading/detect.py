@@ -15,7 +15,7 @@ _HELP = "expected a TorchScript archive, a torch.export .pt2, a torch.save file,
 def detect_format(path: Path) -> str:
     """One of ``torchscript``, ``export``, ``torch_save``, ``safetensors``, ``onnx``.
 
-    Zip archives are told apart by their members (TorchScript has ``code/``, torch.export has
+    Zip archives are told apart by the entries under their top folder (TorchScript has ``code/``, torch.export has
     ``models/`` or an ``archive_format`` record, torch.save has only ``data.pkl``).
     """
     if not path.exists():
@@ -46,10 +46,13 @@ def _zip_format(path: Path) -> str:
             names = archive.namelist()
     except (zipfile.BadZipFile, OSError, UnicodeDecodeError) as exc:  # a damaged member name is not UTF-8
         raise ModelLoadError(f"model file is a damaged zip archive: {path} ({exc})", hint="re-save the model") from None
-    if any(n.endswith("archive_format") or "/models/" in n for n in names):
-        return "export"
-    if any("/code/" in n for n in names) or any(n.endswith("constants.pkl") for n in names):
+    # Members are "<archive>/<entry>/...": judge the entry right under the archive's folder, since a
+    # TorchScript archive holds code/__torch__/<the user's packages>/..., which may well be called models/.
+    entries = {n.split("/")[1] for n in names if n.count("/") >= 1}
+    if "code" in entries or "constants.pkl" in entries:
         return "torchscript"
+    if "archive_format" in entries or "models" in entries:
+        return "export"
     if any(n.endswith("data.pkl") for n in names):
         return "torch_save"
     raise ModelLoadError(f"zip archive is not a PyTorch model: {path}", hint=_HELP)
