@@ -110,7 +110,7 @@ DEFAULT = ["mlp30", "resnet_bn", "gpt2_small", "lstm", "onnx_mlp30"]
 def _steps(model: nn.Module, inputs: tuple[torch.Tensor, ...], device: str, sample_stats: int | None = None):
     from gradcheck_cli import analyze
     from gradcheck_cli.loading.base import LoadedModel
-    from gradcheck_cli.losses import compute_loss, pick_output
+    from gradcheck_cli.analysis.loss import compute_loss, pick_output
 
     target = model
     if isinstance(model, LoadedModel):  # ONNX: the interpreter module is what runs

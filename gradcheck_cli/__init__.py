@@ -13,17 +13,17 @@ __version__ = "0.1.0"
 __all__ = ["__version__", "analyze", "assert_healthy", "AnalyzeOptions", "Thresholds", "Report"]
 
 if TYPE_CHECKING:  # pragma: no cover - for type checkers only
-    from gradcheck_cli.engine import analyze
-    from gradcheck_cli.health import assert_healthy
-    from gradcheck_cli.options import AnalyzeOptions, Thresholds
-    from gradcheck_cli.report import Report
+    from gradcheck_cli.analysis.engine import analyze
+    from gradcheck_cli.testing.health import assert_healthy
+    from gradcheck_cli.analysis.options import AnalyzeOptions, Thresholds
+    from gradcheck_cli.report.model import Report
 
 _LAZY = {
-    "analyze": "gradcheck_cli.engine",
-    "assert_healthy": "gradcheck_cli.health",
-    "AnalyzeOptions": "gradcheck_cli.options",
-    "Thresholds": "gradcheck_cli.options",
-    "Report": "gradcheck_cli.report",
+    "analyze": "gradcheck_cli.analysis.engine",
+    "assert_healthy": "gradcheck_cli.testing.health",
+    "AnalyzeOptions": "gradcheck_cli.analysis.options",
+    "Thresholds": "gradcheck_cli.analysis.options",
+    "Report": "gradcheck_cli.report.model",
 }
 
 

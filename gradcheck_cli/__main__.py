@@ -1,5 +1,5 @@
 """``python -m gradcheck_cli`` runs the same app as the ``gradcheck`` console script."""
 
-from gradcheck_cli.cli import main
+from gradcheck_cli.cli.app import main
 
 main()

@@ -9,7 +9,7 @@ Every command, argument and option comes from ``typer.main.get_command(app)``: n
 types and choices, defaults, ranges, environment variables and help texts are read from the
 parameters themselves, so a new command or flag lands in the page by rerunning this script (and
 ``tests/test_man.py`` fails until somebody does). Only the surrounding prose (EXAMPLES, FILES, part
-of ENVIRONMENT) is static text here; EXIT STATUS comes from ``gradcheck_cli.exit_codes.EXIT_CODES``.
+of ENVIRONMENT) is static text here; EXIT STATUS comes from ``gradcheck_cli.errors.EXIT_CODES``.
 
 The output is deterministic: the version is ``gradcheck_cli.__version__`` and the date field of
 ``.TH`` is left empty (a date from the clock, the git history or ``SOURCE_DATE_EPOCH`` would make the
@@ -198,10 +198,10 @@ def _env_without(name: str) -> Iterator[None]:
 
 
 def load_command():
-    """The click command behind ``gradcheck_cli.cli:app``, as users get it."""
+    """The click command behind ``gradcheck_cli.cli.app:app``, as users get it."""
     import typer.main
 
-    from gradcheck_cli.cli import app
+    from gradcheck_cli.cli.app import app
 
     with _env_without(_SHELL_DETECTION_SWITCH):
         return typer.main.get_command(app)
@@ -490,7 +490,7 @@ def _name_line(summary: str) -> str:
 def render(command=None) -> str:
     """The complete man page as a string (deterministic for a given command tree and version)."""
     from gradcheck_cli import __version__
-    from gradcheck_cli.exit_codes import EXIT_CODES
+    from gradcheck_cli.errors import EXIT_CODES
 
     command = command if command is not None else load_command()
     prog = "gradcheck"

@@ -53,7 +53,7 @@ def runner():
 @pytest.fixture
 def invoke(runner):
     """Run the CLI in-process; returns the click Result (exit_code, stdout, stderr)."""
-    from gradcheck_cli.cli import app
+    from gradcheck_cli.cli.app import app
 
     def run(*args: str):
         return runner.invoke(app, [str(a) for a in args], catch_exceptions=False)

@@ -72,7 +72,7 @@ def _json(result) -> dict:
 
 
 def test_version_and_help_do_not_import_torch():
-    code = "import sys; from gradcheck_cli.cli import app; assert 'torch' not in sys.modules, 'torch imported'"
+    code = "import sys; from gradcheck_cli.cli.app import app; assert 'torch' not in sys.modules, 'torch imported'"
     subprocess.run([sys.executable, "-c", code], check=True)
     out = subprocess.run([sys.executable, "-m", "gradcheck_cli", "--version"], capture_output=True, text=True, check=True)
     assert out.stdout.startswith("gradcheck ")

@@ -11,10 +11,10 @@ import torch
 from torch import nn
 
 from gradcheck_cli import analyze
-from gradcheck_cli.compare import compare
-from gradcheck_cli.saved import load_report_json as load_report
+from gradcheck_cli.report.compare import compare
+from gradcheck_cli.report.codec_files import load_report_json as load_report
 from gradcheck_cli.errors import InputError
-from gradcheck_cli.report import SCHEMA_VERSION
+from gradcheck_cli.report.model import SCHEMA_VERSION
 
 DEPTH, WIDTH = 10, 256
 SCALE = 0.4
@@ -185,7 +185,7 @@ def test_schema_version_is_the_current_one(reports) -> None:
 
 
 def test_cli_ctrl_c_and_internal_errors_share_the_boundary(invoke, reports, monkeypatch) -> None:
-    import gradcheck_cli.saved as saved
+    import gradcheck_cli.report.codec_files as saved
 
     def interrupted(*_):
         raise KeyboardInterrupt

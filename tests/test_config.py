@@ -9,9 +9,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from gradcheck_cli.config import KEYS, discover, load_config
+from gradcheck_cli.cli.config_file import KEYS, discover, load_config
 from gradcheck_cli.errors import UsageError
-from gradcheck_cli.options import FINDING_KINDS, IgnoreRule, parse_ignore
+from gradcheck_cli.analysis.options import FINDING_KINDS, IgnoreRule, parse_ignore
 
 FACTORY = """
 import torch

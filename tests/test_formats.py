@@ -12,9 +12,9 @@ import torch
 from conftest import EXAMPLES, chain
 
 from gradcheck_cli import analyze
-from gradcheck_cli.cli_formats import RENDERERS, SUFFIX_FORMATS, OutputFormat
-from gradcheck_cli.cli_formats import render_report as _render
-from gradcheck_cli.options import FINDING_KINDS
+from gradcheck_cli.cli.formats import RENDERERS, SUFFIX_FORMATS, OutputFormat
+from gradcheck_cli.cli.formats import render_report as _render
+from gradcheck_cli.analysis.options import FINDING_KINDS
 from gradcheck_cli.render.github import render_github
 from gradcheck_cli.render.junit import render_junit
 
@@ -112,7 +112,7 @@ def test_github_format_appends_the_markdown_summary(invoke, tmp_path, monkeypatc
 
 
 def test_saved_report_round_trips(exploding, sigmoid, tmp_path) -> None:
-    from gradcheck_cli.report import Report
+    from gradcheck_cli.report.model import Report
 
     nan_model = torch.nn.Sequential(torch.nn.Linear(4, 4), torch.nn.ReLU(), torch.nn.Linear(4, 1))
     with torch.no_grad():

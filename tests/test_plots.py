@@ -16,7 +16,7 @@ from torch import nn
 
 from gradcheck_cli import analyze
 from gradcheck_cli.render import plots
-from gradcheck_cli.report import GradStats, Report
+from gradcheck_cli.report.model import GradStats, Report
 
 pytest.importorskip("matplotlib")
 
@@ -74,7 +74,7 @@ def test_output_is_byte_identical_in_another_process(sigmoid_report, tmp_path):
     saved = tmp_path / "report.json"
     saved.write_text(sigmoid_report.to_json())
     report = Report.from_dict(json.loads(saved.read_text()))
-    code = ("import json, sys; from gradcheck_cli.report import Report; from gradcheck_cli.render import plots; "
+    code = ("import json, sys; from gradcheck_cli.report.model import Report; from gradcheck_cli.render import plots; "
             "r = Report.from_dict(json.load(open(sys.argv[1]))); "
             "sys.stdout.buffer.write(plots.render_plot(r, 'svg') + b'@@' + plots.render_plot(r, 'png'))")
     env = {**os.environ, "PYTHONHASHSEED": "12345"}

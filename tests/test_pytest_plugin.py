@@ -20,13 +20,13 @@ import torch
 from torch import nn
 
 import gradcheck_cli
-import gradcheck_cli.engine  # imported before the in-process pytester runs, which then reuse them
-import gradcheck_cli.instrument.modules
+import gradcheck_cli.analysis.engine  # imported before the in-process pytester runs, which then reuse them
+import gradcheck_cli.measure.instrument.modules
 import gradcheck_cli.render.table
-from gradcheck_cli import health
+from gradcheck_cli.testing import health
 from gradcheck_cli.errors import UsageError
-from gradcheck_cli.health import GradientHealth, assert_healthy
-from gradcheck_cli.options import DEFAULT_FAIL_ON, FINDING_KINDS, Thresholds
+from gradcheck_cli.testing.health import GradientHealth, assert_healthy
+from gradcheck_cli.analysis.options import DEFAULT_FAIL_ON, FINDING_KINDS, Thresholds
 
 pytest_plugins = ["pytester"]
 
@@ -172,7 +172,7 @@ def test_defaults_object_behind_the_fixture():
 def test_package_exports_assert_healthy_lazily():
     assert gradcheck_cli.assert_healthy is assert_healthy
     assert "assert_healthy" in gradcheck_cli.__all__
-    code = ("import sys, gradcheck_cli, gradcheck_cli.pytest_plugin; gradcheck_cli.assert_healthy; "
+    code = ("import sys, gradcheck_cli, gradcheck_cli.testing.pytest_plugin; gradcheck_cli.assert_healthy; "
             "print(sorted(m for m in ('torch', 'rich', 'numpy') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"

@@ -7,8 +7,8 @@ import re
 import shlex
 from pathlib import Path
 
-from gradcheck_cli.config import load_config
-from gradcheck_cli.exit_codes import EXIT_CODES
+from gradcheck_cli.cli.config_file import load_config
+from gradcheck_cli.errors import EXIT_CODES
 
 README = (Path(__file__).resolve().parents[1] / "README.md").read_text()
 

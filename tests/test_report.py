@@ -13,7 +13,7 @@ from torch import nn
 
 from gradcheck_cli import analyze
 from gradcheck_cli.render.json_ import render_json
-from gradcheck_cli.report import Finding, encode
+from gradcheck_cli.report.model import Finding, encode
 
 
 @given(st.floats(allow_nan=True, allow_infinity=True))

@@ -12,7 +12,7 @@ import torch
 from torch import nn
 
 from gradcheck_cli import analyze
-from gradcheck_cli.schema import comparison_schema, report_schema
+from gradcheck_cli.report.schema import comparison_schema, report_schema
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -113,7 +113,7 @@ def test_comparisons_validate(invoke, tmp_path):
 
 def test_reports_from_before_an_addition_still_validate_and_load(validator):
     """Keys added within a schema version have defaults: a report written before them is still valid."""
-    from gradcheck_cli.report import Report
+    from gradcheck_cli.report.model import Report
 
     document = json.loads(next(_reports()).to_json())
     for key in ("ignore", "config", "sample_stats"):

@@ -11,8 +11,8 @@ from hypothesis import strategies as st
 from torch import nn
 
 from gradcheck_cli import analyze
-from gradcheck_cli.losses import compute_loss
-from gradcheck_cli.stats import merge_rows
+from gradcheck_cli.analysis.loss import compute_loss
+from gradcheck_cli.measure.collector import merge_rows
 
 
 def _model() -> nn.Sequential:

@@ -19,10 +19,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from torch import nn
 
-from gradcheck_cli.engine import sums_of_squares
-from gradcheck_cli import reductions
-from gradcheck_cli.reductions import ScratchPool, forward_row, gradient_moments, squares_of
-from gradcheck_cli.stats import StatsCollector, _zero_fraction
+from gradcheck_cli.analysis.engine import sums_of_squares
+from gradcheck_cli.measure import reductions
+from gradcheck_cli.measure.reductions import ScratchPool, forward_row, gradient_moments, squares_of
+from gradcheck_cli.measure.collector import StatsCollector, _zero_fraction
 
 
 def _reference(x: torch.Tensor, unit_dim: int | None) -> dict[str, float | torch.Tensor]:
@@ -150,7 +150,7 @@ def test_zero_count_is_skipped_on_request_and_needs_no_buffer():
 
 def test_rectifiers_always_have_their_zeros_counted():
     """Dead-unit verdicts weigh the zero fraction against chance: it must never be skipped for them."""
-    from gradcheck_cli.kinds import DENSE_KINDS, RECTIFIER_KINDS
+    from gradcheck_cli.layers import DENSE_KINDS, RECTIFIER_KINDS
 
     assert RECTIFIER_KINDS.isdisjoint(DENSE_KINDS)
 
@@ -180,7 +180,7 @@ def test_nonfinite_values_poison_their_unit_only(accelerator):
 @KERNELS
 def test_saturation_count_uses_the_pooled_buffer_correctly(accelerator):
     x = torch.sigmoid(torch.randn(64, 32) * 8)
-    from gradcheck_cli.kinds import saturation_for
+    from gradcheck_cli.layers import saturation_for
 
     pool = ScratchPool()
     for _ in range(2):  # the second call reuses the same view: stale contents must not leak in

@@ -11,7 +11,7 @@ from typing import Any
 
 import torch
 
-from gradcheck_cli.errors import AnalysisError, InputError, ModelLoadError
+from gradcheck_cli.errors import AnalysisError, InputError, ModelLoadError, first_line
 from gradcheck_cli.loading.base import LoadedModel
 
 DEFAULT_BATCH = 8
@@ -28,7 +28,7 @@ def load_onnx_model(path: Path, device: Any) -> LoadedModel:
     try:
         module = OnnxModule(load_onnx(str(path)), base_dir=str(path.parent))
     except (OnnxLoadError, OnnxUnsupportedError) as exc:
-        message = str(exc).splitlines()[0] if str(exc).strip() else type(exc).__name__
+        message = first_line(exc)
         if str(path) not in message:  # say which file (external-data errors name only the tensor)
             message = f"{path}: {message}"
         raise ModelLoadError(message, hint=_hint(exc)) from None

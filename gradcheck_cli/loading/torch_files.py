@@ -12,7 +12,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from gradcheck_cli.errors import ModelLoadError
+from gradcheck_cli.errors import ModelLoadError, first_line
 from gradcheck_cli.loading.base import LoadedModel
 
 PICKLE_REFUSAL = (
@@ -29,7 +29,7 @@ def load_torchscript(path: Path, device: torch.device) -> LoadedModel:
     try:
         module = torch.jit.load(str(path), map_location=device)
     except Exception as exc:  # noqa: BLE001 - any failure is a damaged or foreign archive
-        raise ModelLoadError(f"cannot load TorchScript archive {path}: {_first_line(exc)}", hint="re-save it") from None
+        raise ModelLoadError(f"cannot load TorchScript archive {path}: {first_line(exc)}", hint="re-save it") from None
     return LoadedModel(module, "torchscript", str(path), frontend="torchscript")
 
 
@@ -39,7 +39,7 @@ def load_export(path: Path, device: torch.device) -> LoadedModel:
             program = torch.export.load(str(path))
         module = program.module()
     except Exception as exc:  # noqa: BLE001
-        raise ModelLoadError(f"cannot load torch.export program {path}: {_first_line(exc)}", hint="re-export it") from None
+        raise ModelLoadError(f"cannot load torch.export program {path}: {first_line(exc)}", hint="re-export it") from None
     module.to(device)
     examples = None
     if program.example_inputs is not None:
@@ -73,13 +73,13 @@ def read_weights(path: Path, fmt: str) -> Any:
         try:
             return load_file(str(path))
         except Exception as exc:  # noqa: BLE001
-            raise ModelLoadError(f"cannot read safetensors file {path}: {_first_line(exc)}") from None
+            raise ModelLoadError(f"cannot read safetensors file {path}: {first_line(exc)}") from None
     try:
         return torch.load(str(path), map_location="cpu", weights_only=True)
     except pickle.UnpicklingError:
         return PickledObject(path)
     except Exception as exc:  # noqa: BLE001 - truncated zips, bad storages...
-        raise ModelLoadError(f"cannot read {path}: {_first_line(exc)}", hint="is the file complete?") from None
+        raise ModelLoadError(f"cannot read {path}: {first_line(exc)}", hint="is the file complete?") from None
 
 
 class PickledObject:
@@ -95,7 +95,7 @@ def load_pickled_module(path: Path, trust_pickle: bool) -> nn.Module:
     try:
         obj = torch.load(str(path), map_location="cpu", weights_only=False)
     except Exception as exc:  # noqa: BLE001
-        raise ModelLoadError(f"unpickling {path} failed: {_first_line(exc)}", hint="is its code importable here?") from None
+        raise ModelLoadError(f"unpickling {path} failed: {first_line(exc)}", hint="is its code importable here?") from None
     if not isinstance(obj, nn.Module):
         raise ModelLoadError(f"{path} holds a {type(obj).__name__}, not a torch.nn.Module")
     return obj
@@ -142,8 +142,3 @@ def apply_state_dict(model: nn.Module, state: dict[str, torch.Tensor], path: Pat
 def _cap(items: list[str]) -> str:
     shown = ", ".join(items[:_MAX_LISTED])
     return shown + (f" (+{len(items) - _MAX_LISTED} more)" if len(items) > _MAX_LISTED else "")
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return text[0] if text else type(exc).__name__

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable, Hashable, Sequence
 from typing import TypeVar
 
-from gradcheck_cli.report import Finding
+from gradcheck_cli.report.model import Finding
 
 GROUP_AT = 4
 """Items of one key met this many times or more share a row (the JSON keeps every one)."""

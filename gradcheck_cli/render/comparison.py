@@ -11,7 +11,7 @@ from rich.console import Group, RenderableType
 from rich.table import Table
 from rich.text import Text
 
-from gradcheck_cli.compare import Comparison, FindingChange, LayerChange
+from gradcheck_cli.report.compare import Comparison, FindingChange, LayerChange
 from gradcheck_cli.render.common import GROUP_AT, group_by, layer_list
 from gradcheck_cli.render.github import command
 from gradcheck_cli.render.markdown import code, escape

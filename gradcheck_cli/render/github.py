@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 from gradcheck_cli.render.common import group_findings, layer_list
-from gradcheck_cli.report import Finding, Report
+from gradcheck_cli.report.model import Finding, Report
 
 
 LEVELS = ("error", "warning", "notice")

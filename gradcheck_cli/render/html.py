@@ -16,7 +16,7 @@ import math
 from gradcheck_cli.render import plots
 from gradcheck_cli.render.common import group_findings
 from gradcheck_cli.render.numbers import num, pct
-from gradcheck_cli.report import Report
+from gradcheck_cli.report.model import Report
 
 _CSS = """
 body{font:14px/1.45 system-ui,sans-serif;margin:2em;color:#1b1f24;max-width:1200px}

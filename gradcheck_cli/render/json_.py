@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from gradcheck_cli.report import Report
+from gradcheck_cli.report.model import Report
 
 
 def render_json(report: Report) -> str:

@@ -11,8 +11,8 @@ from __future__ import annotations
 import re
 import xml.etree.ElementTree as ET
 
-from gradcheck_cli.options import FINDING_KINDS
-from gradcheck_cli.report import Finding, Report
+from gradcheck_cli.diagnose.registry import FINDING_KINDS
+from gradcheck_cli.report.model import Finding, Report
 
 _NOT_XML = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ufffe\uffff]")
 

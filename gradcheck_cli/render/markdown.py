@@ -11,7 +11,7 @@ import html
 
 from gradcheck_cli.render.common import group_findings
 from gradcheck_cli.render.numbers import num, pct
-from gradcheck_cli.report import Report
+from gradcheck_cli.report.model import Report
 
 _MARKDOWN_SPECIAL = "\\`*_{}[]()#+!|~>"
 STATUS_ICON = {"ok": "✅", "warn": "⚠️", "fail": "❌"}

@@ -30,7 +30,7 @@ import warnings
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
-from gradcheck_cli.report import LayerReport, Report
+from gradcheck_cli.report.model import LayerReport, Report
 
 if TYPE_CHECKING:  # matplotlib is optional: only for type hints
     from matplotlib.axes import Axes

@@ -11,10 +11,10 @@ from rich.console import Group, RenderableType
 from rich.table import Table
 from rich.text import Text
 
-from gradcheck_cli.advice import init_call
+from gradcheck_cli.diagnose.init_advice import init_call
 from gradcheck_cli.render.common import group_findings
 from gradcheck_cli.render.numbers import log_bar, num, pct
-from gradcheck_cli.report import ActivationStats, LayerReport, Report
+from gradcheck_cli.report.model import ActivationStats, LayerReport, Report
 
 SEVERITY_STYLE = {"error": "bold red", "warning": "yellow", "info": "cyan"}
 STATUS_STYLE = {"fail": "bold red", "warn": "bold yellow", "ok": "bold green"}

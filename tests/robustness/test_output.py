@@ -68,7 +68,7 @@ def test_reports_get_ordinary_file_permissions(invoke, tmp_path):
 @pytest.mark.parametrize("failure", [KeyboardInterrupt, OSError])
 def test_failure_while_writing_leaves_no_temp_file(invoke, tmp_path, monkeypatch, failure):
     """The rename is the last step: a Ctrl-C or a full disk there leaves the old report and no temp file."""
-    import gradcheck_cli.cli_io as cli_io
+    import gradcheck_cli.cli.io as cli_io
 
     factory = write_factory(tmp_path)
     out = tmp_path / "report.json"

@@ -1,0 +1,72 @@
+"""Turning a model output into a scalar loss whose backward pass we can observe.
+
+Default without targets: the *random projection* ``sum(output * r)`` with ``r ~ N(0, 1)``
+seeded. Its gradient with respect to every output element is ``r``: unit scale, independent of
+the output's own magnitude and of any labels, and never zero (``sum`` would give zero gradient
+through a softmax, whose outputs always sum to one). So the backward signal at the output has
+RMS 1, and what the report shows per layer is exactly how the network transforms it.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from gradcheck_cli.errors import AnalysisError, InputError, first_line
+from gradcheck_cli.measure.model_output import first_tensor
+
+
+def pick_output(output: Any) -> torch.Tensor:
+    """The tensor to take the loss of: the output, the first tensor of a tuple, or ``logits``."""
+    tensor = first_tensor(output)
+    if tensor is None:
+        raise AnalysisError(f"the model returned {type(output).__name__} with no tensor in it")
+    if not tensor.is_floating_point():
+        raise AnalysisError(f"the model's output is {tensor.dtype}, so no gradient can flow back through it")
+    if not tensor.requires_grad:
+        raise AnalysisError(
+            "the model's output has no gradient path: no parameter requires grad",
+            hint="unfreeze the parameters (requires_grad=True) you want analysed",
+        )
+    return tensor
+
+
+def resolve_loss(name: str, target: torch.Tensor | None) -> str:
+    if name != "auto":
+        return name
+    if target is None:
+        return "projection"
+    return "mse" if target.is_floating_point() else "cross-entropy"
+
+
+def compute_loss(name: str, output: torch.Tensor, target: torch.Tensor | None, seed: int) -> torch.Tensor:
+    if name == "projection":
+        generator = torch.Generator(device="cpu").manual_seed(seed)
+        r = torch.randn(output.shape, generator=generator, dtype=torch.float32).to(output.device, output.dtype)
+        return (output * r).sum()
+    if name == "sum":
+        return output.sum()
+    if target is None:
+        raise InputError(f"--loss {name} needs targets", hint="pass --target FILE or use --loss projection")
+    target = target.to(output.device)
+    if name == "mse":
+        if target.shape != output.shape:
+            raise InputError(f"target shape {tuple(target.shape)} does not match output shape {tuple(output.shape)} for MSE")
+        return F.mse_loss(output, target.to(output.dtype))
+    return _cross_entropy(output, target)
+
+
+def _cross_entropy(output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    if target.is_floating_point():
+        raise InputError("cross-entropy needs integer class targets", hint="use --loss mse for float targets")
+    if output.dim() >= 2 and target.shape == output.shape[:-1] and target.shape != output.shape[:1] + output.shape[2:]:
+        output, target = output.reshape(-1, output.shape[-1]), target.reshape(-1)  # (N, T, C) language models
+    classes = output.shape[1] if output.dim() >= 2 else output.shape[0]
+    if target.numel() and (int(target.min()) < 0 or int(target.max()) >= classes):
+        raise InputError(f"class targets must lie in [0, {classes - 1}] for an output with {classes} classes, got {int(target.min())}..{int(target.max())}")
+    try:
+        return F.cross_entropy(output, target.long())
+    except (RuntimeError, ValueError) as exc:
+        raise InputError(f"targets do not fit the output {tuple(output.shape)} for cross-entropy: {first_line(exc)}") from None

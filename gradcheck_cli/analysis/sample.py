@@ -1,0 +1,239 @@
+"""The data sample: loaded from a file or generated, split into batches, moved to the device."""
+
+from __future__ import annotations
+
+import pickle
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from gradcheck_cli.errors import InputError, UsageError, first_line
+
+DTYPES = {
+    "float32": torch.float32, "float": torch.float32, "float64": torch.float64, "double": torch.float64,
+    "float16": torch.float16, "half": torch.float16, "bfloat16": torch.bfloat16,
+    "int64": torch.int64, "long": torch.int64, "int32": torch.int32, "int": torch.int32, "bool": torch.bool,
+}
+
+
+@dataclass
+class Sample:
+    """Positional and keyword model inputs plus optional targets; dim 0 of each tensor is the batch."""
+
+    args: tuple[Any, ...]
+    kwargs: dict[str, Any] = field(default_factory=dict)
+    target: torch.Tensor | None = None
+
+    def tensors(self) -> list[torch.Tensor]:
+        return [t for t in (*self.args, *self.kwargs.values()) if isinstance(t, torch.Tensor)]
+
+    def size(self) -> int | None:
+        """Samples in the batch (dim 0 of the first tensor input)."""
+        for t in self.tensors():
+            if t.dim() > 0:
+                return t.shape[0]
+        return None
+
+    def batches(self, batch_size: int | None, count: int) -> list[Sample]:
+        """Up to ``count`` consecutive slices of ``batch_size`` samples (the whole sample if None)."""
+        total = self.size()
+        if batch_size is None or total is None or batch_size >= total:
+            return [self]
+        starts = range(0, total, batch_size)
+        return [self._slice(s, min(s + batch_size, total)) for s in list(starts)[:count]]
+
+    def _slice(self, start: int, stop: int) -> Sample:
+        total = self.size()
+
+        def cut(value: Any) -> Any:
+            if isinstance(value, torch.Tensor) and value.dim() > 0 and value.shape[0] == total:
+                return value[start:stop]
+            return value
+
+        return Sample(tuple(cut(a) for a in self.args), {k: cut(v) for k, v in self.kwargs.items()}, cut(self.target))
+
+    def to(self, device: torch.device) -> Sample:
+        def move(value: Any) -> Any:
+            return value.to(device) if isinstance(value, torch.Tensor) else value
+
+        return Sample(tuple(move(a) for a in self.args), {k: move(v) for k, v in self.kwargs.items()}, move(self.target))
+
+
+def parse_shape(text: str) -> tuple[int, ...]:
+    """``"8,3,32,32"`` (or ``8x3x32x32``) -> (8, 3, 32, 32); every dimension a positive integer."""
+    parts = [p.strip() for p in text.strip().replace("x", ",").split(",")]
+    try:
+        shape = tuple(int(p) for p in parts)
+    except ValueError:
+        raise UsageError(f"malformed --input-shape {text!r}", hint="use comma-separated positive integers, e.g. 8,3,32,32") from None
+    if not shape or any(d < 1 for d in shape):
+        raise UsageError(f"malformed --input-shape {text!r}", hint="every dimension must be a positive integer, e.g. 8,3,32,32")
+    return shape
+
+
+def parse_range(text: str) -> tuple[int, int]:
+    """``"0,50000"`` -> (0, 50000): the half-open range of random integer inputs (token ids)."""
+    try:
+        low, high = (int(p) for p in text.split(","))
+    except ValueError:
+        raise UsageError(f"malformed --input-range {text!r}", hint="use LOW,HIGH, e.g. 0,50000") from None
+    if high <= low:
+        raise UsageError(f"--input-range {text!r} is empty", hint="HIGH must be greater than LOW")
+    return low, high
+
+
+def parse_dtype(name: str) -> torch.dtype:
+    try:
+        return DTYPES[name.lower()]
+    except KeyError:
+        raise UsageError(f"unknown --dtype {name!r}", hint=f"use one of: {', '.join(DTYPES)}") from None
+
+
+def random_sample(
+    shapes: list[tuple[int, ...]], dtype: torch.dtype, value_range: tuple[int, int] | None, seed: int
+) -> Sample:
+    """Seeded N(0, 1) floats, or uniform integers in ``value_range`` (for embeddings)."""
+    generator = torch.Generator().manual_seed(seed)
+    if value_range is not None and dtype.is_floating_point:
+        dtype = torch.int64
+    tensors = []
+    for shape in shapes:
+        try:
+            if dtype.is_floating_point:
+                tensors.append(torch.randn(shape, generator=generator, dtype=torch.float32).to(dtype))
+            else:
+                low, high = value_range or (0, 2)
+                tensors.append(torch.randint(low, high, shape, generator=generator, dtype=dtype))
+        except (RuntimeError, ValueError, OverflowError) as exc:  # too large to allocate; range beyond the dtype
+            first = first_line(exc)
+            raise InputError(
+                f"cannot create a random {str(dtype).removeprefix('torch.')} input of shape {','.join(map(str, shape))}"
+                + (f" in [{value_range[0]}, {value_range[1]})" if value_range and not dtype.is_floating_point else "")
+                + f": {first}",
+                hint="use a smaller --input-shape, or an --input-range that fits --dtype",
+            ) from None
+    return Sample(tuple(tensors))
+
+
+def like_examples(examples: tuple[Any, ...], seed: int) -> Sample:
+    """Random inputs with the shapes and dtypes of a model's stored example inputs."""
+    generator = torch.Generator().manual_seed(seed)
+    out = []
+    for ex in examples:
+        if not isinstance(ex, torch.Tensor):
+            out.append(ex)
+        elif ex.is_floating_point():
+            out.append(torch.randn(ex.shape, generator=generator).to(ex.dtype))
+        else:
+            high = int(ex.max()) + 1 if ex.numel() else 2
+            out.append(torch.randint(0, max(high, 2), ex.shape, generator=generator, dtype=ex.dtype))
+    return Sample(tuple(out))
+
+
+def load_sample(path: Path) -> Sample:
+    """``.pt`` (tensor, tuple/list, dict, or dict with ``input``/``target``), ``.npy`` or ``.npz``."""
+    import numpy as np
+
+    data = _read(path)
+    if isinstance(data, (torch.Tensor, np.ndarray)):
+        return Sample((_as_tensor(data, path),))
+    if isinstance(data, (tuple, list)):
+        return Sample(tuple(_as_tensor(v, path) for v in data))
+    if isinstance(data, dict):
+        if "input" in data or "inputs" in data:
+            inner = data.get("input", data.get("inputs"))
+            target = data.get("target", data.get("targets", data.get("labels")))
+            sample = load_value(inner, path)
+            sample.target = None if target is None else _as_tensor(target, path)
+            return sample
+        _check_names(data, path)
+        if all(k.startswith("arr_") and k[4:].isdigit() for k in data):  # np.savez positional arrays
+            return Sample(tuple(_as_tensor(data[k], path) for k in sorted(data, key=lambda k: int(k[4:]))))
+        return Sample((), {k: _as_tensor(v, path) for k, v in data.items()})
+    raise InputError(f"{path} holds a {type(data).__name__}", hint="save a tensor, a tuple of tensors or a dict")
+
+
+def load_value(value: Any, path: Path) -> Sample:
+    if isinstance(value, dict):
+        _check_names(value, path)
+        return Sample((), {k: _as_tensor(v, path) for k, v in value.items()})
+    if isinstance(value, (tuple, list)):
+        return Sample(tuple(_as_tensor(v, path) for v in value))
+    return Sample((_as_tensor(value, path),))
+
+
+def _check_names(data: dict, path: Path) -> None:
+    """Dict keys become keyword-argument names."""
+    bad = [k for k in data if not isinstance(k, str)]
+    if bad:
+        raise InputError(f"{path} holds a dict with non-string key {bad[0]!r}",
+                         hint="keys are the model's argument names; use a tuple/list for positional inputs")
+
+
+def load_target(path: Path) -> torch.Tensor:
+    data = _read(path)
+    if isinstance(data, dict) and len(data) == 1:
+        data = next(iter(data.values()))
+    if isinstance(data, dict) and ("target" in data or "labels" in data):
+        data = data.get("target", data.get("labels"))
+    return _as_tensor(data, path)
+
+
+def _as_tensor(value: Any, path: Path) -> torch.Tensor:
+    import numpy as np
+
+    if isinstance(value, torch.Tensor):
+        return value
+    if isinstance(value, np.ndarray):
+        if value.dtype == object:
+            raise InputError(f"{path} holds an object array", hint="save numeric arrays only")
+        if not value.dtype.isnative:  # big-endian data: torch reads native byte order only
+            value = value.astype(value.dtype.newbyteorder("="))
+        try:
+            return torch.from_numpy(np.ascontiguousarray(value))
+        except TypeError:
+            raise InputError(f"{path} holds an array of dtype {value.dtype}, which torch cannot use",
+                             hint="save numeric or bool arrays") from None
+    if isinstance(value, (int, float)):
+        try:
+            return torch.tensor(value)
+        except (RuntimeError, OverflowError, ValueError):
+            raise InputError(f"{path} holds the number {value}, which does not fit a tensor") from None
+    raise InputError(f"{path} holds a {type(value).__name__} where a tensor was expected")
+
+
+def _unpickler_detail(exc: BaseException) -> str:
+    """The reason inside torch's long weights_only message (``Unsupported global: GLOBAL io.open``...)."""
+    text = " ".join(str(exc).split())
+    _, found, detail = text.partition("WeightsUnpickler error:")
+    detail = detail.split(". Please", 1)[0].split(" Check the documentation", 1)[0].strip().rstrip(".")
+    return (detail or "not a tensor file") if found else (text.split(". ", 1)[0] or type(exc).__name__)
+
+
+def _read(path: Path) -> Any:
+    import numpy as np
+
+    if not path.exists():
+        raise InputError(f"input file not found: {path}")
+    if path.is_dir():
+        raise InputError(f"input path is a directory: {path}", hint="pass a .pt, .npy or .npz file")
+    suffix = path.suffix.lower()
+    try:
+        if suffix == ".npy":
+            return np.load(path, allow_pickle=False)
+        if suffix == ".npz":
+            with np.load(path, allow_pickle=False) as archive:
+                return {k: archive[k] for k in archive.files}
+        return torch.load(str(path), map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:  # torch's text suggests weights_only=False: never for data
+        raise InputError(
+            f"cannot read input file {path}: the safe loader refused it ({_unpickler_detail(exc)})",
+            hint="inputs are loaded with weights_only=True: save only tensors, tuples, lists and dicts, or use .npy/.npz",
+        ) from None
+    except Exception as exc:  # noqa: BLE001 - any reader failure is a bad input file
+        first = first_line(exc)
+        raise InputError(
+            f"cannot read input file {path}: {first}", hint="inputs must be .pt (tensors only), .npy or .npz"
+        ) from None

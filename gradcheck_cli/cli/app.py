@@ -1,0 +1,382 @@
+"""The command line: the only module that prints and picks the exit code.
+
+Heavy imports (torch, the engine) happen inside the command, so ``gradcheck --help`` and
+``--version`` answer without importing torch.
+"""
+
+from __future__ import annotations
+
+import sys
+from enum import Enum
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+import typer.core
+
+from gradcheck_cli import __version__
+from gradcheck_cli.cli.io import (
+    boundary,
+    append_step_summary,
+    check_writable,
+    console,
+    emit,
+    fail,
+    progress,
+)
+from gradcheck_cli.cli.formats import OutputFormat, choose_format, render_report
+from gradcheck_cli.cli.settings import resolve_settings
+from gradcheck_cli.errors import EXIT_INTERNAL, EXIT_INTERRUPTED, EXIT_USAGE, UsageError
+
+
+class _OneLineGroup(typer.core.TyperGroup):
+    """Click's own usage errors (an unknown option, a bad choice, ``--batch-size 0``) as one line
+    too, like every other error, instead of click's multi-line usage panel."""
+
+    def make_context(self, *args, **kwargs):  # noqa: ANN002, ANN003, ANN201
+        with _one_line_usage_errors():
+            return super().make_context(*args, **kwargs)
+
+    def invoke(self, ctx):  # noqa: ANN001, ANN201
+        with _one_line_usage_errors():
+            return super().invoke(ctx)
+
+
+class _one_line_usage_errors:  # noqa: N801 - used as a context manager
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, kind, exc, tb) -> None:  # noqa: ANN001
+        try:  # recent typer vendors its own copy of click
+            from typer._click.exceptions import UsageError as ClickUsageError
+        except ImportError:  # pragma: no cover - older typer on the real click
+            from click import UsageError as ClickUsageError
+
+        if not isinstance(exc, ClickUsageError) or type(exc).__name__ == "NoArgsIsHelpError":
+            return
+        where = exc.ctx.command_path if exc.ctx is not None else "gradcheck"
+        fail(console(stderr=True), UsageError(exc.format_message(), hint=f"see '{where} --help'"), False, exc.exit_code)
+
+
+app = typer.Typer(
+    cls=_OneLineGroup,
+    name="gradcheck",
+    help="Diagnose vanishing/exploding gradients, dead ReLUs, saturation and init scale, layer by layer.",
+    no_args_is_help=True,
+    add_completion=True,
+    rich_markup_mode=None,
+    pretty_exceptions_enable=False,
+)
+
+
+class Loss(str, Enum):
+    auto = "auto"
+    cross_entropy = "cross-entropy"
+    mse = "mse"
+    sum = "sum"
+    projection = "projection"
+
+
+class Mode(str, Enum):
+    train = "train"
+    eval = "eval"
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"gradcheck {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: Annotated[Optional[bool], typer.Option("--version", callback=_version, is_eager=True,
+                                                    help="Show the version and exit.")] = None,
+) -> None:
+    """gradcheck: per-layer gradient-flow diagnostics for PyTorch models."""
+
+
+ModelArg = Annotated[str, typer.Argument(
+    metavar="MODEL",
+    help="Model file (TorchScript, torch.export .pt2, state_dict with --factory, pickled module with "
+         "--trust-pickle, .safetensors, .onnx) or a factory 'file.py:function'.")]
+InputOpt = Annotated[Optional[Path], typer.Option("--input", "-i", help="Data sample: .pt (tensor, tuple, dict, "
+                                                  "or {'input','target'}), .npy or .npz.", show_default=False)]
+ShapeOpt = Annotated[Optional[list[str]], typer.Option("--input-shape", "-s", metavar="N,C,H,W",
+                                                       help="Random input of this shape (repeat for several inputs).")]
+DtypeOpt = Annotated[str, typer.Option("--dtype", help="dtype of random inputs (float32, float16, bfloat16, int64...).")]
+RangeOpt = Annotated[Optional[str], typer.Option("--input-range", metavar="LOW,HIGH",
+                                                 help="Random integer inputs in [LOW, HIGH), e.g. token ids 0,50000.")]
+TargetOpt = Annotated[Optional[Path], typer.Option("--target", "-t", help="Targets/labels file (.pt, .npy, .npz).")]
+LossOpt = Annotated[Loss, typer.Option("--loss", help="auto: cross-entropy for integer targets, MSE for float "
+                                       "targets, a seeded random projection sum(out*r) without targets.")]
+BatchSizeOpt = Annotated[Optional[int], typer.Option("--batch-size", "-b", min=1, help="Samples per pass (default: all).")]
+BatchesOpt = Annotated[int, typer.Option("--batches", "-n", min=1, help="Passes to aggregate when the sample holds more than one batch.")]
+DeviceOpt = Annotated[str, typer.Option("--device", "-d", help="cpu, cuda, cuda:N or auto.")]
+SeedOpt = Annotated[int, typer.Option("--seed", help="Seeds random inputs, the projection loss and dropout.")]
+ModeOpt = Annotated[Mode, typer.Option("--mode", help="train: BatchNorm/Dropout behave as in training; eval: as at inference.")]
+FactoryOpt = Annotated[Optional[str], typer.Option("--factory", "-f", metavar="FILE.py:FUNCTION",
+                                                   help="Builds the architecture for a state_dict file.")]
+TrustOpt = Annotated[bool, typer.Option("--trust-pickle", help="Allow unpickling a full nn.Module (runs code from the file).")]
+FailOnOpt = Annotated[str, typer.Option("--fail-on", metavar="KINDS",
+                                        help="Finding kinds that make the exit code 1: a comma list, 'all' or 'none'.")]
+FormatOpt = Annotated[Optional[OutputFormat], typer.Option(
+    "--format", "-F", show_default=False,
+    help="table (default), json, markdown (PR comments), html (one self-contained file), github (Actions "
+         "annotations; also appends Markdown to $GITHUB_STEP_SUMMARY when set) or junit (XML, one test case per check).")]
+OutputOpt = Annotated[Optional[Path], typer.Option("--output", "-o", help="Write the report to this file (format from "
+                                                   "--format, else the suffix: .json, .md, .html, .xml, .txt).")]
+ThresholdOpt = Annotated[Optional[list[str]], typer.Option("--threshold", metavar="NAME=VALUE",
+                                                           help="Override a threshold, e.g. dead_ratio=0.2 (repeatable).")]
+VerifyOpt = Annotated[bool, typer.Option("--verify", help="ONNX: check the interpreter's output against onnxruntime first.")]
+SampleStatsOpt = Annotated[Optional[int], typer.Option(
+    "--sample-stats", min=1, metavar="K", show_default=False,
+    help="Cheap mode for huge activations: forward statistics on K seeded units (features/channels) per layer; "
+         "gradients stay exact. Noted in the report.")]
+PlotOpt = Annotated[Optional[Path], typer.Option(
+    "--plot", metavar="FILE.png|svg", show_default=False,
+    help="Also write the gradient-flow figure (backward signal and |dW| per layer, bad layers marked); needs "
+         "matplotlib: pip install 'gradcheck[plots]'.")]
+IgnoreOpt = Annotated[Optional[list[str]], typer.Option(
+    "--ignore", metavar="GLOB[:KINDS]",
+    help="Leave findings on matching layers out of the verdict, e.g. 'head.*' or 'encoder.*:dead_relu' (repeatable; "
+         "added to the config file's).")]
+ConfigOpt = Annotated[Optional[Path], typer.Option(
+    "--config", "-c", metavar="FILE", show_default=False,
+    help="Settings file: a pyproject.toml with [tool.gradcheck], or a TOML file of the same keys. Default: the "
+         "nearest pyproject.toml with [tool.gradcheck] at or above the current directory.")]
+NoConfigOpt = Annotated[bool, typer.Option("--no-config", help="Ignore any config file.")]
+QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="Print only the verdict line.")]
+DebugOpt = Annotated[bool, typer.Option("--debug", help="Show Python tracebacks for errors.")]
+
+
+@app.command()
+def analyze(
+    ctx: typer.Context,
+    model: ModelArg,
+    input: InputOpt = None,  # noqa: A002 - the flag is --input
+    input_shape: ShapeOpt = None,
+    dtype: DtypeOpt = "float32",
+    input_range: RangeOpt = None,
+    target: TargetOpt = None,
+    loss: LossOpt = Loss.auto,
+    batch_size: BatchSizeOpt = None,
+    batches: BatchesOpt = 1,
+    sample_stats: SampleStatsOpt = None,
+    device: DeviceOpt = "cpu",
+    seed: SeedOpt = 0,
+    mode: ModeOpt = Mode.train,
+    factory: FactoryOpt = None,
+    trust_pickle: TrustOpt = False,
+    fail_on: FailOnOpt = "exploding_gradient,nonfinite",
+    format: FormatOpt = None,  # noqa: A002 - the flag is --format
+    output: OutputOpt = None,
+    plot: PlotOpt = None,
+    threshold: ThresholdOpt = None,
+    verify: VerifyOpt = False,
+    ignore: IgnoreOpt = None,
+    config: ConfigOpt = None,
+    no_config: NoConfigOpt = False,
+    quiet: QuietOpt = False,
+    debug: DebugOpt = False,
+) -> None:
+    """Run instrumented forward and backward passes and report per-layer signal health.
+
+    Settings come from the command line, then [tool.gradcheck] in the nearest pyproject.toml (or
+    --config FILE), then the defaults.
+
+    Exit codes: 0 no finding in the fail set, 1 a finding in the fail set, 2 bad invocation or
+    unreadable input, 3 the model failed while running, 4 internal error, 130 interrupted.
+    """
+    err = console(stderr=True)
+    with boundary(err, debug):
+        fmt = choose_format(format, output)
+        _check_outputs(output, plot)
+        settings = resolve_settings(ctx, config, no_config)
+        report = _run_analysis(model, input, target, trust_pickle, verify, settings,
+                               show_progress=not quiet and err.is_terminal)
+
+    emit(lambda width: render_report(report, fmt, width), report.summary.verdict, output, quiet, err, debug)
+    _extras(report, fmt, plot, quiet, err, debug)
+    raise typer.Exit(report.summary.exit_code)
+
+
+def _extras(report, fmt: OutputFormat, plot: Path | None, quiet: bool, err, debug: bool) -> None:  # noqa: ANN001
+    """What goes beside the main output: the job summary for github, the --plot figure."""
+    if fmt is OutputFormat.github:
+        from gradcheck_cli.render.markdown import render_markdown
+
+        append_step_summary(render_markdown(report), err)
+    if plot is not None:
+        from gradcheck_cli.render.plots import render_plot
+
+        emit(lambda _: render_plot(report, plot.suffix.lower().lstrip(".")), "", plot, True, err, debug)
+        if not quiet:
+            err.print(f"plot written to {plot}", highlight=False, soft_wrap=True)
+
+
+def _check_outputs(output: Path | None, plot: Path | None) -> None:
+    """Every file we will write is writable, and --plot can be drawn, before any work starts."""
+    if output is not None:
+        check_writable(output)
+    if plot is not None:
+        if plot.suffix.lower() not in (".png", ".svg"):
+            raise UsageError(f"--plot {plot}: the file name must end in .png or .svg")
+        from gradcheck_cli.render.plots import plots_available
+
+        if not plots_available():
+            raise UsageError("--plot needs matplotlib", hint="pip install 'gradcheck[plots]'")
+        check_writable(plot, flag="--plot")
+
+
+class SchemaDocument(str, Enum):
+    report = "report"
+    comparison = "comparison"
+
+
+class CompareFormat(str, Enum):
+    table = "table"
+    json = "json"
+    markdown = "markdown"
+    github = "github"
+
+
+COMPARE_SUFFIXES = {".json": CompareFormat.json, ".md": CompareFormat.markdown, ".txt": CompareFormat.table}
+
+
+@app.command()
+def compare(
+    baseline: Annotated[Path, typer.Argument(metavar="BASELINE.json", help="The committed report to compare against.",
+                                             show_default=False)],
+    current: Annotated[Path, typer.Argument(metavar="CURRENT.json", help="This run's report (gradcheck analyze -o).",
+                                            show_default=False)],
+    tolerance: Annotated[float, typer.Option(
+        "--tolerance", min=1.0, metavar="FACTOR",
+        help="A layer regresses when its backward signal (relative to the output side) moves this many times "
+             "further from the output side's level than in the baseline.")] = 2.0,
+    dead_tolerance: Annotated[float, typer.Option(
+        "--dead-tolerance", min=0.0, max=1.0, metavar="FRACTION",
+        help="A rectifier layer regresses when its dead-unit ratio rises by more than this.")] = 0.1,
+    fail_on: Annotated[Optional[str], typer.Option(
+        "--fail-on", metavar="KINDS", show_default=False,
+        help="New findings of these kinds fail the comparison (default: the current report's fail set).")] = None,
+    format: Annotated[Optional[CompareFormat], typer.Option(  # noqa: A002 - the flag is --format
+        "--format", "-F", show_default=False,
+        help="table (default), json, markdown (PR comments) or github (annotations; also appends Markdown to "
+             "$GITHUB_STEP_SUMMARY when set).")] = None,
+    output: OutputOpt = None,
+    show_all: Annotated[bool, typer.Option("--all", help="List unchanged layers too.")] = False,
+    quiet: QuietOpt = False,
+    debug: DebugOpt = False,
+) -> None:
+    """Compare two JSON reports layer by layer; exit 1 if the current one regressed.
+
+    Regressed: a layer's backward signal moved further towards vanishing/exploding than --tolerance
+    allows, a rectifier layer's dead ratio rose by more than --dead-tolerance, or a finding in the fail
+    set appeared. Exit codes: 0 not regressed, 1 regressed, 2 unreadable report or bad option.
+    """
+    err = console(stderr=True)
+    with boundary(err, debug):
+        from gradcheck_cli.report.compare import compare as run_compare
+        from gradcheck_cli.report.codec_files import load_report_json as load_report
+        from gradcheck_cli.analysis.options import parse_fail_on
+
+        fmt = format or (COMPARE_SUFFIXES.get(output.suffix.lower(), CompareFormat.json) if output else CompareFormat.table)
+        if output is not None:
+            check_writable(output)
+        kinds = sorted(parse_fail_on(fail_on)) if fail_on is not None else None
+        result = run_compare(load_report(baseline, "baseline report"), load_report(current, "current report"), tolerance=tolerance,
+                             dead_tolerance=dead_tolerance, fail_on=kinds, names=(str(baseline), str(current)))
+
+    def render(width: int | None):  # noqa: ANN202, ARG001 - tables fold rather than switch layout
+        from gradcheck_cli.render import comparison as views
+
+        if fmt is CompareFormat.json:
+            return result.to_json()
+        if fmt is CompareFormat.markdown:
+            return views.render_comparison_markdown(result, show_all)
+        if fmt is CompareFormat.github:
+            return views.render_comparison_github(result)
+        return views.render_comparison_rich(result, show_all)
+
+    emit(render, result.verdict, output, quiet, err, debug)
+    if fmt is CompareFormat.github:
+        from gradcheck_cli.render.comparison import render_comparison_markdown
+
+        append_step_summary(render_comparison_markdown(result), err)
+    raise typer.Exit(result.exit_code)
+
+
+@app.command()
+def render(
+    report_file: Annotated[Path, typer.Argument(metavar="REPORT.json", help="A report written by gradcheck analyze -o.",
+                                                show_default=False)],
+    format: FormatOpt = None,  # noqa: A002 - the flag is --format
+    output: OutputOpt = None,
+    plot: PlotOpt = None,
+    quiet: QuietOpt = False,
+    debug: DebugOpt = False,
+) -> None:
+    """Render a saved JSON report in another format, without running the model again.
+
+    For CI: analyse once (-o report.json), then render annotations, the HTML page or a PR comment
+    from it. Exit codes: 0 rendered (whatever the report found), 2 unreadable report or bad option.
+    """
+    err = console(stderr=True)
+    with boundary(err, debug):
+        from gradcheck_cli.report.codec_files import load_report
+
+        fmt = choose_format(format, output)
+        _check_outputs(output, plot)
+        report = load_report(report_file)
+    emit(lambda width: render_report(report, fmt, width), report.summary.verdict, output, quiet, err, debug)
+    _extras(report, fmt, plot, quiet, err, debug)
+
+
+@app.command()
+def schema(
+    document: Annotated[SchemaDocument, typer.Argument(
+        help="report: what analyze writes; comparison: what compare --format json writes.")] = SchemaDocument.report,
+) -> None:
+    """Print the JSON Schema (draft 2020-12) that every JSON document of that kind validates against."""
+    import json
+
+    from gradcheck_cli.report.schema import SCHEMAS
+
+    typer.echo(json.dumps(SCHEMAS[document.value](), indent=2))
+
+
+def _run_analysis(model, input, target, trust_pickle: bool, verify: bool, settings: dict, *,  # noqa: ANN001
+                  show_progress: bool):
+    from gradcheck_cli.analysis.sample import parse_range, parse_shape
+    from gradcheck_cli.analysis.options import AnalyzeOptions, Thresholds, parse_fail_on, parse_ignore
+
+    if input is not None and settings["input_shape"]:
+        raise UsageError("give --input or --input-shape, not both")
+    options = AnalyzeOptions(
+        loss=settings["loss"], batch_size=settings["batch_size"], batches=settings["batches"],
+        device=settings["device"], seed=settings["seed"], mode=settings["mode"],
+        fail_on=parse_fail_on(settings["fail_on"]), thresholds=Thresholds().replace(**settings["thresholds"]),
+        verify=verify, ignore=tuple(parse_ignore(rule) for rule in settings["ignore"]), config=settings["config"],
+        sample_stats=settings["sample_stats"],
+    )
+    shapes = [parse_shape(s) for s in settings["input_shape"] or []]
+    value_range = parse_range(settings["input_range"]) if settings["input_range"] else None
+
+    from gradcheck_cli.analysis.engine import analyze as run
+
+    with progress(show_progress) as bar:
+        return run(model, input, target=target, input_shapes=shapes, dtype=settings["dtype"], input_range=value_range,
+                   factory=settings["factory"], trust_pickle=trust_pickle, options=options, progress=bar)
+
+
+def main() -> None:
+    """Console-script entry point."""
+    try:
+        app()
+    except KeyboardInterrupt:
+        sys.stderr.write("gradcheck: interrupted\n")
+        sys.exit(EXIT_INTERRUPTED)
+
+
+__all__ = ["app", "main", "EXIT_INTERNAL", "EXIT_USAGE"]

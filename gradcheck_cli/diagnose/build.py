@@ -1,0 +1,188 @@
+"""Raw measurements -> the Report: per-layer rows, init advice, findings and the summary."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from gradcheck_cli import __version__
+from gradcheck_cli.diagnose.init_advice import WeightSummary, init_advice
+from gradcheck_cli.errors import EXIT_FINDINGS, EXIT_OK
+from gradcheck_cli.layers import WEIGHT_KINDS
+from gradcheck_cli.analysis.options import AnalyzeOptions
+from gradcheck_cli.report.model import (
+    SCHEMA_VERSION,
+    ActivationStats,
+    Finding,
+    GradStats,
+    LayerReport,
+    ModelInfo,
+    ParameterReport,
+    Report,
+    RunInfo,
+    Summary,
+)
+from gradcheck_cli.diagnose.evaluate import evaluate
+from gradcheck_cli.diagnose.registry import SEVERITIES
+from gradcheck_cli.diagnose.rules.dead_relu import too_few_samples
+from gradcheck_cli.measure.collector import ForwardSummary, LayerInfo, LayerStats
+
+
+@dataclass(frozen=True)
+class ParamMeasure:
+    name: str
+    shape: tuple[int, ...]
+    numel: int
+    requires_grad: bool
+    weight_norm: float
+    grad_norm: float | None
+    aliases: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class Measurements:
+    layers: list[LayerStats]
+    params: list[ParamMeasure]
+
+
+def build_report(loaded: Any, m: Measurements, options: AnalyzeOptions, *, device: str, loss: str,
+                 samples: int | None, batch_size: int | None, batches: int) -> Report:
+    display = getattr(loaded.module, "onnx_name", {}) or {}
+    by_name = {p.name: p for p in m.params}
+    for p in m.params:
+        for alias in p.aliases:
+            by_name.setdefault(alias, p)
+    infos = [s.info for s in m.layers] + _unobserved(m, by_name, display)
+    stats = {s.info.index: s for s in m.layers}
+    layers = [_layer(position, stats.get(info.index), infos, by_name, options) for position, info in enumerate(infos)]
+    findings, ignored = _split_ignored(evaluate(layers, options.thresholds), options)
+    owner = {name: layer.name for info, layer in zip(infos, layers) for name in info.params.values()}
+    parameters = [_parameter(p, owner, display) for p in m.params]
+    summary = _summary(layers, findings, options, len(ignored))
+    return Report(
+        schema_version=SCHEMA_VERSION,
+        gradcheck_version=__version__,
+        model=ModelInfo(loaded.source, loaded.format, sum(p.numel for p in m.params),
+                        sum(p.numel for p in m.params if p.requires_grad)),
+        run=RunInfo(device, loss, options.mode, batches, batch_size, samples, options.seed,
+                    sorted(options.fail_on), asdict(options.thresholds), list(options.ignore), options.config,
+                    options.sample_stats),
+        layers=layers,
+        parameters=parameters,
+        findings=findings,
+        summary=summary,
+        notes=list(loaded.notes) + _sampling_note(options),
+        ignored_findings=ignored,
+    )
+
+
+def _sampling_note(options: AnalyzeOptions) -> list[str]:
+    if not options.sample_stats:
+        return []
+    return [f"--sample-stats {options.sample_stats}: activation statistics (mean, std, dead units, saturation) come from "
+            f"{options.sample_stats} seeded units per layer, not all; gradients and weights are measured in full"]
+
+
+def _split_ignored(findings: list[Finding], options: AnalyzeOptions) -> tuple[list[Finding], list[Finding]]:
+    """(kept, ignored): ignore rules drop findings from the verdict but the report keeps them."""
+    kept: list[Finding] = []
+    ignored: list[Finding] = []
+    for f in findings:
+        (ignored if any(rule.matches(f.layer, f.kind) for rule in options.ignore) else kept).append(f)
+    return kept, ignored
+
+
+def _unobserved(m: Measurements, by_name: dict[str, ParamMeasure], display: dict[str, str]) -> list[LayerInfo]:
+    """Rows for parameters that no observed layer used, grouped by owning module (display names)."""
+    used = {name for s in m.layers for name in s.info.params.values()}
+    used |= {alias for name in list(used) if name in by_name for alias in [by_name[name].name, *by_name[name].aliases]}
+    groups: dict[str, dict[str, str]] = {}
+    for p in m.params:
+        if p.name in used or p.numel <= 1:  # a scalar is a constant or a gate, not a layer
+            continue
+        owner, _, role = display.get(p.name, p.name).rpartition(".")
+        groups.setdefault(owner or display.get(p.name, p.name), {})[role] = p.name
+    start = len(m.layers)
+    return [
+        LayerInfo(start + i, owner, "unobserved", "parameters", params=params, observable=False,
+                  note="not observed: no layer op of this module ran as its own call (a parent used its "
+                       "weights directly, or it is unused); its parameter gradients are still reported")
+        for i, (owner, params) in enumerate(groups.items())
+    ]
+
+
+def _layer(position: int, stats: LayerStats | None, infos: list[LayerInfo], params: dict[str, ParamMeasure],
+           options: AnalyzeOptions) -> LayerReport:
+    info = infos[position]
+    forward = stats.forward if stats else None
+    note = info.note
+    activation = _activation(forward) if forward else None
+    if activation and too_few_samples(activation, options.thresholds):
+        note = f"dead ratio not judged: only {activation.samples_per_unit:.0f} observations per unit (use more samples)"
+    weight = params.get(info.params.get("weight", ""))
+    bias = params.get(info.params.get("bias", ""))
+    grad = GradStats(
+        output_rms=stats.grad_rms if stats else None,
+        nonfinite=bool(stats.grad_nonfinite) if stats else False,
+        weight_norm=weight.grad_norm if weight else None,
+        bias_norm=bias.grad_norm if bias else None,
+        weight_rms=weight.grad_norm / math.sqrt(weight.numel) if weight and weight.grad_norm is not None else None,
+        weight_ratio=(weight.grad_norm / weight.weight_norm) if weight and weight.grad_norm is not None and weight.weight_norm else None,
+    )
+    init = None
+    if info.kind in WEIGHT_KINDS and weight is not None and weight.numel and info.observable:
+        summary = WeightSummary(weight.shape, weight.weight_norm / math.sqrt(weight.numel))
+        init = init_advice(infos, position, summary)
+    shape = list(info.shape) if info.shape is not None else None
+    return LayerReport(info.index, info.name, info.kind, info.type_name, info.observable and forward is not None,
+                       shape, activation, grad, init, note)
+
+
+def _activation(f: ForwardSummary) -> ActivationStats:
+    centring = abs(f.mean) / f.std if f.std > 0 else (0.0 if f.mean == 0 else math.inf)
+    return ActivationStats(
+        mean=f.mean, std=f.std, signal_std=f.signal_std, centring=centring, min=f.min, max=f.max, zero_fraction=f.zero_fraction,
+        nonfinite_units=f.nonfinite_units, dead_ratio=f.dead_ratio, units=f.units, samples_per_unit=f.samples_per_unit,
+        saturation=f.saturation,
+    )
+
+
+def _parameter(p: ParamMeasure, owner: dict[str, str], display: dict[str, str]) -> ParameterReport:
+    layer = owner.get(p.name) or next((owner[a] for a in p.aliases if a in owner), None)
+    return ParameterReport(
+        name=display.get(p.name, p.name),
+        layer=layer,
+        shape=list(p.shape),
+        numel=p.numel,
+        grad_norm=p.grad_norm,
+        grad_rms=p.grad_norm / math.sqrt(p.numel) if p.grad_norm is not None and p.numel else None,
+        weight_norm=p.weight_norm,
+        ratio=p.grad_norm / p.weight_norm if p.grad_norm is not None and p.weight_norm else None,
+        requires_grad=p.requires_grad,
+        aliases=[display.get(a, a) for a in p.aliases],
+    )
+
+
+def _summary(layers: list[LayerReport], findings: list[Finding], options: AnalyzeOptions, ignored: int) -> Summary:
+    failing = [f for f in findings if f.kind in options.fail_on]
+    exit_code = EXIT_FINDINGS if failing else EXIT_OK
+    status = "fail" if failing else ("warn" if any(f.severity != "info" for f in findings) else "ok")
+    serious = {f.layer for f in findings if f.severity in ("error", "warning")}
+    first_bad = next((l.name for l in layers if l.name in serious), None)
+    nonfinite = next((f.layer for f in findings if f.kind == "nonfinite"), None)
+    counts = {s: sum(f.severity == s for f in findings) for s in SEVERITIES}
+    verdict = _verdict(status, layers, findings, failing)
+    if ignored:
+        verdict += f" ({ignored} finding{'' if ignored == 1 else 's'} ignored by ignore rules)"
+    return Summary(status, exit_code, first_bad, nonfinite, counts, verdict)
+
+
+def _verdict(status: str, layers: list[LayerReport], findings: list[Finding], failing: list[Finding]) -> str:
+    observed = sum(l.observed for l in layers)
+    if not findings:
+        return f"OK: no findings across {observed} observed layers"
+    kinds = sorted({f.kind for f in findings}, key=[f.kind for f in findings].index)
+    head = {"fail": "FAIL", "warn": "WARN", "ok": "OK"}[status]
+    lead = failing[0] if failing else findings[0]
+    return f"{head}: {', '.join(kinds)} -- {lead.message}"

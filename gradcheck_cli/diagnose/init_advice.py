@@ -1,0 +1,109 @@
+"""Init-variance recommendations (pure functions; the maths is in THEORY.md section 4).
+
+For a weight layer we find the activation that follows it in forward order, pick the scheme
+that keeps the signal variance constant through that pair (He for rectifiers with the gain of
+``torch.nn.init.calculate_gain``, Xavier for tanh/sigmoid/linear, LeCun for SELU), and compare
+with the weights' current RMS.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from gradcheck_cli.layers import (
+    ACTIVATION_KINDS,
+    NORM_KINDS,
+    WEIGHT_KINDS,
+    init_scheme_for,
+)
+from gradcheck_cli.report.model import InitAdvice
+from gradcheck_cli.measure.collector import LayerInfo
+
+# Kinds that end the look-ahead: the signal enters another weighted transformation.
+_STOPS = WEIGHT_KINDS | {"embedding", "attention", "rnn"}
+_MATCH_TOLERANCE = 0.1
+
+
+@dataclass(frozen=True)
+class WeightSummary:
+    shape: tuple[int, ...]
+    rms: float
+
+
+def fans(kind: str, shape: Sequence[int], transposed: bool = False) -> tuple[int, int]:
+    """fan_in, fan_out as torch.nn.init computes them (conv: channels x receptive field)."""
+    if len(shape) < 2:
+        return (shape[0] if shape else 1), 1
+    out_dim, in_dim = (shape[1], shape[0]) if transposed else (shape[0], shape[1])
+    receptive = math.prod(shape[2:]) if kind in ("conv", "conv_transpose") else 1
+    return in_dim * receptive, out_dim * receptive
+
+
+def following_activation(layers: Sequence[LayerInfo], index: int) -> tuple[str, float | None, bool]:
+    """(activation kind or ``linear``, its negative slope if any, whether a norm layer comes first)."""
+    normalized = False
+    for later in layers[index + 1 :]:
+        if later.kind in NORM_KINDS:
+            normalized = True
+        elif later.kind in ACTIVATION_KINDS:
+            return later.kind, later.attrs.get("negative_slope"), normalized
+        elif later.kind in _STOPS:
+            break
+    return "linear", None, normalized
+
+
+def classify_init(fan_in: int, fan_out: int, weight: WeightSummary) -> str:
+    """Name the init whose std the weights have (within 10%); several names when they coincide.
+
+    PyTorch's default is U(+-1/sqrt(fan_in)), Var = 1/(3 fan_in). Judged on the RMS alone (already
+    measured; a max-abs pass to tell uniform from normal would cost a pass over every weight).
+    """
+    candidates = {
+        "pytorch_default": 1.0 / math.sqrt(3.0 * fan_in),
+        "he": math.sqrt(2.0 / fan_in),
+        "xavier": math.sqrt(2.0 / (fan_in + fan_out)),
+        "lecun": 1.0 / math.sqrt(fan_in),
+    }
+    matches = [name for name, std in candidates.items() if _close(weight.rms, std)]
+    return "/".join(matches) if matches else "custom"
+
+
+def _close(value: float, reference: float) -> bool:
+    return reference > 0 and abs(value / reference - 1.0) <= _MATCH_TOLERANCE
+
+
+def init_advice(layers: Sequence[LayerInfo], index: int, weight: WeightSummary) -> InitAdvice:
+    layer = layers[index]
+    transposed = layer.type_name == "Conv1D" or bool(layer.attrs.get("transposed_weight"))
+    fan_in, fan_out = fans(layer.kind, weight.shape, transposed)
+    activation, slope, normalized = following_activation(layers, index)
+    scheme = init_scheme_for(activation, slope)
+    recommended = scheme.recommended_std(fan_in, fan_out)
+    return InitAdvice(
+        fan_in=fan_in,
+        fan_out=fan_out,
+        activation_after=activation,
+        normalized_after=normalized,
+        scheme=scheme.scheme,
+        gain=scheme.gain,
+        current_std=weight.rms,
+        recommended_std=recommended,
+        ratio=weight.rms / recommended if recommended > 0 else math.nan,
+        current_scheme=classify_init(fan_in, fan_out, weight),
+    )
+
+
+def init_call(advice: InitAdvice) -> str:
+    """The one line of PyTorch that applies the recommendation."""
+    if advice.scheme == "he":
+        if advice.activation_after in ("leaky_relu", "prelu"):
+            slope = math.sqrt(max(2.0 / advice.gain**2 - 1.0, 0.0))
+            return f"nn.init.kaiming_normal_(w, a={slope:.3g}, nonlinearity='leaky_relu')"
+        return "nn.init.kaiming_normal_(w, nonlinearity='relu')"
+    if advice.scheme == "lecun":
+        return "nn.init.normal_(w, std=1/math.sqrt(fan_in))"
+    gain = "nn.init.calculate_gain('tanh')" if advice.gain != 1.0 else "1.0"
+    return f"nn.init.xavier_normal_(w, gain={gain})"
+

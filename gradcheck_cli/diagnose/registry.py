@@ -1,0 +1,109 @@
+"""Every finding kind, once: its name (the JSON string), default severity, thresholds, meaning and fix.
+
+A kind's rule lives in ``diagnose/rules/<name>.py`` (a function ``find``), loaded when a report is
+diagnosed, so this table stays import-light for ``--help``, ``--fail-on`` parsing and the pytest plugin.
+Adding a kind is one entry here plus that one file; ``tests/diagnose/test_registry.py`` checks every
+entry (rule present, thresholds defined, documented in the README, hint written, named in the schema).
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # pragma: no cover
+    from gradcheck_cli.analysis.options import Thresholds
+    from gradcheck_cli.report.model import Finding, LayerReport
+
+SEVERITIES = ("error", "warning", "info")
+"""The one severity vocabulary, worst first."""
+
+Rule = Callable[["Sequence[LayerReport]", "Thresholds", "Sequence[Finding]"], "list[Finding]"]
+"""(layers in forward order, thresholds, findings of the kinds evaluated before this one) -> findings."""
+
+
+@dataclass(frozen=True)
+class FindingKind:
+    name: str
+    """The kind as written in JSON, ``--fail-on`` and ignore rules."""
+    severity: str
+    """Its usual severity; a rule may raise it for the worst cases (every unit of a layer dead)."""
+    meaning: str
+    """One line: what the finding says about the model."""
+    hint: str
+    """The fix, as the reports print it."""
+    thresholds: tuple[str, ...]
+    """The :class:`~gradcheck_cli.analysis.options.Thresholds` fields its rule reads."""
+
+    @property
+    def rule(self) -> Rule:
+        return importlib.import_module(f"{__package__}.rules.{self.name}").find
+
+
+KINDS: tuple[FindingKind, ...] = (
+    FindingKind(
+        "vanishing_gradient", "error",
+        "the backward signal shrinks across depth: the layers before it barely learn",
+        "use ReLU-family activations with He init, add BatchNorm/LayerNorm, or add residual shortcuts",
+        ("vanishing_gradient_ratio", "min_depth"),
+    ),
+    FindingKind(
+        "exploding_gradient", "error",
+        "the backward signal grows across depth (or is huge): updates there will be huge and unstable",
+        "lower the weight scale (He/Xavier init), add normalisation, and clip gradients (torch.nn.utils.clip_grad_norm_)",
+        ("exploding_gradient_ratio", "gradient_abs_max", "min_depth"),
+    ),
+    FindingKind(
+        "vanishing_activation", "warning",
+        "the input-dependent part of the forward signal fades across depth",
+        "scale the init to the activation (He for ReLU, Xavier for tanh) or add normalisation layers",
+        ("vanishing_activation_ratio", "min_depth"),
+    ),
+    FindingKind(
+        "exploding_activation", "error",
+        "the forward signal grows across depth (or is huge)",
+        "reduce the weight scale (He/Xavier init) or add normalisation layers",
+        ("exploding_activation_ratio", "activation_abs_max", "min_depth"),
+    ),
+    FindingKind(
+        "dead_relu", "warning",
+        "rectifier units that never fire on the data, so they pass no gradient",
+        "lower the learning rate, initialise biases at 0 (not negative), or use LeakyReLU/ELU",
+        ("dead_ratio",),
+    ),
+    FindingKind(
+        "saturated_activation", "warning",
+        "sigmoid/tanh outputs at an asymptote, where the derivative is ~0",
+        "shrink the pre-activation scale (Xavier init, normalisation) or switch sigmoid/tanh to ReLU in hidden layers",
+        ("saturation",),
+    ),
+    FindingKind(
+        "not_zero_centred", "info",
+        "an activation feeding a weight layer is far from zero-mean: its weight gradients share one sign",
+        "use tanh or a ReLU-family activation in hidden layers, or add BatchNorm after it",
+        ("centring",),
+    ),
+    FindingKind(
+        "nonfinite", "error",
+        "NaN/Inf in a layer's output or gradient",
+        "find the first non-finite layer below; check the input data, lower the learning rate, clip gradients",
+        (),
+    ),
+    FindingKind(
+        "init_mismatch", "warning",
+        "a weight layer's scale is far from what its following activation needs",
+        "re-initialise with the recommended scheme (see the init table)",
+        ("init_ratio", "init_tolerance"),
+    ),
+)
+"""Every kind, in the order they are evaluated (init_mismatch last: it reads the depth trends)."""
+
+BY_NAME: dict[str, FindingKind] = {kind.name: kind for kind in KINDS}
+FINDING_KINDS: tuple[str, ...] = tuple(BY_NAME)
+"""The kind names, in the documented order."""
+
+
+def kind(name: str) -> FindingKind:
+    return BY_NAME[name]

@@ -1,0 +1,135 @@
+"""Depth trends: how the forward and backward signals change across the weight layers.
+
+Vanishing/exploding is judged on the *trend* of the signals across the weight layers (first-to-
+last ratio, and the per-layer gain it implies) plus absolute guards -- not on weight-gradient
+norms, which stay nearly flat even when both signals decay (THEORY.md section 2).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+from gradcheck_cli.analysis.options import Thresholds
+from gradcheck_cli.diagnose.rules import finding, finite
+from gradcheck_cli.layers import WEIGHT_KINDS
+from gradcheck_cli.report.model import Finding, LayerReport
+
+SEGMENT_JUMP = 8.0
+"""A change of elements-per-sample larger than this between consecutive weight layers starts a new
+segment. Global pooling (64x32x32 -> 64) or a classifier head (512 -> 10) rescales per-element
+signals by design -- a mean over N positions hands each 1/N of the gradient -- so trends are
+compared only between layers of similar size (stride-2 stages change it by 2x and stay together)."""
+
+
+def forward_signal(layer: LayerReport) -> float | None:
+    """The input-dependent activation scale (signal std), or the plain std where it is unmeasurable."""
+    a = layer.activation
+    if a is None:
+        return None
+    return a.signal_std if a.signal_std is not None else a.std
+
+
+def backward_signal(layer: LayerReport) -> float | None:
+    return layer.grad.output_rms
+
+
+def depth_path(layers: Sequence[LayerReport]) -> list[LayerReport]:
+    """Weight layers with finite forward and backward signals, in forward order."""
+    return [
+        layer for layer in layers
+        if layer.kind in WEIGHT_KINDS and finite(forward_signal(layer), layer.grad.output_rms)
+    ]
+
+
+def _per_sample(layer: LayerReport) -> int:
+    return math.prod(layer.shape[1:]) if layer.shape and len(layer.shape) > 1 else 1
+
+
+def segments(path: list[LayerReport]) -> list[list[LayerReport]]:
+    out: list[list[LayerReport]] = []
+    for layer in path:
+        if out:
+            a, b = _per_sample(out[-1][-1]), _per_sample(layer)
+            if max(a, b) / max(min(a, b), 1) <= SEGMENT_JUMP:
+                out[-1].append(layer)
+                continue
+        out.append([layer])
+    return out
+
+
+def gain(ratio: float, steps: int) -> float:
+    return ratio ** (1.0 / steps) if ratio > 0 and steps > 0 else 0.0
+
+
+@dataclass(frozen=True)
+class Extreme:
+    """The layer whose signal is furthest from its segment's reference layer, one way."""
+
+    ratio: float
+    layer: LayerReport
+    reference: LayerReport
+    segment: list[LayerReport]
+
+    def where(self) -> str:
+        steps = abs(self.segment.index(self.layer) - self.segment.index(self.reference))
+        return f"over {steps + 1} weight layers ({gain(self.ratio, steps):.3g}x per layer)"
+
+
+Signal = Callable[[LayerReport], "float | None"]
+Reference = Callable[[list[LayerReport]], LayerReport]
+
+
+def extremes(layers: Sequence[LayerReport], t: Thresholds, value: Signal, reference_of: Reference,
+             ) -> tuple[Extreme | None, Extreme | None]:
+    """Most extreme ratios below and above 1 over every segment of at least ``min_depth`` layers."""
+    low = high = None
+    for segment in segments(depth_path(layers)):
+        reference = reference_of(segment)
+        if len(segment) < t.min_depth or not value(reference):
+            continue
+        for layer in segment:
+            ratio = value(layer) / value(reference)  # type: ignore[operator]
+            if low is None or ratio < low.ratio:
+                low = Extreme(ratio, layer, reference, segment)
+            if high is None or ratio > high.ratio:
+                high = Extreme(ratio, layer, reference, segment)
+    return low, high
+
+
+def nearest_output(segment: list[LayerReport]) -> LayerReport:
+    """The backward signal's reference: the loss's scale, nearest the output."""
+    return segment[-1]
+
+
+def nearest_input(segment: list[LayerReport]) -> LayerReport:
+    """The forward signal's reference: the data's own scale, nearest the input."""
+    return segment[0]
+
+
+def trend_finding(kind: str, extreme: Extreme | None, limit: float, beyond: Callable[[float, float], bool],
+                  text: str) -> list[Finding]:
+    """One finding when the extreme ratio is past ``limit``; ``text`` formats layer, ref, ratio, where."""
+    if extreme is None or not beyond(extreme.ratio, limit):
+        return []
+    message = text.format(layer=extreme.layer.name, ref=extreme.reference.name, ratio=extreme.ratio, where=extreme.where())
+    return [finding(kind, extreme.layer.name, extreme.ratio, limit, message)]
+
+
+def absolute_finding(kind: str, layers: Sequence[LayerReport], value: Signal, limit: float, text: str) -> list[Finding]:
+    """The loudest layer whose ``value`` is above ``limit`` whatever the trend (NaN compares False)."""
+    loud = [layer for layer in layers if (value(layer) or 0.0) > limit]
+    if not loud:
+        return []
+    worst = max(loud, key=lambda layer: value(layer))  # type: ignore[arg-type, return-value]
+    measured = value(worst)
+    return [finding(kind, worst.name, measured, limit, text.format(layer=worst.name, value=measured))]  # type: ignore[arg-type]
+
+
+def below(ratio: float, limit: float) -> bool:
+    return ratio < limit
+
+
+def above(ratio: float, limit: float) -> bool:
+    return ratio > limit

@@ -1,0 +1,22 @@
+"""Bounded activations (sigmoid, tanh and their hard variants) whose outputs sit at an asymptote."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from gradcheck_cli.analysis.options import Thresholds
+from gradcheck_cli.diagnose.rules import finding
+from gradcheck_cli.report.model import Finding, LayerReport
+
+
+def find(layers: Sequence[LayerReport], t: Thresholds, found: Sequence[Finding] = ()) -> list[Finding]:
+    return [
+        finding(
+            "saturated_activation", layer.name, layer.activation.saturation, t.saturation,
+            f"{layer.activation.saturation:.0%} of the {layer.kind} outputs of {layer.name} sit at an asymptote, "
+            "where the derivative is ~0",
+        )
+        for layer in layers
+        if layer.activation is not None and layer.activation.saturation is not None
+        and layer.activation.saturation > t.saturation
+    ]

@@ -1,0 +1,333 @@
+"""Streaming per-layer statistics, computed on the tensor's device and never retained.
+
+The hot path (:meth:`StatsCollector.observe` and the gradient hook it installs) launches two to
+four read-only reductions per activation (per-unit moments, min/max, and after an activation
+function the nonzero count; on an accelerator each is one kernel) and one per gradient, and keeps
+only their small results as device tensors: no copy of the activation, no host synchronisation on
+an accelerator. On CPU, where a scalar result is already in host memory, two checks read one to
+skip work: the uncentred shortcut's precision test and the gradient's finiteness sentinel. The kernels themselves live in
+:mod:`gradcheck_cli.measure.reductions`; this module decides what to observe and merges the results.
+Everything derived from them -- means, variances, dead units, NaN/Inf units -- is computed once
+in :meth:`StatsCollector.finalize`, vectorised with numpy after one transfer per table, and
+batches merge with Chan's parallel variance formula, so statistics over several batches equal
+those over their concatenation.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import torch
+
+from gradcheck_cli.layers import DENSE_KINDS, RECTIFIER_KINDS, saturation_for
+from gradcheck_cli.measure.reductions import GradientMoments, ScratchPool, forward_row, gradient_moments
+
+if TYPE_CHECKING:
+    from collections.abc import Iterable
+
+# Kinds whose output is laid out channel-first (N, C, ...): a rectifier after them has channel units.
+_CHANNEL_FIRST = frozenset({"conv", "conv_transpose", "batchnorm", "groupnorm", "instancenorm", "pool"})
+_FEATURE_LAST = frozenset({"linear", "layernorm", "rmsnorm", "embedding", "attention", "rnn"})
+
+
+@dataclass
+class LayerInfo:
+    """One observation point: a module call or a graph node, in forward order."""
+
+    index: int
+    name: str
+    kind: str
+    type_name: str
+    params: dict[str, str] = field(default_factory=dict)
+    """Role (``weight``/``bias``) -> parameter name, for the layer's parameter-gradient columns."""
+    attrs: dict[str, float] = field(default_factory=dict)
+    """Hyper-parameters the verdicts need (leaky ``negative_slope``, hardtanh bounds)."""
+    shape: tuple[int, ...] | None = None
+    """Output shape at the first observation."""
+    observable: bool = True
+    note: str | None = None
+    """Why a layer could not be observed, or anything else the report should say about it."""
+
+
+@dataclass(frozen=True)
+class ForwardSummary:
+    count: int
+    mean: float
+    std: float
+    signal_std: float | None
+    min: float
+    max: float
+    zero_fraction: float | None
+    nonfinite_units: int
+    saturation: float | None
+    dead_ratio: float | None
+    units: int | None
+    samples_per_unit: float | None
+
+
+@dataclass(frozen=True)
+class LayerStats:
+    """Everything measured for one layer, merged over all batches and calls."""
+
+    info: LayerInfo
+    forward: ForwardSummary | None
+    grad_rms: float | None
+    grad_count: int
+    grad_nonfinite: int
+
+
+def merge_rows(rows: Iterable[tuple[int, int, list[float]]]) -> tuple[float, float, float | None]:
+    """(numel, units, [sum, centred sum of squares, sum over units of (unit sum)^2]) per observation
+    -> mean, population variance, signal variance.
+
+    The centred sum of squares over n = units x m elements is the signal part: divided by n it is
+    each unit's variance across samples and positions, averaged over units (it needs m >= 2). The
+    total variance adds the variance of the unit means. Observations merge with Chan et al.'s
+    pairwise formula, so several batches give the variance of their concatenation; the signal
+    variance is averaged over observations, weighted by size (between-batch shifts of a unit's
+    mean are not counted as signal).
+    """
+    n_total, mean, m2 = 0, 0.0, 0.0
+    signal_weight, signal_sum = 0, 0.0
+    for n, units, f in rows:
+        per_unit = n / units
+        row_mean = f[0] / n
+        between = max(f[2] / (units * per_unit * per_unit) - row_mean * row_mean, 0.0) if math.isfinite(f[2]) else f[2]
+        row_var = f[1] / n + between
+        delta = row_mean - mean
+        new_total = n_total + n
+        mean += delta * n / new_total
+        m2 += row_var * n + delta * delta * n_total * n / new_total
+        n_total = new_total
+        if per_unit >= 2:
+            signal_sum += f[1]
+            signal_weight += n
+    var = m2 / n_total if n_total else math.nan
+    signal = signal_sum / signal_weight if signal_weight else None
+    return mean, var, signal
+
+
+@dataclass
+class _Observation:
+    index: int
+    numel: int
+    row: list[torch.Tensor | None]
+
+
+class StatsCollector:
+    """Receives layer outputs during forward, output gradients during backward; summarises at the end."""
+
+    def __init__(self, sample_units: int | None = None, seed: int = 0) -> None:
+        self.layers: list[LayerInfo] = []
+        self._observations: list[_Observation] = []
+        self._grads: list[tuple[int, int, GradientMoments]] = []  # layer index, numel, moments
+        self._channel_first = False
+        self._sample_units = sample_units
+        self._seed = seed
+        self._samples: dict[tuple[int, int, torch.device], torch.Tensor] = {}
+        self._scratch = ScratchPool()
+
+    def add_layer(self, name: str, kind: str, type_name: str, **extra: Any) -> LayerInfo:
+        info = LayerInfo(index=len(self.layers), name=name, kind=kind, type_name=type_name, **extra)
+        self.layers.append(info)
+        return info
+
+    # -- hot path -------------------------------------------------------------------------------
+    def observe(self, info: LayerInfo, output: torch.Tensor) -> None:
+        """Record forward statistics of a layer output and hook its gradient. Never synchronises."""
+        if info.kind in _CHANNEL_FIRST:
+            self._channel_first = True
+        elif info.kind in _FEATURE_LAST:
+            self._channel_first = False
+        if not output.is_floating_point() or output.numel() == 0:
+            return
+        x = output.detach()
+        if info.shape is None:
+            info.shape = tuple(x.shape)
+        unit_dim = None if x.dim() == 0 else (1 if self._channel_first and x.dim() >= 3 else x.dim() - 1)
+        if self._sample_units and unit_dim is not None and x.shape[unit_dim] > self._sample_units:
+            x = x.index_select(unit_dim, self._unit_sample(info.index, x.shape[unit_dim], x.device))
+        if x.dtype in (torch.float16, torch.bfloat16):
+            x = x.float()
+        row = forward_row(x, saturation_for(info.kind, info.attrs), unit_dim, self._scratch.get(x),
+                          count_zeros=info.kind not in DENSE_KINDS)
+        self._observations.append(_Observation(info.index, x.numel(), row))
+        if output.requires_grad:
+            self._hook_gradient(output, info.index)
+
+    def _unit_sample(self, index: int, units: int, device: torch.device) -> torch.Tensor:
+        """``--sample-stats K``: the same K units of a layer on every call and batch, seeded per layer,
+        so a unit's dead/alive verdict still rests on every sample it saw."""
+        key = (index, units, device)
+        if key not in self._samples:
+            generator = torch.Generator().manual_seed(self._seed * 1_000_003 + index)
+            chosen = torch.randperm(units, generator=generator)[: self._sample_units].sort().values
+            self._samples[key] = chosen.to(device)
+        return self._samples[key]
+
+    def _hook_gradient(self, output: torch.Tensor, index: int) -> None:
+        """Measure the gradient reaching ``output`` during backward.
+
+        The hook goes on the autograd node that made the tensor, as a pre-hook reading the
+        tensor's slot: it sees the same gradient as ``Tensor.register_hook`` (the sum over all
+        consumers, and the pre-modification value if the tensor is later changed in place), but
+        skips the Python-side bookkeeping of a tensor hook, which is several microseconds per
+        layer per call. A leaf (no node) takes the tensor hook.
+        """
+        numel, node, slot = output.numel(), output.grad_fn, output.output_nr
+        grads = self._grads
+
+        def measure(grad: torch.Tensor | None) -> None:
+            if grad is not None:
+                grads.append((index, numel, gradient_moments(grad)))
+
+        if node is None:
+            output.register_hook(lambda grad: measure(grad.detach()))
+        else:
+            node.register_prehook(lambda grad_outputs: measure(grad_outputs[slot]))
+
+    # -- end of run -------------------------------------------------------------------------------
+    def finalize(self) -> list[LayerStats]:
+        """Merge every batch and call per layer; the only place that moves data to the host."""
+        forwards = self._merge_forward()
+        grads = self._merge_grads()
+        result = []
+        for info in self.layers:
+            g = grads.get(info.index)
+            result.append(
+                LayerStats(
+                    info=info,
+                    forward=forwards.get(info.index),
+                    grad_rms=None if g is None else g[0],
+                    grad_count=0 if g is None else g[1],
+                    grad_nonfinite=0 if g is None else g[2],
+                )
+            )
+        return result
+
+    def _merge_forward(self) -> dict[int, ForwardSummary]:
+        obs = self._observations
+        if not obs:
+            return {}
+        units = np.array([o.row[0].numel() for o in obs])
+        offsets = np.concatenate([[0], np.cumsum(units)[:-1]])
+        per_unit = np.array([o.numel for o in obs]) / units
+        unit_sums = _host(torch.cat([o.row[0] for o in obs])) * np.repeat(per_unit, units)
+        # one stack and one transfer for each kind of scalar over every observation that has it
+        extremes = _host(torch.stack([t.float() for o in obs for t in o.row[2:4]])).reshape(len(obs), 2)
+        counts = _optional_scalars(obs, 4)
+        saturated = _optional_scalars(obs, 5)
+        sqs = self._centred_squares(per_unit)
+        with np.errstate(over="ignore", invalid="ignore"):
+            sums = np.add.reduceat(unit_sums, offsets).tolist()
+            sum_sq_units = np.add.reduceat(unit_sums * unit_sums, offsets).tolist()
+        # per-unit flags for every observation at once; a layer's verdict is their union over its
+        # observations (one slice when it was observed once, the usual case)
+        broken_units = ~np.isfinite(unit_sums)  # NaN/Inf poisons a unit's sum
+        fired_units = unit_sums > 0             # a rectifier unit is alive if it ever fired
+        bounds = offsets.tolist() + [len(unit_sums)]
+        sizes, numels, sqs = units.tolist(), [o.numel for o in obs], sqs.tolist()
+        lows, highs = extremes.T.tolist()
+
+        groups: dict[int, list[int]] = {}
+        for k, o in enumerate(obs):
+            groups.setdefault(o.index, []).append(k)
+        out = {}
+        for index, ks in groups.items():
+            info = self.layers[index]
+            mean, var, signal = merge_rows((numels[k], sizes[k], [sums[k], sqs[k], sum_sq_units[k]]) for k in ks)
+            total = sum(numels[k] for k in ks)
+            same_layout = len({sizes[k] for k in ks}) == 1
+            nonfinite = int(np.count_nonzero(_union(broken_units, bounds, ks))) if same_layout else sum(
+                int(np.count_nonzero(broken_units[bounds[k] : bounds[k + 1]])) for k in ks)
+            dead = n_units = samples_per_unit = None
+            if info.kind in RECTIFIER_KINDS and same_layout:
+                n_units = sizes[ks[0]]
+                dead = 1.0 - int(np.count_nonzero(_union(fired_units, bounds, ks))) / n_units
+                samples_per_unit = sum(numels[k] // sizes[k] for k in ks)
+            sat = [saturated[k] for k in ks if k in saturated]
+            if len(ks) == 1:
+                lo, hi = lows[ks[0]], highs[ks[0]]
+            else:  # numpy's min/max propagate NaN whatever the order
+                lo, hi = float(np.min([lows[k] for k in ks])), float(np.max([highs[k] for k in ks]))
+            out[index] = ForwardSummary(
+                count=total,
+                mean=mean,
+                std=math.sqrt(var) if var >= 0 else math.nan,  # inf stays inf (float32 overflow)
+                signal_std=math.sqrt(signal) if signal is not None and signal >= 0 else (None if signal is None else math.nan),
+                min=lo,
+                max=hi,
+                zero_fraction=_zero_fraction([counts.get(k) for k in ks], total, lo, hi),
+                nonfinite_units=nonfinite,
+                saturation=sum(sat) / total if saturation_for(info.kind, info.attrs) and sat else None,
+                dead_ratio=dead,
+                units=n_units,
+                samples_per_unit=samples_per_unit,
+            )
+        return out
+
+    def _centred_squares(self, per_unit: np.ndarray) -> np.ndarray:
+        """Each observation's sum of squares about its unit means, from whichever form its row holds
+        (a scalar total, or per-unit variances to sum and scale), in two transfers."""
+        obs = self._observations
+        out = np.empty(len(obs))
+        totals = [k for k, o in enumerate(obs) if o.row[1].dim() == 0]
+        if totals:
+            out[totals] = _host(torch.stack([obs[k].row[1].float() for k in totals]))
+        per_unit_var = [k for k, o in enumerate(obs) if o.row[1].dim() == 1]
+        if per_unit_var:
+            variances = _host(torch.cat([obs[k].row[1] for k in per_unit_var]))
+            sizes = np.array([obs[k].row[1].numel() for k in per_unit_var])
+            with np.errstate(over="ignore", invalid="ignore"):
+                sums = np.add.reduceat(variances, np.concatenate([[0], np.cumsum(sizes)[:-1]]))
+                out[per_unit_var] = sums * per_unit[per_unit_var]
+        return out
+
+    def _merge_grads(self) -> dict[int, tuple[float, int, int]]:
+        """Per layer: gradient RMS (inf if float32 squares overflowed), element count, passes with NaN/Inf."""
+        if not self._grads:
+            return {}
+        rows = _host(torch.stack([t.float() for _, _, m in self._grads for t in (m.second, m.sentinel)])).reshape(-1, 2)
+        merged: dict[int, list[float]] = {}
+        for (index, n, moments), (second, sentinel) in zip(self._grads, rows.tolist()):
+            acc = merged.setdefault(index, [0.0, 0, 0])
+            acc[0] += moments.sum_of_squares(second, sentinel, n)
+            acc[1] += n
+            acc[2] += 0 if math.isfinite(sentinel) else 1
+        return {i: (math.sqrt(a[0] / a[1]), int(a[1]), int(a[2])) for i, a in merged.items()}
+
+
+def _union(flags: np.ndarray, bounds: list[int], ks: list[int]) -> np.ndarray:
+    """Per-unit OR of the flags of observations ``ks`` (all with the same units); observation k's
+    flags are ``flags[bounds[k]:bounds[k + 1]]``."""
+    parts = [flags[bounds[k] : bounds[k + 1]] for k in ks]
+    return parts[0] if len(parts) == 1 else np.logical_or.reduce(parts)
+
+
+def _optional_scalars(obs: list[_Observation], slot: int) -> dict[int, float]:
+    """Observation number -> the scalar in ``slot`` of its row, for the rows that measured it."""
+    have = [k for k, o in enumerate(obs) if o.row[slot] is not None]
+    if not have:
+        return {}
+    return dict(zip(have, _host(torch.stack([obs[k].row[slot].double() for k in have])).tolist()))
+
+
+def _zero_fraction(nonzero: list[float | None], total: int, lo: float, hi: float) -> float | None:
+    """Fraction of exact zeros: counted, or implied by the range (none when 0 is outside [min, max],
+    all when min = max = 0), else unknown (None: counting was skipped for this kind of layer)."""
+    if all(n is not None for n in nonzero):
+        return 1.0 - sum(nonzero) / total
+    if lo > 0 or hi < 0:
+        return 0.0
+    if lo == hi == 0:
+        return 1.0
+    return None
+
+
+def _host(t: torch.Tensor) -> np.ndarray:
+    """One device-to-host transfer, as float64 (int64 for counts)."""
+    t = t.detach().cpu()
+    return t.numpy() if not t.is_floating_point() else t.double().numpy()

@@ -1,0 +1,109 @@
+"""Naming graph nodes after the module tree they came from, shared by the FX and TorchScript front ends.
+
+A node produced by a layer module's own op (``aten.linear`` inside ``encoder.fc``, a Linear)
+is named after the module (``encoder.fc``); an op called as a function inside a bigger module
+(``torch.sigmoid`` in ``Net.forward``) is named ``<module>.<op>``. Repeated names get ``#2``,
+``#3``... in execution order, so a module called twice yields two rows.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from gradcheck_cli.layers import module_kind, op_base_name
+
+if TYPE_CHECKING:
+    from gradcheck_cli.measure.collector import LayerInfo, StatsCollector
+
+
+class GraphNamer:
+    def __init__(self) -> None:
+        self._seen: dict[str, int] = {}
+
+    def name(self, op_name: str, op_kind: str, module_path: str, module_type: str, own: bool | None = None) -> str:
+        if own is None:
+            own = module_kind(module_type) == op_kind
+        if module_path and own:
+            base = module_path
+        else:
+            op = op_base_name(op_name).strip("_")
+            base = f"{module_path}.{op}" if module_path else op
+        count = self._seen.get(base, 0) + 1
+        self._seen[base] = count
+        return base if count == 1 else f"{base}#{count}"
+
+
+@dataclass(frozen=True)
+class NodeSpec:
+    """A graph node chosen for observation, before it has run."""
+
+    op_name: str
+    kind: str
+    module_path: str
+    module_type: str
+    params: dict[str, str] = field(default_factory=dict)
+    attrs: dict[str, float] = field(default_factory=dict)
+    own: bool | None = None
+    """Whether the op is its module's own (named after the module); None: decide from module_type."""
+    op_label: str | None = None
+    """Type shown for an op that is not its module's own (default ``aten.<op>``)."""
+
+
+class LazyRows:
+    """Report rows for graph probes, created when a probe first fires.
+
+    So rows come in execution order, and a node that never runs (the untaken branch of an
+    ``if``) gets no row; a node inside a loop keeps one row that merges its iterations.
+    """
+
+    def __init__(self, collector: StatsCollector, specs: list[NodeSpec]) -> None:
+        self.collector = collector
+        self.specs = specs
+        self.rows: dict[int, LayerInfo] = {}
+        self.namer = GraphNamer()
+
+    def observe(self, index: int, tensor: Any) -> None:
+        info = self.rows.get(index)
+        if info is None:
+            spec = self.specs[index]
+            own = module_kind(spec.module_type) == spec.kind if spec.own is None else spec.own
+            info = self.collector.add_layer(
+                self.namer.name(spec.op_name, spec.kind, spec.module_path, spec.module_type, own=own),
+                spec.kind,
+                spec.module_type if own else (spec.op_label or f"aten.{op_base_name(spec.op_name)}"),
+                params=dict(spec.params),
+                attrs=dict(spec.attrs),
+            )
+            self.rows[index] = info
+        self.collector.observe(info, tensor)
+
+
+def parse_torchscript_hierarchy(text: str) -> tuple[str, str]:
+    """``b1(Block).act(ReLU).UNKNOWN_INSTANCE(UNKNOWN_TYPE)`` -> (``b1.act``, ``ReLU``).
+
+    An empty first instance is the root module; ``SELF(...)`` is a method call on the same module.
+    """
+    path, type_name = [], ""
+    for instance, kind in re.findall(r"([^.()]*)\(([^()]*)\)", text):
+        if instance.startswith("UNKNOWN_INSTANCE"):
+            break
+        if not instance or instance == "SELF":
+            continue
+        path.append(instance)
+        type_name = kind
+    return ".".join(path), type_name
+
+
+def param_roles(kind: str, names: list[str]) -> dict[str, str]:
+    """Graph op parameter inputs -> roles: the first two of a weight/norm op are weight and bias."""
+    from gradcheck_cli.layers import NORM_KINDS, WEIGHT_KINDS
+
+    roles: dict[str, str] = {}
+    for position, name in enumerate(names):
+        if kind in WEIGHT_KINDS | NORM_KINDS | {"embedding"} and position < 2:
+            roles[("weight", "bias")[position]] = name
+        else:
+            roles[name.rsplit(".", 1)[-1]] = name
+    return roles

@@ -1,0 +1,161 @@
+"""nn.Module front end: forward hooks on layer modules, plus functional activations.
+
+Many models call activations as functions (``F.relu(self.fc(x))``), which no module hook sees.
+A :class:`~torch.overrides.TorchFunctionMode` catches exactly those calls and names them after
+the module they run in (``block.relu``), so dead-ReLU and saturation statistics do not depend
+on coding style. Calls made inside a hooked layer module are left to that module's hook.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.overrides import TorchFunctionMode
+
+from gradcheck_cli.layers import MODULE_KINDS, TRANSPARENT_KINDS, module_kind
+from gradcheck_cli.measure.model_output import first_tensor
+from gradcheck_cli.measure.collector import LayerInfo, StatsCollector
+
+
+def _functional_kinds() -> dict[Any, str]:
+    table: dict[Any, str] = {}
+    for kind, names in {
+        "relu": ["relu", "relu_"], "relu6": ["relu6"], "leaky_relu": ["leaky_relu", "leaky_relu_"],
+        "elu": ["elu", "elu_"], "selu": ["selu", "selu_"], "celu": ["celu"], "gelu": ["gelu"],
+        "silu": ["silu"], "mish": ["mish"], "softplus": ["softplus"], "sigmoid": ["sigmoid", "sigmoid_"],
+        "tanh": ["tanh", "tanh_"], "hardtanh": ["hardtanh", "hardtanh_"], "hardsigmoid": ["hardsigmoid"],
+        "hardswish": ["hardswish"], "softsign": ["softsign"],
+    }.items():
+        for name in names:
+            for namespace in (F, torch, torch.Tensor, torch.special):
+                fn = getattr(namespace, name, None)
+                if fn is not None:
+                    table[fn] = kind
+    return table
+
+
+_FUNCTIONAL = _functional_kinds()
+
+
+def is_layer_module(module: nn.Module) -> bool:
+    """Modules that get a row: leaves, and known layers that hold children (MultiheadAttention)."""
+    kind = module_kind(type(module).__name__)
+    if kind in TRANSPARENT_KINDS and kind != "pool":
+        return False
+    return next(module.children(), None) is None or type(module).__name__ in MODULE_KINDS
+
+
+def _attrs(module: nn.Module) -> dict[str, float]:
+    """Hyper-parameters the verdicts need. Read from the instance dict: ``getattr`` on a missing
+    name goes through ``nn.Module.__getattr__`` and an exception, per key per module per run."""
+    fields = vars(module)
+    return {
+        key: float(fields[key])
+        for key in ("negative_slope", "min_val", "max_val", "lower", "upper")
+        if isinstance(fields.get(key), (int, float)) and not isinstance(fields.get(key), bool)
+    }
+
+
+class _Calls:
+    """Per-batch call bookkeeping: which layer row a call maps to, and the module stack for naming."""
+
+    def __init__(self, collector: StatsCollector) -> None:
+        self.collector = collector
+        self.rows: dict[tuple[str, int], LayerInfo] = {}
+        self.counts: dict[str, int] = {}
+        self.stack: list[str] = []
+        self.in_layer = 0
+
+    def begin_batch(self) -> None:
+        self.counts.clear()
+        self.stack.clear()
+        self.in_layer = 0
+
+    def row(self, name: str, kind: str, type_name: str, **extra: Any) -> LayerInfo:
+        call = self.counts.get(name, 0)
+        self.counts[name] = call + 1
+        info = self.rows.get((name, call))
+        if info is None:
+            shown = name if call == 0 else f"{name}#{call + 1}"
+            info = self.collector.add_layer(shown, kind, type_name, **extra)
+            self.rows[(name, call)] = info
+        return info
+
+
+class _ActivationMode(TorchFunctionMode):
+    def __init__(self, calls: _Calls) -> None:
+        super().__init__()
+        self.calls = calls
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):  # noqa: ANN001 - torch protocol
+        out = func(*args, **(kwargs or {}))
+        kind = _FUNCTIONAL.get(func)
+        if kind is not None and not self.calls.in_layer and isinstance(out, torch.Tensor):
+            parent = self.calls.stack[-1] if self.calls.stack else ""
+            name = f"{parent}.{func.__name__.rstrip('_')}" if parent else func.__name__.rstrip("_")
+            attrs = {}
+            if kind == "leaky_relu":
+                slope = args[1] if len(args) > 1 else (kwargs or {}).get("negative_slope", 0.01)
+                attrs = {"negative_slope": float(slope)}
+            self.calls.collector.observe(self.calls.row(name, kind, f"F.{func.__name__}", attrs=attrs), out)
+        return out
+
+
+@contextmanager
+def instrument_modules(model: nn.Module, collector: StatsCollector, *, functional: bool = True) -> Iterator[Any]:
+    """Hook every layer module of ``model``; yield the forward function. Hooks are removed on exit."""
+    calls = _Calls(collector)
+    handles = []
+    try:
+        for name, module in model.named_modules():
+            layer = bool(name) and is_layer_module(module)
+            if functional or layer:
+                handles.append(module.register_forward_pre_hook(_enter(calls, name, layer)))
+                handles.append(module.register_forward_hook(_leave(calls, name, module, layer), always_call=True))
+        mode = _ActivationMode(calls) if functional else None
+
+        def forward(*args: Any, **kwargs: Any) -> Any:
+            calls.begin_batch()
+            if mode is None:
+                return model(*args, **kwargs)
+            with mode:
+                return model(*args, **kwargs)
+
+        yield forward
+    finally:
+        for handle in handles:
+            handle.remove()
+
+
+def _enter(calls: _Calls, name: str, layer: bool):
+    def pre_hook(module: nn.Module, args: Any) -> None:
+        calls.stack.append(name)
+        if layer:
+            calls.in_layer += 1
+
+    return pre_hook
+
+
+def _leave(calls: _Calls, name: str, module: nn.Module, layer: bool):
+    type_name = type(module).__name__
+    kind = module_kind(type_name)
+    params = {role: f"{name}.{role}" for role, p in module._parameters.items() if p is not None}
+    attrs = _attrs(module)
+
+    def hook(module: nn.Module, args: Any, output: Any) -> None:
+        if calls.stack and calls.stack[-1] == name:
+            calls.stack.pop()
+        if not layer:
+            return
+        calls.in_layer -= 1
+        tensor = first_tensor(output)
+        if tensor is not None:
+            with torch._C.DisableTorchFunction():  # our own reductions need not pass through the mode
+                calls.collector.observe(calls.row(name, kind, type_name, params=params, attrs=attrs), tensor)
+
+    return hook

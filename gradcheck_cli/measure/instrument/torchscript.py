@@ -1,0 +1,126 @@
+"""TorchScript front end: a rewritten, inlined copy of the forward graph with probe ops.
+
+Loaded ScriptModules accept no forward hooks. Instead we copy ``forward``'s graph, inline every
+submodule call (so shared submodule types get one node per call site), and after each layer op
+insert ``gradcheck::observe(x, i)`` -- a dispatcher op whose Python kernel passes ``x`` to the
+collector and returns it (declared as an alias, so the JIT does not copy). Layer names come from
+each inlined node's module hierarchy. The loaded module itself is not modified: the rewritten
+graph becomes a new function called with the module as ``self``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import torch
+
+from gradcheck_cli.measure.instrument.graph_naming import LazyRows, NodeSpec, param_roles, parse_torchscript_hierarchy
+from gradcheck_cli.layers import OBSERVED_OP_KINDS, op_kind
+from gradcheck_cli.measure.collector import StatsCollector
+
+_ACTIVE: list[LazyRows] = []
+_LIBRARY: torch.library.Library | None = None
+
+
+def _observe_kernel(x: torch.Tensor, index: int) -> torch.Tensor:
+    if _ACTIVE:
+        _ACTIVE[-1].observe(index, x)
+    return x
+
+
+def _register_probe_op() -> None:
+    global _LIBRARY
+    if _LIBRARY is None:
+        _LIBRARY = torch.library.Library("gradcheck", "DEF")
+        _LIBRARY.define("observe(Tensor(a) x, int layer) -> Tensor(a)")
+        _LIBRARY.impl("observe", _observe_kernel, "CompositeImplicitAutograd")
+
+
+def _walk(block: torch._C.Block | torch._C.Graph) -> Iterator[torch._C.Node]:
+    for node in block.nodes():
+        yield node
+        for inner in node.blocks():
+            yield from _walk(inner)
+
+
+def _attribute_paths(graph: torch._C.Graph) -> dict[str, str]:
+    """Value debug name -> dotted attribute path from ``self`` (``b1.fc.weight``)."""
+    self_value = next(graph.inputs())
+    paths = {self_value.debugName(): ""}
+    for node in _walk(graph):
+        if node.kind() == "prim::GetAttr":
+            parent = paths.get(node.input().debugName())
+            if parent is not None:
+                name = node.s("name")
+                paths[node.output().debugName()] = f"{parent}.{name}" if parent else name
+    return paths
+
+
+def _constant(value: torch._C.Value) -> float | None:
+    node = value.node()
+    if node.kind() == "prim::Constant" and node.hasAttribute("value"):
+        try:
+            result = value.toIValue()
+        except Exception:  # noqa: BLE001 - not a constant we can read
+            return None
+        return float(result) if isinstance(result, (int, float)) and not isinstance(result, bool) else None
+    return None
+
+
+def plan_graph(graph: torch._C.Graph) -> list[tuple[torch._C.Node, NodeSpec]]:
+    paths = _attribute_paths(graph)
+    planned = []
+    for node in list(_walk(graph)):
+        op_name = node.kind()
+        if not op_name.startswith("aten::"):
+            continue
+        kind = op_kind(op_name)
+        if kind not in OBSERVED_OP_KINDS or node.outputsSize() == 0:
+            continue
+        if not isinstance(node.outputsAt(0).type(), torch._C.TensorType):
+            continue
+        path, type_name = parse_torchscript_hierarchy(node.getModuleHierarchy())
+        params = [paths[v.debugName()] for v in node.inputs() if paths.get(v.debugName())]
+        attrs: dict[str, float] = {}
+        inputs = list(node.inputs())
+        slope = _constant(inputs[1]) if kind == "leaky_relu" and len(inputs) > 1 else None
+        if slope is not None:
+            attrs["negative_slope"] = slope
+        planned.append((node, NodeSpec(op_name, kind, path, type_name, param_roles(kind, params), attrs)))
+    return planned
+
+
+def _splice_probes(graph: torch._C.Graph, planned: list[tuple[torch._C.Node, NodeSpec]]) -> None:
+    for position, (node, _) in enumerate(planned):
+        out = node.outputsAt(0)
+        index = graph.insertConstant(position)
+        probe = graph.create("gradcheck::observe", [out, index], 1)
+        probe.insertAfter(node)
+        index.node().moveBefore(probe)
+        probe.output().setType(out.type())
+        out.replaceAllUsesAfterNodeWith(probe, probe.output())
+
+
+@contextmanager
+def instrument_torchscript(module: torch.jit.ScriptModule, collector: StatsCollector) -> Iterator[Any]:
+    _register_probe_op()
+    graph = module.forward.graph.copy()
+    torch._C._jit_pass_inline(graph)
+    planned = plan_graph(graph)
+    _splice_probes(graph, planned)
+    function = torch._C._create_function_from_graph("gradcheck_forward", graph)
+    rows = LazyRows(collector, [spec for _, spec in planned])
+    _ACTIVE.append(rows)
+
+    def forward(*args: Any, **kwargs: Any) -> Any:
+        # The profiling executor could fuse probes away into differentiable subgraphs: run unoptimised.
+        with torch.jit.optimized_execution(False):
+            return function(module._c, *args, **kwargs)
+
+    try:
+        yield forward
+    finally:
+        if _ACTIVE and _ACTIVE[-1] is rows:
+            _ACTIVE.pop()

@@ -1,0 +1,203 @@
+"""Baseline comparison: did this change make gradient flow worse than the committed report?
+
+Two JSON reports are matched layer by layer (by name). What is compared, and why:
+
+- The **backward-signal profile**: each layer's output-gradient RMS divided by the same quantity at
+  the output-side reference layer (the last weight layer with a gradient). Dividing cancels the
+  loss's overall scale, which a change of head or of output size moves without touching gradient
+  flow; what is left is how much the signal shrinks or grows on its way back to the layer. A layer
+  *regressed* when that ratio moved away from 1 (towards vanishing or exploding) by more than the
+  tolerance factor, and *improved* when it moved towards 1 by more than it.
+- The **dead ratio** of rectifier layers: an absolute rise of more than ``dead_tolerance`` regressed.
+- **Findings**, keyed by (kind, layer): a new finding whose kind is in the fail set regressed; new
+  findings outside it and resolved findings are listed.
+
+Reports are read as JSON documents, not rebuilt as dataclasses, so a baseline stays comparable
+across gradcheck releases that only add keys (the schema-version policy).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+from gradcheck_cli.errors import EXIT_FINDINGS, EXIT_OK
+from gradcheck_cli.report.model import encode
+
+STATUSES = ("regressed", "changed", "improved", "unchanged")
+"""Overall outcome, worst first: ``changed`` means better and worse-but-not-failing moves both happened
+(or only findings outside the fail set appeared)."""
+
+
+@dataclass(frozen=True)
+class LayerChange:
+    layer: str
+    status: str
+    """regressed | improved | unchanged | added (only in the current report) | removed (only in the baseline)."""
+    baseline_flow: float | None
+    """Backward-signal RMS at this layer / at the output-side reference layer, in the baseline."""
+    current_flow: float | None
+    flow_change: float | None
+    """current_flow / baseline_flow."""
+    baseline_dead: float | None
+    current_dead: float | None
+    reasons: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class FindingChange:
+    change: str
+    """new | resolved"""
+    kind: str
+    layer: str
+    severity: str
+    fails: bool
+    """A new finding whose kind is in the fail set: it alone makes the comparison fail."""
+    message: str
+
+
+@dataclass(frozen=True)
+class Comparison:
+    baseline: str
+    current: str
+    tolerance: float
+    dead_tolerance: float
+    fail_on: list[str]
+    status: str
+    exit_code: int
+    verdict: str
+    layers: list[LayerChange]
+    findings: list[FindingChange]
+    notes: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return encode(self)
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2, allow_nan=False) + "\n"
+
+
+def compare(baseline: dict[str, Any], current: dict[str, Any], *, tolerance: float = 2.0, dead_tolerance: float = 0.1,
+            fail_on: list[str] | None = None, names: tuple[str, str] = ("baseline", "current")) -> Comparison:
+    """Per-layer and per-finding changes from ``baseline`` to ``current`` (both JSON report documents).
+
+    ``tolerance`` is a factor (> 1) on the backward-signal profile; ``fail_on`` defaults to the fail
+    set the current report was produced with.
+    """
+    fail = set(current["run"]["fail_on"] if fail_on is None else fail_on)
+    old_flow, new_flow = _flows(baseline), _flows(current)
+    old_layers = {l["name"]: l for l in baseline["layers"]}
+    new_layers = {l["name"]: l for l in current["layers"]}
+    order = [l["name"] for l in current["layers"]] + [n for n in old_layers if n not in new_layers]
+    layers = [_layer_change(name, old_layers.get(name), new_layers.get(name), old_flow.get(name), new_flow.get(name),
+                            tolerance, dead_tolerance) for name in order]
+    findings = _finding_changes(baseline["findings"], current["findings"], fail)
+    status = _status(layers, findings)
+    exit_code = EXIT_FINDINGS if status == "regressed" else EXIT_OK
+    return Comparison(names[0], names[1], tolerance, dead_tolerance, sorted(fail), status, exit_code,
+                      _verdict(status, layers, findings), layers, findings, _notes(baseline, current))
+
+
+def _flows(report: dict[str, Any]) -> dict[str, float]:
+    """Layer name -> backward-signal RMS relative to the output-side reference layer."""
+    rms = {l["name"]: l["grad"]["output_rms"] for l in report["layers"]
+           if l.get("observed") and _positive(l["grad"].get("output_rms"))}
+    weights = [l["name"] for l in report["layers"] if l["name"] in rms and l.get("init") is not None]
+    reference = (weights or list(rms))[-1:] if rms else []
+    if not reference:
+        return {}
+    base = rms[reference[0]]
+    return {name: value / base for name, value in rms.items()}
+
+
+def _positive(value: Any) -> bool:
+    return isinstance(value, (int, float)) and math.isfinite(value) and value > 0
+
+
+def _dead(layer: dict[str, Any] | None) -> float | None:
+    activation = (layer or {}).get("activation") or {}
+    return activation.get("dead_ratio")
+
+
+def _layer_change(name: str, old: dict | None, new: dict | None, old_flow: float | None, new_flow: float | None,
+                  tolerance: float, dead_tolerance: float) -> LayerChange:
+    old_dead, new_dead = _dead(old), _dead(new)
+    if old is None or new is None:
+        return LayerChange(name, "added" if old is None else "removed", old_flow, new_flow, None, old_dead, new_dead)
+    worse: list[str] = []
+    better: list[str] = []
+    change = new_flow / old_flow if old_flow and new_flow else None
+    if change is not None:
+        # Distance from 1 in decades: how far the signal here is from the output side's level.
+        moved = abs(math.log10(new_flow)) - abs(math.log10(old_flow))
+        if moved > math.log10(tolerance):
+            direction = "vanishing" if new_flow < old_flow else "exploding"
+            worse.append(f"backward signal {change:.3g}x the baseline's (towards {direction})")
+        elif -moved > math.log10(tolerance):
+            better.append(f"backward signal {change:.3g}x the baseline's (towards the output side's level)")
+    if old_dead is not None and new_dead is not None:
+        if new_dead - old_dead > dead_tolerance:
+            worse.append(f"dead units {old_dead:.0%} -> {new_dead:.0%}")
+        elif old_dead - new_dead > dead_tolerance:
+            better.append(f"dead units {old_dead:.0%} -> {new_dead:.0%}")
+    status = "regressed" if worse else ("improved" if better else "unchanged")
+    return LayerChange(name, status, old_flow, new_flow, change, old_dead, new_dead, worse + better)
+
+
+def _finding_changes(old: list[dict], new: list[dict], fail: set[str]) -> list[FindingChange]:
+    def key(f: dict) -> tuple[str, str]:
+        return f["kind"], f["layer"]
+
+    old_keys, new_keys = {key(f) for f in old}, {key(f) for f in new}
+    added = [FindingChange("new", f["kind"], f["layer"], f["severity"], f["kind"] in fail, f["message"])
+             for f in new if key(f) not in old_keys]
+    resolved = [FindingChange("resolved", f["kind"], f["layer"], f["severity"], False, f["message"])
+                for f in old if key(f) not in new_keys]
+    return added + resolved
+
+
+def _status(layers: list[LayerChange], findings: list[FindingChange]) -> str:
+    if any(l.status == "regressed" for l in layers) or any(f.fails for f in findings):
+        return "regressed"
+    better = any(l.status == "improved" for l in layers) or any(f.change == "resolved" for f in findings)
+    worse = any(f.change == "new" for f in findings)
+    if worse:
+        return "changed"
+    return "improved" if better else "unchanged"
+
+
+def _verdict(status: str, layers: list[LayerChange], findings: list[FindingChange]) -> str:
+    regressed = [l.layer for l in layers if l.status == "regressed"]
+    improved = [l.layer for l in layers if l.status == "improved"]
+    failing = [f for f in findings if f.fails]
+    new = [f for f in findings if f.change == "new"]
+    resolved = [f for f in findings if f.change == "resolved"]
+    parts = []
+    if failing:
+        parts.append(f"{len(failing)} new finding(s) in the fail set ({', '.join(sorted({f.kind for f in failing}))})")
+    if regressed:
+        parts.append(f"{len(regressed)} layer(s) regressed past tolerance, first {regressed[0]}")
+    if len(new) > len(failing):
+        parts.append(f"{len(new) - len(failing)} new finding(s) outside the fail set")
+    if improved:
+        parts.append(f"{len(improved)} layer(s) improved")
+    if resolved:
+        parts.append(f"{len(resolved)} finding(s) resolved")
+    head = {"regressed": "REGRESSED", "changed": "CHANGED", "improved": "IMPROVED", "unchanged": "UNCHANGED"}[status]
+    return f"{head}: " + ("; ".join(parts) if parts else "no layer moved past tolerance and no finding appeared or went")
+
+
+def _notes(baseline: dict[str, Any], current: dict[str, Any]) -> list[str]:
+    """Differences in how the two runs were made, which can move numbers without any model change."""
+    notes = []
+    for key in ("loss", "mode", "batch_size", "seed", "device"):
+        old, new = baseline["run"].get(key), current["run"].get(key)
+        if old != new:
+            notes.append(f"run setting {key} differs: baseline {old!r}, current {new!r} (numbers may move for that reason alone)")
+    old_layers = {l["name"] for l in baseline["layers"]}
+    new_layers = {l["name"] for l in current["layers"]}
+    if old_layers and new_layers and not old_layers & new_layers:
+        notes.append("no layer names in common: are these reports of the same model?")
+    return notes
