@@ -12,7 +12,7 @@ from torch import nn
 
 from gradcheck_cli import analyze
 from gradcheck_cli.report.compare import compare
-from gradcheck_cli.report.codec_files import load_report_json as load_report
+from gradcheck_cli.report.codec import load_report
 from gradcheck_cli.errors import InputError
 from gradcheck_cli.report.model import SCHEMA_VERSION
 
@@ -185,14 +185,14 @@ def test_schema_version_is_the_current_one(reports) -> None:
 
 
 def test_cli_ctrl_c_and_internal_errors_share_the_boundary(invoke, reports, monkeypatch) -> None:
-    import gradcheck_cli.report.codec_files as saved
+    import gradcheck_cli.report.codec as saved
 
     def interrupted(*_):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(saved, "load_report_json", interrupted)
+    monkeypatch.setattr(saved, "read_document", interrupted)
     result = invoke("compare", reports["he"], reports["he"])
     assert result.exit_code == 130 and "interrupted" in result.stderr
-    monkeypatch.setattr(saved, "load_report_json", lambda *_: 1 / 0)
+    monkeypatch.setattr(saved, "read_document", lambda *_: 1 / 0)
     result = invoke("compare", reports["he"], reports["he"])
     assert result.exit_code == 4 and "internal error" in result.stderr and "Traceback" not in result.output

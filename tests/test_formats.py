@@ -12,9 +12,9 @@ import torch
 from conftest import EXAMPLES, chain
 
 from gradcheck_cli import analyze
-from gradcheck_cli.cli.formats import RENDERERS, SUFFIX_FORMATS, OutputFormat
-from gradcheck_cli.cli.formats import render_report as _render
-from gradcheck_cli.analysis.options import FINDING_KINDS
+from gradcheck_cli.cli.formats import CompareFormat, OutputFormat
+from gradcheck_cli.diagnose.registry import FINDING_KINDS
+from gradcheck_cli.render.formats import COMPARISON_FORMATS, FORMATS, REPORT_FORMATS, choose
 from gradcheck_cli.render.github import render_github
 from gradcheck_cli.render.junit import render_junit
 
@@ -39,12 +39,22 @@ def _hostile(report):
     return dataclasses.replace(report, findings=findings)
 
 
-def test_every_format_has_a_renderer_and_a_suffix_or_flag(exploding) -> None:
-    assert set(RENDERERS) == set(OutputFormat)
+def _render(report, fmt, width):  # noqa: ANN001, ANN202
+    return FORMATS[fmt.value].report(report, width)
+
+
+def test_every_format_has_a_renderer_and_a_suffix_or_flag(exploding, tmp_path) -> None:
+    assert [f.value for f in OutputFormat] == list(REPORT_FORMATS) == list(FORMATS)
+    assert [f.value for f in CompareFormat] == list(COMPARISON_FORMATS)
     for fmt in OutputFormat:
         rendered = _render(exploding, fmt, width=None)
         assert rendered is not None and (not isinstance(rendered, str) or rendered.strip()), fmt
-    assert set(SUFFIX_FORMATS.values()) >= set(OutputFormat) - {OutputFormat.github}  # annotations only go to stdout
+    for name, fmt in FORMATS.items():
+        assert fmt.suffixes or name == "github"  # annotations only go to stdout
+        for suffix in fmt.suffixes:
+            assert choose(None, tmp_path / f"report{suffix}") is fmt
+    assert choose(None, tmp_path / "report.unknown").name == "json" and choose(None, None).name == "table"
+    assert choose(None, tmp_path / "c.html", offered=COMPARISON_FORMATS).name == "json"  # compare has no HTML
 
 
 def test_github_annotations(exploding, sigmoid) -> None:

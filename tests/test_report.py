@@ -12,8 +12,9 @@ from hypothesis import strategies as st
 from torch import nn
 
 from gradcheck_cli import analyze
-from gradcheck_cli.render.json_ import render_json
-from gradcheck_cli.report.model import Finding, encode
+
+from gradcheck_cli.report.codec import encode
+from gradcheck_cli.report.model import Finding
 
 
 @given(st.floats(allow_nan=True, allow_infinity=True))
@@ -38,7 +39,7 @@ def test_nan_model_gives_valid_json_equal_to_to_dict():
             return self.fc(x) * float("nan")
 
     report = analyze(NaN(), torch.randn(4, 3))
-    text = render_json(report)
+    text = report.to_json()
     parsed = json.loads(text, parse_constant=lambda token: pytest.fail(f"invalid JSON token {token}"))
     assert parsed == report.to_dict()
     assert parsed["summary"]["first_nonfinite_layer"] == "fc"

@@ -16,12 +16,12 @@ from typing import Any, Protocol
 import torch
 
 from gradcheck_cli.diagnose.build import Measurements, ParamMeasure, build_report
-from gradcheck_cli.errors import AnalysisError, InputError, ModelLoadError, UsageError, first_line
-from gradcheck_cli.analysis.sample import Sample, like_examples, load_sample, load_target, parse_dtype, random_sample
+from gradcheck_cli.errors import AnalysisError, GradcheckError, InputError, UsageError, first_line
+from gradcheck_cli.analysis.sample import Sample, resolve_sample
 from gradcheck_cli.measure.instrument import instrument
 from gradcheck_cli.loading import LoadedModel, load_model, wrap_object
 from gradcheck_cli.analysis.loss import compute_loss, pick_output, resolve_loss
-from gradcheck_cli.analysis.options import AnalyzeOptions
+from gradcheck_cli.analysis.options import AnalyzeOptions, DataSpec
 from gradcheck_cli.report.model import Report
 from gradcheck_cli.measure.reductions import squares_of
 from gradcheck_cli.measure.collector import StatsCollector
@@ -42,18 +42,6 @@ class _Silent:
         pass
 
 
-@dataclass(frozen=True)
-class DataSpec:
-    """Where the data sample comes from: a file, given tensors, or random shapes."""
-
-    inputs: Any = None
-    target: Any = None
-    input_shapes: tuple[tuple[int, ...], ...] = ()
-    dtype: str = "float32"
-    input_range: tuple[int, int] | None = None
-    batch_size: int | None = None
-
-
 def analyze(
     model: Any,
     inputs: Any = None,
@@ -64,6 +52,7 @@ def analyze(
     input_range: tuple[int, int] | None = None,
     factory: str | None = None,
     trust_pickle: bool = False,
+    data: DataSpec | None = None,
     options: AnalyzeOptions | None = None,
     progress: Progress | None = None,
     **option_values: Any,
@@ -71,9 +60,14 @@ def analyze(
     """Analyse ``model`` (an nn.Module, ScriptModule, ExportedProgram or a model file path).
 
     ``inputs`` is a tensor, a tuple of tensors (positional), a dict (keyword), or a file path;
-    without it, ``input_shapes`` gives seeded random data. Remaining keywords are
-    :class:`AnalyzeOptions` fields (``loss="mse"``, ``batches=4``, ``fail_on=...``).
+    without it, ``input_shapes`` gives seeded random data. ``data`` gives all of these at once as a
+    :class:`DataSpec` (what the CLI resolves). Remaining keywords are :class:`AnalyzeOptions` fields
+    (``loss="mse"``, ``batches=4``, ``fail_on=...``).
     """
+    if data is None:
+        data = DataSpec(inputs, target, tuple(input_shapes or ()), dtype, input_range)
+    elif inputs is not None or target is not None or input_shapes:
+        raise UsageError("pass either data=DataSpec(...) or inputs/target/input_shapes, not both")
     if options is None:
         if isinstance(option_values.get("fail_on"), str):
             from gradcheck_cli.analysis.options import parse_fail_on
@@ -91,8 +85,7 @@ def analyze(
     else:
         loaded = wrap_object(model)
     with _on_device(loaded.module, device):
-        return _analyze_loaded(loaded, device, options, progress, DataSpec(
-            inputs, target, tuple(input_shapes or ()), dtype, input_range, options.batch_size))
+        return _analyze_loaded(loaded, device, options, progress, data)
 
 
 @contextmanager
@@ -112,20 +105,16 @@ def _on_device(module: Any, device: torch.device) -> Iterator[None]:
 def _analyze_loaded(loaded: LoadedModel, device: torch.device, options: AnalyzeOptions, progress: Progress,
                     data: DataSpec) -> Report:
     """Data, passes and report for a model already on ``device``."""
-    sample = resolve_sample(data, loaded, options.seed)
+    sample = resolve_sample(data, loaded, options.seed, options.batch_size)
     batches = [b.to(device) for b in sample.batches(options.batch_size, options.batches)]
     loss_name = resolve_loss(options.loss, sample.target)
-    if options.verify and loaded.frontend == "onnx":
-        from gradcheck_cli.loading.onnx_model import verify_with_onnxruntime
-
-        progress.stage("verifying against onnxruntime")
-        outcome = verify_with_onnxruntime(loaded.source, loaded.module, batches[0].args, batches[0].kwargs)
-        loaded.notes.append(
-            outcome if isinstance(outcome, str) else f"forward output verified against onnxruntime: max abs difference {outcome:.3g}"
-        )
+    notes = list(loaded.notes)
+    if options.verify and loaded.verify is not None:
+        progress.stage("verifying the front end against a reference runtime")
+        notes.append(loaded.verify(batches[0].args, batches[0].kwargs))
     measurements = run(loaded, batches, loss_name, options, progress)
     progress.stage("diagnosing")
-    return build_report(loaded, measurements, options, device=str(device), loss=loss_name,
+    return build_report(loaded, measurements, options, notes=notes, device=str(device), loss=loss_name,
                         samples=sample.size(), batch_size=options.batch_size, batches=len(batches))
 
 
@@ -144,50 +133,14 @@ def resolve_device(name: str) -> torch.device:
     return device
 
 
-def resolve_sample(data: DataSpec, loaded: LoadedModel, seed: int) -> Sample:
-    """Inputs from the file or objects given, else random data of the given (or stored) shapes."""
-    given = data.inputs
-    if isinstance(given, Sample):
-        sample = given
-    elif isinstance(given, (str, Path)):
-        sample = load_sample(Path(given))
-    elif isinstance(given, torch.Tensor):
-        sample = Sample((given,))
-    elif isinstance(given, (tuple, list)):
-        sample = Sample(tuple(given))
-    elif isinstance(given, dict):
-        sample = Sample((), dict(given))
-    elif data.input_shapes:
-        sample = random_sample(list(data.input_shapes), parse_dtype(data.dtype), data.input_range, seed)
-    elif loaded.example_inputs:
-        sample = like_examples(loaded.example_inputs, seed)
-    elif loaded.frontend == "onnx":
-        from gradcheck_cli.loading.onnx_model import random_onnx_inputs
-
-        sample = Sample(random_onnx_inputs(loaded.module, seed, data.batch_size, data.input_range))
-    else:
-        raise InputError("no input data", hint="pass --input FILE or --input-shape N,C,H,W")
-    if not sample.tensors():
-        raise InputError("the input sample holds no tensors")
-    if any(t.numel() == 0 for t in sample.tensors()):
-        raise InputError("the input sample holds an empty tensor", hint="give at least one sample")
-    if data.target is not None:
-        sample.target = load_target(Path(data.target)) if isinstance(data.target, (str, Path)) else data.target
-    return sample
-
-
 def run(loaded: LoadedModel, batches: list[Sample], loss_name: str, options: AnalyzeOptions, progress: Progress) -> Measurements:
     """Instrumented forward + loss + backward for every batch; the model is restored afterwards."""
     module = loaded.module
     collector = StatsCollector(options.sample_stats, options.seed)
-    if loaded.frontend == "fx":
-        loaded.notes.append(
-            "torch.export programs keep the train/eval behaviour they were exported with; --mode does not change it"
-        )
     if next(iter(module.parameters()), None) is None:
         raise AnalysisError("the model has no parameters, so there are no gradients to diagnose",
                             hint="analyse a model with trainable layers")
-    with _preserved(module, options.mode, settable=loaded.frontend != "fx") as params:
+    with _preserved(module, options.mode, settable=loaded.mode_settable) as params:
         torch.manual_seed(options.seed)
         with instrument(loaded, collector, functional=options.functional) as forward:
             for i, batch in enumerate(batches):
@@ -202,13 +155,11 @@ def run(loaded: LoadedModel, batches: list[Sample], loss_name: str, options: Ana
 def _step(module: Any, forward: Any, batch: Sample, loss_name: str, seed: int, collector: StatsCollector) -> None:
     try:
         output = forward(*batch.args, **batch.kwargs)
-    except (InputError, AnalysisError):
+    except GradcheckError:
         raise
     except torch.OutOfMemoryError:
         raise AnalysisError("out of memory in the forward pass", hint="use a smaller --batch-size") from None
     except Exception as exc:  # noqa: BLE001 - the user's model raised: say where, not how
-        if type(exc).__name__ == "OnnxUnsupportedError":  # found only when run (a dtype, a dynamic attribute)
-            raise ModelLoadError(first_line(exc), hint="export with another opset") from None
         where = f" (after layer {collector.layers[-1].name})" if collector.layers else ""
         raise AnalysisError(
             f"the model's forward pass raised {type(exc).__name__}: {first_line(exc)}{where}",

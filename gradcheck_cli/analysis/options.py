@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, fields
 from fnmatch import fnmatchcase
+from typing import Any
 
 from gradcheck_cli.diagnose.registry import FINDING_KINDS
 from gradcheck_cli.errors import UsageError
@@ -165,3 +166,19 @@ class AnalyzeOptions:
             raise UsageError(f"unknown finding kind(s) in fail_on: {', '.join(unknown)}")
         rules = (self.ignore,) if isinstance(self.ignore, (str, IgnoreRule)) else tuple(self.ignore)
         object.__setattr__(self, "ignore", tuple(r if isinstance(r, IgnoreRule) else parse_ignore(r) for r in rules))
+
+
+@dataclass(frozen=True)
+class DataSpec:
+    """Where the data sample comes from: a file or given tensors, else random inputs of these shapes
+    (else the model's own: stored example inputs, or the shapes an ONNX graph declares)."""
+
+    inputs: Any = None
+    """A data file path, a tensor, a tuple of positional tensors or a dict of keyword tensors."""
+    target: Any = None
+    """Targets/labels: a file path or a tensor (None: the projection loss needs none)."""
+    input_shapes: tuple[tuple[int, ...], ...] = ()
+    dtype: str = "float32"
+    """dtype of random inputs."""
+    input_range: tuple[int, int] | None = None
+    """Random integer inputs in [low, high) (token ids)."""

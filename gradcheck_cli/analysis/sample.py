@@ -1,15 +1,20 @@
-"""The data sample: loaded from a file or generated, split into batches, moved to the device."""
+"""The data sample, every way it is made: loaded from a file, given as tensors, generated at random (from
+shapes, a model's stored examples or its format's declared inputs), then split into batches and moved."""
 
 from __future__ import annotations
 
 import pickle
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
+from gradcheck_cli.analysis.options import DataSpec
 from gradcheck_cli.errors import InputError, UsageError, first_line
+
+if TYPE_CHECKING:  # pragma: no cover
+    from gradcheck_cli.loading.base import LoadedModel
 
 DTYPES = {
     "float32": torch.float32, "float": torch.float32, "float64": torch.float64, "double": torch.float64,
@@ -237,3 +242,34 @@ def _read(path: Path) -> Any:
         raise InputError(
             f"cannot read input file {path}: {first}", hint="inputs must be .pt (tensors only), .npy or .npz"
         ) from None
+
+
+def resolve_sample(data: DataSpec, loaded: LoadedModel, seed: int, batch_size: int | None = None) -> Sample:
+    """Inputs from the file or objects given, else random data of the given shapes, else of the model's
+    own: its stored example inputs, or what its format can make (an ONNX graph's declared shapes)."""
+    given = data.inputs
+    if isinstance(given, Sample):
+        sample = given
+    elif isinstance(given, (str, Path)):
+        sample = load_sample(Path(given))
+    elif isinstance(given, torch.Tensor):
+        sample = Sample((given,))
+    elif isinstance(given, (tuple, list)):
+        sample = Sample(tuple(given))
+    elif isinstance(given, dict):
+        sample = Sample((), dict(given))
+    elif data.input_shapes:
+        sample = random_sample(list(data.input_shapes), parse_dtype(data.dtype), data.input_range, seed)
+    elif loaded.example_inputs:
+        sample = like_examples(loaded.example_inputs, seed)
+    elif loaded.make_inputs is not None:
+        sample = Sample(loaded.make_inputs(seed, batch_size, data.input_range))
+    else:
+        raise InputError("no input data", hint="pass --input FILE or --input-shape N,C,H,W")
+    if not sample.tensors():
+        raise InputError("the input sample holds no tensors")
+    if any(t.numel() == 0 for t in sample.tensors()):
+        raise InputError("the input sample holds an empty tensor", hint="give at least one sample")
+    if data.target is not None:
+        sample.target = load_target(Path(data.target)) if isinstance(data.target, (str, Path)) else data.target
+    return sample

@@ -24,9 +24,40 @@ from gradcheck_cli.cli.io import (
     fail,
     progress,
 )
-from gradcheck_cli.cli.formats import OutputFormat, choose_format, render_report
+from gradcheck_cli.cli.formats import CompareFormat
+from gradcheck_cli.cli.options import (
+    BatchesOpt,
+    BatchSizeOpt,
+    ConfigOpt,
+    DebugOpt,
+    DeviceOpt,
+    DtypeOpt,
+    FactoryOpt,
+    FailOnOpt,
+    FormatOpt,
+    IgnoreOpt,
+    InputOpt,
+    Loss,
+    LossOpt,
+    Mode,
+    ModelArg,
+    ModeOpt,
+    NoConfigOpt,
+    OutputOpt,
+    PlotOpt,
+    QuietOpt,
+    RangeOpt,
+    SampleStatsOpt,
+    SeedOpt,
+    ShapeOpt,
+    TargetOpt,
+    ThresholdOpt,
+    TrustOpt,
+    VerifyOpt,
+)
 from gradcheck_cli.cli.settings import resolve_settings
 from gradcheck_cli.errors import EXIT_INTERNAL, EXIT_INTERRUPTED, EXIT_USAGE, UsageError
+from gradcheck_cli.render.formats import COMPARISON_FORMATS, Format, choose, step_summary
 
 
 class _OneLineGroup(typer.core.TyperGroup):
@@ -69,19 +100,6 @@ app = typer.Typer(
 )
 
 
-class Loss(str, Enum):
-    auto = "auto"
-    cross_entropy = "cross-entropy"
-    mse = "mse"
-    sum = "sum"
-    projection = "projection"
-
-
-class Mode(str, Enum):
-    train = "train"
-    eval = "eval"
-
-
 def _version(value: bool) -> None:
     if value:
         typer.echo(f"gradcheck {__version__}")
@@ -94,60 +112,6 @@ def _root(
                                                     help="Show the version and exit.")] = None,
 ) -> None:
     """gradcheck: per-layer gradient-flow diagnostics for PyTorch models."""
-
-
-ModelArg = Annotated[str, typer.Argument(
-    metavar="MODEL",
-    help="Model file (TorchScript, torch.export .pt2, state_dict with --factory, pickled module with "
-         "--trust-pickle, .safetensors, .onnx) or a factory 'file.py:function'.")]
-InputOpt = Annotated[Optional[Path], typer.Option("--input", "-i", help="Data sample: .pt (tensor, tuple, dict, "
-                                                  "or {'input','target'}), .npy or .npz.", show_default=False)]
-ShapeOpt = Annotated[Optional[list[str]], typer.Option("--input-shape", "-s", metavar="N,C,H,W",
-                                                       help="Random input of this shape (repeat for several inputs).")]
-DtypeOpt = Annotated[str, typer.Option("--dtype", help="dtype of random inputs (float32, float16, bfloat16, int64...).")]
-RangeOpt = Annotated[Optional[str], typer.Option("--input-range", metavar="LOW,HIGH",
-                                                 help="Random integer inputs in [LOW, HIGH), e.g. token ids 0,50000.")]
-TargetOpt = Annotated[Optional[Path], typer.Option("--target", "-t", help="Targets/labels file (.pt, .npy, .npz).")]
-LossOpt = Annotated[Loss, typer.Option("--loss", help="auto: cross-entropy for integer targets, MSE for float "
-                                       "targets, a seeded random projection sum(out*r) without targets.")]
-BatchSizeOpt = Annotated[Optional[int], typer.Option("--batch-size", "-b", min=1, help="Samples per pass (default: all).")]
-BatchesOpt = Annotated[int, typer.Option("--batches", "-n", min=1, help="Passes to aggregate when the sample holds more than one batch.")]
-DeviceOpt = Annotated[str, typer.Option("--device", "-d", help="cpu, cuda, cuda:N or auto.")]
-SeedOpt = Annotated[int, typer.Option("--seed", help="Seeds random inputs, the projection loss and dropout.")]
-ModeOpt = Annotated[Mode, typer.Option("--mode", help="train: BatchNorm/Dropout behave as in training; eval: as at inference.")]
-FactoryOpt = Annotated[Optional[str], typer.Option("--factory", "-f", metavar="FILE.py:FUNCTION",
-                                                   help="Builds the architecture for a state_dict file.")]
-TrustOpt = Annotated[bool, typer.Option("--trust-pickle", help="Allow unpickling a full nn.Module (runs code from the file).")]
-FailOnOpt = Annotated[str, typer.Option("--fail-on", metavar="KINDS",
-                                        help="Finding kinds that make the exit code 1: a comma list, 'all' or 'none'.")]
-FormatOpt = Annotated[Optional[OutputFormat], typer.Option(
-    "--format", "-F", show_default=False,
-    help="table (default), json, markdown (PR comments), html (one self-contained file), github (Actions "
-         "annotations; also appends Markdown to $GITHUB_STEP_SUMMARY when set) or junit (XML, one test case per check).")]
-OutputOpt = Annotated[Optional[Path], typer.Option("--output", "-o", help="Write the report to this file (format from "
-                                                   "--format, else the suffix: .json, .md, .html, .xml, .txt).")]
-ThresholdOpt = Annotated[Optional[list[str]], typer.Option("--threshold", metavar="NAME=VALUE",
-                                                           help="Override a threshold, e.g. dead_ratio=0.2 (repeatable).")]
-VerifyOpt = Annotated[bool, typer.Option("--verify", help="ONNX: check the interpreter's output against onnxruntime first.")]
-SampleStatsOpt = Annotated[Optional[int], typer.Option(
-    "--sample-stats", min=1, metavar="K", show_default=False,
-    help="Cheap mode for huge activations: forward statistics on K seeded units (features/channels) per layer; "
-         "gradients stay exact. Noted in the report.")]
-PlotOpt = Annotated[Optional[Path], typer.Option(
-    "--plot", metavar="FILE.png|svg", show_default=False,
-    help="Also write the gradient-flow figure (backward signal and |dW| per layer, bad layers marked); needs "
-         "matplotlib: pip install 'gradcheck[plots]'.")]
-IgnoreOpt = Annotated[Optional[list[str]], typer.Option(
-    "--ignore", metavar="GLOB[:KINDS]",
-    help="Leave findings on matching layers out of the verdict, e.g. 'head.*' or 'encoder.*:dead_relu' (repeatable; "
-         "added to the config file's).")]
-ConfigOpt = Annotated[Optional[Path], typer.Option(
-    "--config", "-c", metavar="FILE", show_default=False,
-    help="Settings file: a pyproject.toml with [tool.gradcheck], or a TOML file of the same keys. Default: the "
-         "nearest pyproject.toml with [tool.gradcheck] at or above the current directory.")]
-NoConfigOpt = Annotated[bool, typer.Option("--no-config", help="Ignore any config file.")]
-QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="Print only the verdict line.")]
-DebugOpt = Annotated[bool, typer.Option("--debug", help="Show Python tracebacks for errors.")]
 
 
 @app.command()
@@ -190,23 +154,28 @@ def analyze(
     """
     err = console(stderr=True)
     with boundary(err, debug):
-        fmt = choose_format(format, output)
+        fmt = choose(_value(format), output)
         _check_outputs(output, plot)
-        settings = resolve_settings(ctx, config, no_config)
-        report = _run_analysis(model, input, target, trust_pickle, verify, settings,
-                               show_progress=not quiet and err.is_terminal)
+        settings = resolve_settings(ctx, config, no_config, verify=verify)
+        from gradcheck_cli.analysis.engine import analyze as run
 
-    emit(lambda width: render_report(report, fmt, width), report.summary.verdict, output, quiet, err, debug)
+        with progress(not quiet and err.is_terminal) as bar:
+            report = run(model, data=settings.data, factory=settings.factory, trust_pickle=trust_pickle,
+                         options=settings.options, progress=bar)
+
+    emit(lambda width: fmt.report(report, width), report.summary.verdict, output, quiet, err, debug)
     _extras(report, fmt, plot, quiet, err, debug)
     raise typer.Exit(report.summary.exit_code)
 
 
-def _extras(report, fmt: OutputFormat, plot: Path | None, quiet: bool, err, debug: bool) -> None:  # noqa: ANN001
-    """What goes beside the main output: the job summary for github, the --plot figure."""
-    if fmt is OutputFormat.github:
-        from gradcheck_cli.render.markdown import render_markdown
+def _value(choice: Enum | None) -> str | None:
+    return None if choice is None else choice.value
 
-        append_step_summary(render_markdown(report), err)
+
+def _extras(report, fmt: Format, plot: Path | None, quiet: bool, err, debug: bool) -> None:  # noqa: ANN001
+    """What goes beside the main output: the job summary for github, the --plot figure."""
+    if fmt.step_summary:
+        append_step_summary(step_summary(report), err)
     if plot is not None:
         from gradcheck_cli.render.plots import render_plot
 
@@ -232,16 +201,6 @@ def _check_outputs(output: Path | None, plot: Path | None) -> None:
 class SchemaDocument(str, Enum):
     report = "report"
     comparison = "comparison"
-
-
-class CompareFormat(str, Enum):
-    table = "table"
-    json = "json"
-    markdown = "markdown"
-    github = "github"
-
-
-COMPARE_SUFFIXES = {".json": CompareFormat.json, ".md": CompareFormat.markdown, ".txt": CompareFormat.table}
 
 
 @app.command()
@@ -277,33 +236,20 @@ def compare(
     """
     err = console(stderr=True)
     with boundary(err, debug):
-        from gradcheck_cli.report.compare import compare as run_compare
-        from gradcheck_cli.report.codec_files import load_report_json as load_report
         from gradcheck_cli.analysis.options import parse_fail_on
+        from gradcheck_cli.report.codec import load_report
+        from gradcheck_cli.report.compare import compare as run_compare
 
-        fmt = format or (COMPARE_SUFFIXES.get(output.suffix.lower(), CompareFormat.json) if output else CompareFormat.table)
+        fmt = choose(_value(format), output, offered=COMPARISON_FORMATS)
         if output is not None:
             check_writable(output)
         kinds = sorted(parse_fail_on(fail_on)) if fail_on is not None else None
         result = run_compare(load_report(baseline, "baseline report"), load_report(current, "current report"), tolerance=tolerance,
                              dead_tolerance=dead_tolerance, fail_on=kinds, names=(str(baseline), str(current)))
 
-    def render(width: int | None):  # noqa: ANN202, ARG001 - tables fold rather than switch layout
-        from gradcheck_cli.render import comparison as views
-
-        if fmt is CompareFormat.json:
-            return result.to_json()
-        if fmt is CompareFormat.markdown:
-            return views.render_comparison_markdown(result, show_all)
-        if fmt is CompareFormat.github:
-            return views.render_comparison_github(result)
-        return views.render_comparison_rich(result, show_all)
-
-    emit(render, result.verdict, output, quiet, err, debug)
-    if fmt is CompareFormat.github:
-        from gradcheck_cli.render.comparison import render_comparison_markdown
-
-        append_step_summary(render_comparison_markdown(result), err)
+    emit(lambda _: fmt.comparison(result, show_all), result.verdict, output, quiet, err, debug)  # type: ignore[misc]
+    if fmt.step_summary:
+        append_step_summary(step_summary(result), err)
     raise typer.Exit(result.exit_code)
 
 
@@ -324,12 +270,12 @@ def render(
     """
     err = console(stderr=True)
     with boundary(err, debug):
-        from gradcheck_cli.report.codec_files import load_report
+        from gradcheck_cli.report.codec import load_report
 
-        fmt = choose_format(format, output)
+        fmt = choose(_value(format), output)
         _check_outputs(output, plot)
         report = load_report(report_file)
-    emit(lambda width: render_report(report, fmt, width), report.summary.verdict, output, quiet, err, debug)
+    emit(lambda width: fmt.report(report, width), report.summary.verdict, output, quiet, err, debug)
     _extras(report, fmt, plot, quiet, err, debug)
 
 
@@ -344,30 +290,6 @@ def schema(
     from gradcheck_cli.report.schema import SCHEMAS
 
     typer.echo(json.dumps(SCHEMAS[document.value](), indent=2))
-
-
-def _run_analysis(model, input, target, trust_pickle: bool, verify: bool, settings: dict, *,  # noqa: ANN001
-                  show_progress: bool):
-    from gradcheck_cli.analysis.sample import parse_range, parse_shape
-    from gradcheck_cli.analysis.options import AnalyzeOptions, Thresholds, parse_fail_on, parse_ignore
-
-    if input is not None and settings["input_shape"]:
-        raise UsageError("give --input or --input-shape, not both")
-    options = AnalyzeOptions(
-        loss=settings["loss"], batch_size=settings["batch_size"], batches=settings["batches"],
-        device=settings["device"], seed=settings["seed"], mode=settings["mode"],
-        fail_on=parse_fail_on(settings["fail_on"]), thresholds=Thresholds().replace(**settings["thresholds"]),
-        verify=verify, ignore=tuple(parse_ignore(rule) for rule in settings["ignore"]), config=settings["config"],
-        sample_stats=settings["sample_stats"],
-    )
-    shapes = [parse_shape(s) for s in settings["input_shape"] or []]
-    value_range = parse_range(settings["input_range"]) if settings["input_range"] else None
-
-    from gradcheck_cli.analysis.engine import analyze as run
-
-    with progress(show_progress) as bar:
-        return run(model, input, target=target, input_shapes=shapes, dtype=settings["dtype"], input_range=value_range,
-                   factory=settings["factory"], trust_pickle=trust_pickle, options=options, progress=bar)
 
 
 def main() -> None:

@@ -1,16 +1,19 @@
 """Settings for ``analyze``: command-line values, else the config file, else the defaults.
 
-Kept apart from :mod:`gradcheck_cli.cli.app` so the command definitions read as commands; nothing here
-prints or imports torch.
+Kept apart from :mod:`gradcheck_cli.cli.app` so the command definitions read as commands; nothing
+here prints or imports torch. The result is typed: the run's :class:`AnalyzeOptions` and where its
+data comes from (:class:`DataSpec`), each field set once.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
 
 import typer
 
+from gradcheck_cli.analysis.options import AnalyzeOptions, DataSpec, Thresholds, parse_fail_on, parse_ignore
 from gradcheck_cli.errors import UsageError
 
 CONFIGURABLE = ("fail_on", "input_shape", "input_range", "dtype", "loss", "device", "mode", "seed", "batch_size",
@@ -18,7 +21,17 @@ CONFIGURABLE = ("fail_on", "input_shape", "input_range", "dtype", "loss", "devic
 """``analyze`` parameters that ``[tool.gradcheck]`` may set (besides thresholds and ignore, which merge)."""
 
 
-def resolve_settings(ctx: typer.Context, config: Path | None, no_config: bool) -> dict:
+@dataclass(frozen=True)
+class Settings:
+    """Everything ``analyze`` resolved from its flags and the config file."""
+
+    options: AnalyzeOptions
+    data: DataSpec
+    factory: str | None
+    """Builds the architecture for a weights file (``file.py:function``)."""
+
+
+def resolve_settings(ctx: typer.Context, config: Path | None, no_config: bool, *, verify: bool = False) -> Settings:
     """Each setting from the command line if given there, else from the config file, else the default.
 
     Thresholds merge key by key (flags win) and ignore rules add up. A config ``input-shape`` is
@@ -40,10 +53,32 @@ def resolve_settings(ctx: typer.Context, config: Path | None, no_config: bool) -
         settings["input_shape"] = None
     if params["factory"] is None and is_factory_spec(params["model"]):
         settings["factory"] = None
-    settings["thresholds"] = file.values.get("thresholds", {}) | _parse_thresholds(params["threshold"] or [])
-    settings["ignore"] = [*file.values.get("ignore", []), *(params["ignore"] or [])]
-    settings["config"] = str(file.path) if file.path is not None else None
-    return settings
+    thresholds = file.values.get("thresholds", {}) | _parse_thresholds(params["threshold"] or [])
+    ignore = [*file.values.get("ignore", []), *(params["ignore"] or [])]
+    return Settings(_options(settings, thresholds, ignore, file.path, verify), _data(params, settings), settings["factory"])
+
+
+def _options(settings: dict, thresholds: dict[str, float], ignore: list[str], path: Path | None,
+             verify: bool) -> AnalyzeOptions:
+    return AnalyzeOptions(
+        loss=settings["loss"], batch_size=settings["batch_size"], batches=settings["batches"],
+        device=settings["device"], seed=settings["seed"], mode=settings["mode"],
+        fail_on=parse_fail_on(settings["fail_on"]), thresholds=Thresholds().replace(**thresholds),
+        verify=verify, ignore=tuple(parse_ignore(rule) for rule in ignore),
+        config=str(path) if path is not None else None, sample_stats=settings["sample_stats"],
+    )
+
+
+def _data(params: dict, settings: dict) -> DataSpec:
+    from gradcheck_cli.analysis.sample import parse_range, parse_shape  # imports torch: after the flags are read
+
+    if params["input"] is not None and settings["input_shape"]:
+        raise UsageError("give --input or --input-shape, not both")
+    return DataSpec(
+        inputs=params["input"], target=params["target"],
+        input_shapes=tuple(parse_shape(s) for s in settings["input_shape"] or []), dtype=settings["dtype"],
+        input_range=parse_range(settings["input_range"]) if settings["input_range"] else None,
+    )
 
 
 def _is_default(ctx: typer.Context, name: str) -> bool:

@@ -10,6 +10,7 @@ from gradcheck_cli import __version__
 from gradcheck_cli.diagnose.init_advice import WeightSummary, init_advice
 from gradcheck_cli.errors import EXIT_FINDINGS, EXIT_OK
 from gradcheck_cli.layers import WEIGHT_KINDS
+from gradcheck_cli.loading.base import LoadedModel
 from gradcheck_cli.analysis.options import AnalyzeOptions
 from gradcheck_cli.report.model import (
     SCHEMA_VERSION,
@@ -46,9 +47,9 @@ class Measurements:
     params: list[ParamMeasure]
 
 
-def build_report(loaded: Any, m: Measurements, options: AnalyzeOptions, *, device: str, loss: str,
+def build_report(loaded: LoadedModel, m: Measurements, options: AnalyzeOptions, *, notes: list[str], device: str, loss: str,
                  samples: int | None, batch_size: int | None, batches: int) -> Report:
-    display = getattr(loaded.module, "onnx_name", {}) or {}
+    display = loaded.display_names
     by_name = {p.name: p for p in m.params}
     for p in m.params:
         for alias in p.aliases:
@@ -72,7 +73,7 @@ def build_report(loaded: Any, m: Measurements, options: AnalyzeOptions, *, devic
         parameters=parameters,
         findings=findings,
         summary=summary,
-        notes=list(loaded.notes) + _sampling_note(options),
+        notes=notes + _sampling_note(options),
         ignored_findings=ignored,
     )
 

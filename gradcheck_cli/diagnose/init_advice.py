@@ -82,6 +82,7 @@ def init_advice(layers: Sequence[LayerInfo], index: int, weight: WeightSummary) 
     scheme = init_scheme_for(activation, slope)
     recommended = scheme.recommended_std(fan_in, fan_out)
     return InitAdvice(
+        call=init_call(scheme.scheme, scheme.gain, activation),
         fan_in=fan_in,
         fan_out=fan_out,
         activation_after=activation,
@@ -95,15 +96,15 @@ def init_advice(layers: Sequence[LayerInfo], index: int, weight: WeightSummary) 
     )
 
 
-def init_call(advice: InitAdvice) -> str:
+def init_call(scheme: str, gain: float, activation_after: str) -> str:
     """The one line of PyTorch that applies the recommendation."""
-    if advice.scheme == "he":
-        if advice.activation_after in ("leaky_relu", "prelu"):
-            slope = math.sqrt(max(2.0 / advice.gain**2 - 1.0, 0.0))
+    if scheme == "he":
+        if activation_after in ("leaky_relu", "prelu"):
+            slope = math.sqrt(max(2.0 / gain**2 - 1.0, 0.0))
             return f"nn.init.kaiming_normal_(w, a={slope:.3g}, nonlinearity='leaky_relu')"
         return "nn.init.kaiming_normal_(w, nonlinearity='relu')"
-    if advice.scheme == "lecun":
+    if scheme == "lecun":
         return "nn.init.normal_(w, std=1/math.sqrt(fan_in))"
-    gain = "nn.init.calculate_gain('tanh')" if advice.gain != 1.0 else "1.0"
-    return f"nn.init.xavier_normal_(w, gain={gain})"
+    gain_text = "nn.init.calculate_gain('tanh')" if gain != 1.0 else "1.0"
+    return f"nn.init.xavier_normal_(w, gain={gain_text})"
 

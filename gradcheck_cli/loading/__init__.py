@@ -66,7 +66,9 @@ def wrap_object(model: Any) -> LoadedModel:
     if isinstance(model, LoadedModel):
         return model
     if isinstance(model, torch.export.ExportedProgram):
-        return LoadedModel(model.module(), "export", "<ExportedProgram>", frontend="fx")
+        from gradcheck_cli.loading.torch_files import exported
+
+        return exported(model.module(), "export", "<ExportedProgram>")
     if isinstance(model, torch.jit.ScriptModule):
         return LoadedModel(model, "torchscript", "<ScriptModule>", frontend="torchscript")
     if isinstance(model, torch.nn.Module):

@@ -33,9 +33,17 @@ def load_onnx_model(path: Path, device: Any) -> LoadedModel:
             message = f"{path}: {message}"
         raise ModelLoadError(message, hint=_hint(exc)) from None
     module.to(device)
-    loaded = LoadedModel(module, "onnx", str(path), frontend="onnx")
-    loaded.notes += _exporter_notes(module)
-    return loaded
+    return LoadedModel(
+        module, "onnx", str(path), frontend="onnx", notes=_exporter_notes(module),
+        make_inputs=lambda seed, batch_size, value_range: random_onnx_inputs(module, seed, batch_size, value_range),
+        verify=lambda args, kwargs: _verified(str(path), module, args, kwargs),
+        display_names=dict(module.onnx_name),
+    )
+
+
+def _verified(path: str, module: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> str:
+    outcome = verify_with_onnxruntime(path, module, args, kwargs)
+    return outcome if isinstance(outcome, str) else f"forward output verified against onnxruntime: max abs difference {outcome:.3g}"
 
 
 def _hint(exc: Exception) -> str:

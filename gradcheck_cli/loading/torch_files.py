@@ -45,7 +45,16 @@ def load_export(path: Path, device: torch.device) -> LoadedModel:
     if program.example_inputs is not None:
         args, kwargs = program.example_inputs
         examples = tuple(args) if not kwargs else None
-    return LoadedModel(module, "export", str(path), frontend="fx", example_inputs=examples)
+    return exported(module, "export", str(path), examples)
+
+
+EXPORT_NOTE = "torch.export programs keep the train/eval behaviour they were exported with; --mode does not change it"
+
+
+def exported(module: torch.nn.Module, fmt: str, source: str, examples: tuple | None = None) -> LoadedModel:
+    """A torch.export program's module: observed through its FX graph, its train/eval mode fixed."""
+    return LoadedModel(module, fmt, source, frontend="fx", example_inputs=examples, notes=[EXPORT_NOTE],
+                       mode_settable=False)
 
 
 @contextmanager

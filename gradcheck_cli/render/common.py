@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Hashable, Sequence
+from dataclasses import dataclass
 from typing import TypeVar
 
+from gradcheck_cli.render.numbers import num
 from gradcheck_cli.report.model import Finding
 
 GROUP_AT = 4
@@ -32,13 +34,52 @@ def group_by(items: Sequence[T], key: Callable[[T], Hashable]) -> list[list[T]]:
     return groups
 
 
-def group_findings(findings: Sequence[Finding]) -> list[list[Finding]]:
-    """Findings grouped by (kind, severity)."""
-    return group_by(findings, lambda f: (f.kind, f.severity))
+LIST_LIMIT = 8
+"""Layer names listed before ``...``: the one truncation rule of every renderer."""
 
 
-def layer_list(names: Sequence[str], limit: int = 8) -> str:
+def layer_list(names: Sequence[str], limit: int = LIST_LIMIT) -> str:
     """``a, b, c`` or ``a, b, ... (12 in all)``: long lists of layer names stay one readable line."""
     if len(names) <= limit:
         return ", ".join(names)
     return ", ".join(names[:limit]) + f", ... ({len(names)} in all)"
+
+
+@dataclass(frozen=True)
+class FindingGroup:
+    """Findings of one kind and severity shown as one row: what every renderer says about them."""
+
+    findings: list[Finding]
+
+    @property
+    def first(self) -> Finding:
+        return self.findings[0]
+
+    @property
+    def names(self) -> list[str]:
+        return [f.layer for f in self.findings]
+
+    def layers(self, limit: int = LIST_LIMIT) -> str:
+        """The layer, or ``N layers: a, b, ... (N in all)``."""
+        if len(self.findings) == 1:
+            return self.first.layer
+        return f"{len(self.findings)} layers: {layer_list(self.names, limit)}"
+
+    def value(self) -> str:
+        """The measured value, or the range ``low..high`` over the group."""
+        if len(self.findings) == 1:
+            return num(self.first.value)
+        values = [f.value for f in self.findings]
+        return f"{num(min(values))}..{num(max(values))}"
+
+    def more(self) -> str:
+        """What follows the first finding's message: `` (and N more layers like it)`` or nothing."""
+        return "" if len(self.findings) == 1 else f" (and {len(self.findings) - 1} more layers like it)"
+
+    def message(self) -> str:
+        return self.first.message + self.more()
+
+
+def group_findings(findings: Sequence[Finding]) -> list[FindingGroup]:
+    """Findings grouped by (kind, severity)."""
+    return [FindingGroup(group) for group in group_by(findings, lambda f: (f.kind, f.severity))]

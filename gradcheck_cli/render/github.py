@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from gradcheck_cli.render.common import group_findings, layer_list
+from gradcheck_cli.render.common import FindingGroup, group_findings
 from gradcheck_cli.report.model import Finding, Report
 
 
@@ -37,18 +37,16 @@ def level(finding: Finding, fail_on: Iterable[str]) -> str:
     return "notice" if finding.severity == "info" else "warning"
 
 
-def annotation(group: list[Finding], fail_on: Iterable[str]) -> str:
-    first = group[0]
-    if len(group) == 1:
-        return command(level(first, fail_on), f"gradcheck {first.kind}: {first.layer}", f"{first.message}. Fix: {first.hint}")
-    layers = layer_list([f.layer for f in group])
-    return command(level(first, fail_on), f"gradcheck {first.kind}: {len(group)} layers",
-                   f"{first.message} (and {len(group) - 1} more layers like it: {layers}). Fix: {first.hint}")
+def annotation(group: FindingGroup, fail_on: Iterable[str]) -> str:
+    first = group.first
+    where = first.layer if len(group.findings) == 1 else f"{len(group.findings)} layers"
+    listed = "" if len(group.findings) == 1 else f" ({group.layers()})"
+    return command(level(first, fail_on), f"gradcheck {first.kind}: {where}", f"{group.message()}{listed}. Fix: {first.hint}")
 
 
 def render_github(report: Report) -> str:
     """Failing findings first (they are why the step failed), then warnings, then notices."""
-    groups = sorted(group_findings(report.findings), key=lambda g: LEVELS.index(level(g[0], report.run.fail_on)))
+    groups = sorted(group_findings(report.findings), key=lambda g: LEVELS.index(level(g.first, report.run.fail_on)))
     lines = [annotation(group, report.run.fail_on) for group in groups]
     lines.append(command("error" if report.summary.exit_code else "notice", "gradcheck", report.summary.verdict))
     return "\n".join(lines) + "\n"

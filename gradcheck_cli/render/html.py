@@ -74,11 +74,10 @@ def render_html(report: Report) -> str:
     if report.findings:
         rows = []
         for group in group_findings(report.findings):
-            f = group[0]
-            layers = ", ".join(_e(g.layer) for g in group)
-            value = num(f.value) if len(group) == 1 else f"{num(min(g.value for g in group))}..{num(max(g.value for g in group))}"
-            rows.append([f'<span class="{_e(f.severity)}">{_e(f.severity)}</span>', _e(f.kind), layers, _e(value),
-                         _e(num(f.threshold)), f'{_e(f.message)}<br><span class="dim">fix: {_e(f.hint)}</span>'])
+            f = group.first
+            rows.append([f'<span class="{_e(f.severity)}">{_e(f.severity)}</span>', _e(f.kind), _e(group.layers()),
+                         _e(group.value()), _e(num(f.threshold)),
+                         f'{_e(group.message())}<br><span class="dim">fix: {_e(f.hint)}</span>'])
         parts += ["<h2>Findings</h2>", _table(["severity", "kind", "layer", "value", "threshold", "detail"], rows, {0, 1, 2, 5})]
     parts += _plots(report)
     values = [l.grad.output_rms for l in report.layers if l.grad.output_rms and math.isfinite(l.grad.output_rms)]
@@ -100,13 +99,14 @@ def render_html(report: Report) -> str:
          "backward signal (log)", "|dW|", "|dW|/|W|"], rows, {1, 2, 10})]
     init_rows = [
         [_e(l.name), str(l.init.fan_in), str(l.init.fan_out), _e(l.init.activation_after), _e(l.init.scheme),
-         _e(num(l.init.current_std)), _e(l.init.current_scheme), _e(num(l.init.recommended_std)), _e(num(l.init.ratio, 2))]
+         _e(num(l.init.current_std)), _e(l.init.current_scheme), _e(num(l.init.recommended_std)), _e(num(l.init.ratio, 2)),
+         f"<code>{_e(l.init.call)}</code>"]
         for l in report.layers if l.init
     ]
     if init_rows:
         parts += ["<h2>Init variance</h2>", _table(
-            ["layer", "fan_in", "fan_out", "followed by", "scheme", "current std", "looks like", "recommended std", "ratio"],
-            init_rows, {0, 3, 4, 6})]
+            ["layer", "fan_in", "fan_out", "followed by", "scheme", "current std", "looks like", "recommended std", "ratio",
+             "apply"], init_rows, {0, 3, 4, 6, 9})]
     title = _e(f"gradcheck: {m.source}")
     return (f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8"><title>{title}</title>'
             f"<style>{_CSS}</style></head><body>\n" + "\n".join(parts) + "\n</body></html>\n")

@@ -47,12 +47,9 @@ def render_markdown(report: Report) -> str:
         fail_on = set(r.fail_on)
         rows = []
         for group in group_findings(report.findings):
-            f = group[0]
-            layer = escape(f.layer) if len(group) == 1 else f"{len(group)} layers: " + ", ".join(escape(g.layer) for g in group)
-            value = num(f.value) if len(group) == 1 else f"{num(min(g.value for g in group))}..{num(max(g.value for g in group))}"
-            more = "" if len(group) == 1 else f" \\(and {len(group) - 1} more layers like it\\)"
-            rows.append([f.severity + (" (fails)" if f.kind in fail_on else ""), code(f.kind), layer, value,
-                         num(f.threshold), escape(f.message) + more + "<br>*fix:* " + escape(f.hint)])
+            f = group.first
+            rows.append([f.severity + (" (fails)" if f.kind in fail_on else ""), code(f.kind), escape(group.layers()),
+                         group.value(), num(f.threshold), escape(group.message()) + "<br>*fix:* " + escape(f.hint)])
         out += ["", "#### Findings", ""] + _table(["severity", "kind", "layer", "value", "threshold", "detail"], rows, "lllrrl")
     rows = [
         [str(l.index), escape(l.name), escape(l.kind),
@@ -65,12 +62,12 @@ def render_markdown(report: Report) -> str:
     out += ["", "</details>"]
     init_rows = [
         [escape(l.name), str(l.init.fan_in), str(l.init.fan_out), escape(l.init.activation_after), l.init.scheme,
-         num(l.init.current_std), num(l.init.recommended_std), num(l.init.ratio, 2)]
+         num(l.init.current_std), num(l.init.recommended_std), num(l.init.ratio, 2), code(l.init.call) if l.init.call else "-"]
         for l in report.layers if l.init
     ]
     if init_rows:
         out += ["", "<details><summary>Init variance</summary>", ""]
-        out += _table(["layer", "fan_in", "fan_out", "followed by", "scheme", "current std", "recommended std", "ratio"],
-                      init_rows, "lrrllrrr")
+        out += _table(["layer", "fan_in", "fan_out", "followed by", "scheme", "current std", "recommended std", "ratio",
+                       "apply"], init_rows, "lrrllrrrl")
         out += ["", "</details>"]
     return "\n".join(out) + "\n"

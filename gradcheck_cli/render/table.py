@@ -11,7 +11,6 @@ from rich.console import Group, RenderableType
 from rich.table import Table
 from rich.text import Text
 
-from gradcheck_cli.diagnose.init_advice import init_call
 from gradcheck_cli.render.common import group_findings
 from gradcheck_cli.render.numbers import log_bar, num, pct
 from gradcheck_cli.report.model import ActivationStats, LayerReport, Report
@@ -120,20 +119,11 @@ def findings_table(report: Report) -> Table:
     table.add_column("what it means / what to do", overflow="fold", ratio=1)
     fail_on = set(report.run.fail_on)
     for group in group_findings(report.findings):
-        f = group[0]
+        f = group.first
         marker = " (fails)" if f.kind in fail_on else ""
-        if len(group) == 1:
-            layer, value, message = f.layer, num(f.value), f.message
-        else:
-            names = [g.layer for g in group]
-            shown = ", ".join(names[:3] + ["...", names[-1]]) if len(names) > 5 else ", ".join(names)
-            values = [g.value for g in group]
-            layer = f"{len(group)} layers: {shown}"
-            value = f"{num(min(values))}..{num(max(values))}"
-            message = f"{f.message} (and {len(group) - 1} more layers like it)"
         table.add_row(
-            Text(f.severity + marker, SEVERITY_STYLE[f.severity]), f.kind, layer, value, num(f.threshold),
-            Text.assemble(message, "\n", ("fix: " + f.hint, "dim")),
+            Text(f.severity + marker, SEVERITY_STYLE[f.severity]), f.kind, group.layers(), group.value(), num(f.threshold),
+            Text.assemble(group.message(), "\n", ("fix: " + f.hint, "dim")),
         )
     return table
 
@@ -143,13 +133,11 @@ def findings_list(report: Report) -> RenderableType:
     fail_on = set(report.run.fail_on)
     text = Text("Findings", style="italic")
     for group in group_findings(report.findings):
-        f = group[0]
-        layers = f.layer if len(group) == 1 else f"{len(group)} layers: {', '.join(g.layer for g in group[:3])}" + (
-            ", ..." if len(group) > 3 else "")
+        f = group.first
         text.append("\n")
         text.append(f.severity + (" (fails)" if f.kind in fail_on else ""), SEVERITY_STYLE[f.severity])
-        text.append(f"  {f.kind}  {layers}  value {num(f.value)} (threshold {num(f.threshold)})")
-        text.append(f"\n    {f.message}")
+        text.append(f"  {f.kind}  {group.layers()}  value {group.value()} (threshold {num(f.threshold)})")
+        text.append(f"\n    {group.message()}")
         text.append(f"\n    fix: {f.hint}", style="dim")
     return text
 
@@ -181,7 +169,7 @@ def init_table(report: Report, compact: bool = False) -> Table:
             "scheme": i.scheme, "gain": num(i.gain), "current std": num(i.current_std),
             "now looks like": i.current_scheme, "recommended std": num(i.recommended_std),
             "ratio": Text(num(i.ratio, 2), "yellow" if layer.name in flagged else ""),
-            "apply": Text(init_call(i), "dim"),
+            "apply": Text(i.call, "dim"),
         }
         table.add_row(*(cells[title] for title, _ in shown))
     if compact and any(layer.init and layer.init.normalized_after for layer in report.layers):

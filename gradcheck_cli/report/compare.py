@@ -12,19 +12,18 @@ Two JSON reports are matched layer by layer (by name). What is compared, and why
 - **Findings**, keyed by (kind, layer): a new finding whose kind is in the fail set regressed; new
   findings outside it and resolved findings are listed.
 
-Reports are read as JSON documents, not rebuilt as dataclasses, so a baseline stays comparable
-across gradcheck releases that only add keys (the schema-version policy).
+Both sides are :class:`~gradcheck_cli.report.model.Report` objects; a saved baseline decodes into one
+whatever keys later releases of the same schema version added (the schema-version policy).
 """
 
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import dataclass, field
 from typing import Any
 
 from gradcheck_cli.errors import EXIT_FINDINGS, EXIT_OK
-from gradcheck_cli.report.model import encode
+from gradcheck_cli.report.model import Finding, LayerReport, Report
 
 STATUSES = ("regressed", "changed", "improved", "unchanged")
 """Overall outcome, worst first: ``changed`` means better and worse-but-not-failing moves both happened
@@ -73,38 +72,41 @@ class Comparison:
     notes: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
+        from gradcheck_cli.report.codec import encode
+
         return encode(self)
 
     def to_json(self) -> str:
-        return json.dumps(self.to_dict(), indent=2, allow_nan=False) + "\n"
+        from gradcheck_cli.report.codec import to_json
+
+        return to_json(self)
 
 
-def compare(baseline: dict[str, Any], current: dict[str, Any], *, tolerance: float = 2.0, dead_tolerance: float = 0.1,
+def compare(baseline: Report, current: Report, *, tolerance: float = 2.0, dead_tolerance: float = 0.1,
             fail_on: list[str] | None = None, names: tuple[str, str] = ("baseline", "current")) -> Comparison:
-    """Per-layer and per-finding changes from ``baseline`` to ``current`` (both JSON report documents).
+    """Per-layer and per-finding changes from ``baseline`` to ``current``.
 
     ``tolerance`` is a factor (> 1) on the backward-signal profile; ``fail_on`` defaults to the fail
     set the current report was produced with.
     """
-    fail = set(current["run"]["fail_on"] if fail_on is None else fail_on)
+    fail = set(current.run.fail_on if fail_on is None else fail_on)
     old_flow, new_flow = _flows(baseline), _flows(current)
-    old_layers = {l["name"]: l for l in baseline["layers"]}
-    new_layers = {l["name"]: l for l in current["layers"]}
-    order = [l["name"] for l in current["layers"]] + [n for n in old_layers if n not in new_layers]
+    old_layers = {l.name: l for l in baseline.layers}
+    new_layers = {l.name: l for l in current.layers}
+    order = [l.name for l in current.layers] + [n for n in old_layers if n not in new_layers]
     layers = [_layer_change(name, old_layers.get(name), new_layers.get(name), old_flow.get(name), new_flow.get(name),
                             tolerance, dead_tolerance) for name in order]
-    findings = _finding_changes(baseline["findings"], current["findings"], fail)
+    findings = _finding_changes(baseline.findings, current.findings, fail)
     status = _status(layers, findings)
     exit_code = EXIT_FINDINGS if status == "regressed" else EXIT_OK
     return Comparison(names[0], names[1], tolerance, dead_tolerance, sorted(fail), status, exit_code,
                       _verdict(status, layers, findings), layers, findings, _notes(baseline, current))
 
 
-def _flows(report: dict[str, Any]) -> dict[str, float]:
+def _flows(report: Report) -> dict[str, float]:
     """Layer name -> backward-signal RMS relative to the output-side reference layer."""
-    rms = {l["name"]: l["grad"]["output_rms"] for l in report["layers"]
-           if l.get("observed") and _positive(l["grad"].get("output_rms"))}
-    weights = [l["name"] for l in report["layers"] if l["name"] in rms and l.get("init") is not None]
+    rms = {l.name: l.grad.output_rms for l in report.layers if l.observed and _positive(l.grad.output_rms)}
+    weights = [l.name for l in report.layers if l.name in rms and l.init is not None]
     reference = (weights or list(rms))[-1:] if rms else []
     if not reference:
         return {}
@@ -116,12 +118,11 @@ def _positive(value: Any) -> bool:
     return isinstance(value, (int, float)) and math.isfinite(value) and value > 0
 
 
-def _dead(layer: dict[str, Any] | None) -> float | None:
-    activation = (layer or {}).get("activation") or {}
-    return activation.get("dead_ratio")
+def _dead(layer: LayerReport | None) -> float | None:
+    return layer.activation.dead_ratio if layer is not None and layer.activation is not None else None
 
 
-def _layer_change(name: str, old: dict | None, new: dict | None, old_flow: float | None, new_flow: float | None,
+def _layer_change(name: str, old: LayerReport | None, new: LayerReport | None, old_flow: float | None, new_flow: float | None,
                   tolerance: float, dead_tolerance: float) -> LayerChange:
     old_dead, new_dead = _dead(old), _dead(new)
     if old is None or new is None:
@@ -146,14 +147,14 @@ def _layer_change(name: str, old: dict | None, new: dict | None, old_flow: float
     return LayerChange(name, status, old_flow, new_flow, change, old_dead, new_dead, worse + better)
 
 
-def _finding_changes(old: list[dict], new: list[dict], fail: set[str]) -> list[FindingChange]:
-    def key(f: dict) -> tuple[str, str]:
-        return f["kind"], f["layer"]
+def _finding_changes(old: list[Finding], new: list[Finding], fail: set[str]) -> list[FindingChange]:
+    def key(f: Finding) -> tuple[str, str]:
+        return f.kind, f.layer
 
     old_keys, new_keys = {key(f) for f in old}, {key(f) for f in new}
-    added = [FindingChange("new", f["kind"], f["layer"], f["severity"], f["kind"] in fail, f["message"])
+    added = [FindingChange("new", f.kind, f.layer, f.severity, f.kind in fail, f.message)
              for f in new if key(f) not in old_keys]
-    resolved = [FindingChange("resolved", f["kind"], f["layer"], f["severity"], False, f["message"])
+    resolved = [FindingChange("resolved", f.kind, f.layer, f.severity, False, f.message)
                 for f in old if key(f) not in new_keys]
     return added + resolved
 
@@ -189,15 +190,15 @@ def _verdict(status: str, layers: list[LayerChange], findings: list[FindingChang
     return f"{head}: " + ("; ".join(parts) if parts else "no layer moved past tolerance and no finding appeared or went")
 
 
-def _notes(baseline: dict[str, Any], current: dict[str, Any]) -> list[str]:
+def _notes(baseline: Report, current: Report) -> list[str]:
     """Differences in how the two runs were made, which can move numbers without any model change."""
     notes = []
     for key in ("loss", "mode", "batch_size", "seed", "device"):
-        old, new = baseline["run"].get(key), current["run"].get(key)
+        old, new = getattr(baseline.run, key), getattr(current.run, key)
         if old != new:
             notes.append(f"run setting {key} differs: baseline {old!r}, current {new!r} (numbers may move for that reason alone)")
-    old_layers = {l["name"] for l in baseline["layers"]}
-    new_layers = {l["name"] for l in current["layers"]}
+    old_layers = {l.name for l in baseline.layers}
+    new_layers = {l.name for l in current.layers}
     if old_layers and new_layers and not old_layers & new_layers:
         notes.append("no layer names in common: are these reports of the same model?")
     return notes

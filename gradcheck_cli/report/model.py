@@ -1,19 +1,12 @@
-"""The report: frozen dataclasses and their JSON form.
+"""The report: frozen dataclasses, one per part of the JSON document (:mod:`.codec` writes and reads it).
 
-``Report.to_dict()`` *is* the JSON document: floats are rounded to 7 significant digits (so a
-report is byte-identical across runs that agree to float32 precision), and a non-finite float
-becomes ``null`` plus a sibling ``<key>_nonfinite`` field (``"nan"``, ``"inf"``, ``"-inf"``),
-so the output is always valid JSON. ``SCHEMA_VERSION`` is bumped on any breaking change to keys
-or meanings; additions of new keys keep the version.
+``SCHEMA_VERSION`` is bumped on any breaking change to keys or meanings; additions of new keys keep
+the version (they get defaults, so older reports still load).
 """
 
 from __future__ import annotations
 
-import json
-import math
-import types
-import typing
-from dataclasses import MISSING, dataclass, field, fields, is_dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from gradcheck_cli.analysis.options import IgnoreRule
@@ -84,6 +77,8 @@ class InitAdvice:
     """current_std / recommended_std."""
     current_scheme: str
     """What the current weights look like: pytorch_default, he, xavier, lecun (several if ambiguous) or custom."""
+    call: str = ""
+    """The one line of PyTorch that applies the recommendation (``nn.init.kaiming_normal_(w, ...)``)."""
 
 
 @dataclass(frozen=True)
@@ -185,84 +180,19 @@ class Report:
 
     def to_dict(self) -> dict[str, Any]:
         """The JSON document as Python objects (what ``--format json`` writes)."""
+        from gradcheck_cli.report.codec import encode
+
         return encode(self)
 
     def to_json(self) -> str:
-        return json.dumps(self.to_dict(), indent=2, allow_nan=False) + "\n"
+        from gradcheck_cli.report.codec import to_json
+
+        return to_json(self)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Report:
         """The inverse of :meth:`to_dict` (re-rendering a saved report); keys unknown here are ignored,
         so reports from later releases of the same schema version still load. ValueError if malformed."""
+        from gradcheck_cli.report.codec import decode
+
         return decode(cls, data)
-
-
-def _round(x: float) -> float:
-    return float(f"{x:.7g}")
-
-
-def encode(value: Any) -> Any:
-    """Dataclasses, dicts, lists and floats -> JSON-ready objects (the rounding and non-finite rules above)."""
-    if is_dataclass(value):
-        out: dict[str, Any] = {}
-        for f in fields(value):
-            _put(out, f.name, getattr(value, f.name))
-        return out
-    if isinstance(value, dict):
-        out = {}
-        for key, item in value.items():
-            _put(out, str(key), item)
-        return out
-    if isinstance(value, (list, tuple, frozenset)):
-        return [encode(v) for v in value]
-    if isinstance(value, float):
-        return _round(value) if math.isfinite(value) else None
-    return value
-
-
-def _put(out: dict[str, Any], key: str, value: Any) -> None:
-    if isinstance(value, float) and not math.isfinite(value):
-        out[key] = None
-        out[f"{key}_nonfinite"] = "nan" if math.isnan(value) else ("inf" if value > 0 else "-inf")
-    else:
-        out[key] = encode(value)
-
-
-def decode(cls: type, data: Any) -> Any:
-    """A JSON object -> the dataclass ``cls``, guided by its type hints (``null`` + ``<key>_nonfinite``
-    becomes the non-finite float again)."""
-    if not isinstance(data, dict):
-        raise ValueError(f"{cls.__name__} must be an object, got {type(data).__name__}")
-    hints = typing.get_type_hints(cls)
-    values = {}
-    for f in fields(cls):
-        if f.name not in data:
-            if f.default is MISSING and f.default_factory is MISSING:
-                raise ValueError(f"{cls.__name__} lacks the key {f.name!r}")
-            continue
-        values[f.name] = _decode(hints[f.name], data[f.name], data.get(f"{f.name}_nonfinite"))
-    return cls(**values)
-
-
-def _decode(annotation: Any, value: Any, nonfinite: Any = None) -> Any:
-    if nonfinite in ("nan", "inf", "-inf"):
-        return float(nonfinite)
-    if value is None:
-        return None
-    origin, args = typing.get_origin(annotation), typing.get_args(annotation)
-    if origin in (typing.Union, types.UnionType):
-        return _decode(next(a for a in args if a is not type(None)), value)
-    if is_dataclass(annotation):
-        return decode(annotation, value)
-    if origin in (list, tuple):
-        if not isinstance(value, list):
-            raise ValueError(f"expected a list, got {type(value).__name__}")
-        items = [_decode(args[0], v) for v in value]
-        return tuple(items) if origin is tuple else items
-    if origin is dict:
-        if not isinstance(value, dict):
-            raise ValueError(f"expected an object, got {type(value).__name__}")
-        return {k: _decode(args[1], v, value.get(f"{k}_nonfinite")) for k, v in value.items() if not k.endswith("_nonfinite")}
-    if annotation is float and isinstance(value, int) and not isinstance(value, bool):
-        return float(value)
-    return value

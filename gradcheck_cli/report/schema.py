@@ -12,7 +12,8 @@ import types
 import typing
 from typing import Any
 
-from gradcheck_cli.report.model import SCHEMA_VERSION, Report
+from gradcheck_cli.diagnose.registry import FINDING_KINDS, SEVERITIES
+from gradcheck_cli.report.model import SCHEMA_VERSION, Finding, Report
 
 DIALECT = "https://json-schema.org/draft/2020-12/schema"
 
@@ -48,6 +49,9 @@ def _object(cls: type) -> dict[str, Any]:
     # before they existed (same version, by the policy that additions do not bump it) must still validate.
     required = [f.name for f in dataclasses.fields(cls)
                 if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING]
+    if cls is Finding:  # the vocabularies: the registry's kinds and severities
+        properties["kind"] = {"enum": list(FINDING_KINDS)}
+        properties["severity"] = {"enum": list(SEVERITIES)}
     return {"type": "object", "properties": properties, "required": required, "additionalProperties": False}
 
 

@@ -18,7 +18,8 @@ from hypothesis.extra import numpy as hnp
 from gradcheck_cli.errors import InputError, UsageError
 from gradcheck_cli.analysis.sample import Sample, load_sample, load_target, parse_range, parse_shape
 from gradcheck_cli.analysis.options import FINDING_KINDS, parse_fail_on
-from gradcheck_cli.report.model import Report, encode
+from gradcheck_cli.report.codec import encode
+from gradcheck_cli.report.model import Report
 
 FAST = settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 FEW = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])

@@ -32,7 +32,13 @@ def forward_signal(layer: LayerReport) -> float | None:
 
 
 def backward_signal(layer: LayerReport) -> float | None:
+    """RMS of dLoss/d(output) at the layer."""
     return layer.grad.output_rms
+
+
+def output_std(layer: LayerReport) -> float | None:
+    """The plain std of the layer's output (biases and all): what overflows."""
+    return layer.activation.std if layer.activation else None
 
 
 def depth_path(layers: Sequence[LayerReport]) -> list[LayerReport]:
@@ -108,13 +114,37 @@ def nearest_input(segment: list[LayerReport]) -> LayerReport:
     return segment[0]
 
 
-def trend_finding(kind: str, extreme: Extreme | None, limit: float, beyond: Callable[[float, float], bool],
-                  text: str) -> list[Finding]:
-    """One finding when the extreme ratio is past ``limit``; ``text`` formats layer, ref, ratio, where."""
-    if extreme is None or not beyond(extreme.ratio, limit):
-        return []
-    message = text.format(layer=extreme.layer.name, ref=extreme.reference.name, ratio=extreme.ratio, where=extreme.where())
-    return [finding(kind, extreme.layer.name, extreme.ratio, limit, message)]
+@dataclass(frozen=True)
+class Trend:
+    """One depth-trend finding kind: which signal, against which reference layer, which way, and what to say.
+
+    ``text`` formats ``layer``, ``ref``, ``ratio`` and ``where``. With ``absolute`` set, a layer whose
+    ``absolute`` value is above the threshold field ``absolute_limit`` is a finding whatever the trend
+    (when the trend itself found nothing): the guard against a loss or input scale that is simply huge.
+    """
+
+    kind: str
+    signal: Signal
+    reference: Reference
+    vanishing: bool
+    """True: the ratio below the limit is the finding; False: above it."""
+    limit: str
+    """The Thresholds field of the ratio."""
+    text: str
+    absolute: Signal | None = None
+    absolute_limit: str = ""
+    absolute_text: str = ""
+
+    def find(self, layers: Sequence[LayerReport], t: Thresholds, found: Sequence[Finding] = ()) -> list[Finding]:
+        low, high = extremes(layers, t, self.signal, self.reference)
+        extreme, limit = (low if self.vanishing else high), getattr(t, self.limit)
+        if extreme is not None and (extreme.ratio < limit if self.vanishing else extreme.ratio > limit):
+            message = self.text.format(layer=extreme.layer.name, ref=extreme.reference.name, ratio=extreme.ratio,
+                                       where=extreme.where())
+            return [finding(self.kind, extreme.layer.name, extreme.ratio, limit, message)]
+        if self.absolute is None:
+            return []
+        return absolute_finding(self.kind, layers, self.absolute, getattr(t, self.absolute_limit), self.absolute_text)
 
 
 def absolute_finding(kind: str, layers: Sequence[LayerReport], value: Signal, limit: float, text: str) -> list[Finding]:
@@ -125,11 +155,3 @@ def absolute_finding(kind: str, layers: Sequence[LayerReport], value: Signal, li
     worst = max(loud, key=lambda layer: value(layer))  # type: ignore[arg-type, return-value]
     measured = value(worst)
     return [finding(kind, worst.name, measured, limit, text.format(layer=worst.name, value=measured))]  # type: ignore[arg-type]
-
-
-def below(ratio: float, limit: float) -> bool:
-    return ratio < limit
-
-
-def above(ratio: float, limit: float) -> bool:
-    return ratio > limit

@@ -13,6 +13,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
+from gradcheck_cli.errors import ModelLoadError, first_line
 from gradcheck_cli.measure.instrument.graph_naming import LazyRows, NodeSpec, param_roles
 from gradcheck_cli.layers import NORM_KINDS, ONNX_KINDS, WEIGHT_KINDS
 from gradcheck_cli.measure.collector import StatsCollector
@@ -109,9 +110,17 @@ def instrument_onnx(module: Any, collector: StatsCollector) -> Iterator[Any]:
         if specs[index] is not None and outputs and outputs[0] is not None:
             rows.observe(index, outputs[0])
 
+    def forward(*args: Any, **kwargs: Any) -> Any:
+        from gradcheck_cli.onnx import OnnxUnsupportedError
+
+        try:
+            return module(*args, **kwargs)
+        except OnnxUnsupportedError as exc:  # found only when run (a dtype, a dynamic attribute)
+            raise ModelLoadError(first_line(exc), hint="export with another opset") from None
+
     previous = module.node_hook
     module.node_hook = hook
     try:
-        yield module
+        yield forward
     finally:
         module.node_hook = previous

@@ -1,0 +1,82 @@
+"""The command line's options, declared once as ``Annotated`` aliases and reused by every command.
+
+Nothing here imports torch; the choices of ``--format`` come from the one format table
+(:mod:`gradcheck_cli.render.formats`).
+"""
+
+from __future__ import annotations
+
+from enum import Enum
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from gradcheck_cli.cli.formats import OutputFormat
+
+
+class Loss(str, Enum):
+    auto = "auto"
+    cross_entropy = "cross-entropy"
+    mse = "mse"
+    sum = "sum"
+    projection = "projection"
+
+
+class Mode(str, Enum):
+    train = "train"
+    eval = "eval"
+
+
+ModelArg = Annotated[str, typer.Argument(
+    metavar="MODEL",
+    help="Model file (TorchScript, torch.export .pt2, state_dict with --factory, pickled module with "
+         "--trust-pickle, .safetensors, .onnx) or a factory 'file.py:function'.")]
+InputOpt = Annotated[Optional[Path], typer.Option("--input", "-i", help="Data sample: .pt (tensor, tuple, dict, "
+                                                  "or {'input','target'}), .npy or .npz.", show_default=False)]
+ShapeOpt = Annotated[Optional[list[str]], typer.Option("--input-shape", "-s", metavar="N,C,H,W",
+                                                       help="Random input of this shape (repeat for several inputs).")]
+DtypeOpt = Annotated[str, typer.Option("--dtype", help="dtype of random inputs (float32, float16, bfloat16, int64...).")]
+RangeOpt = Annotated[Optional[str], typer.Option("--input-range", metavar="LOW,HIGH",
+                                                 help="Random integer inputs in [LOW, HIGH), e.g. token ids 0,50000.")]
+TargetOpt = Annotated[Optional[Path], typer.Option("--target", "-t", help="Targets/labels file (.pt, .npy, .npz).")]
+LossOpt = Annotated[Loss, typer.Option("--loss", help="auto: cross-entropy for integer targets, MSE for float "
+                                       "targets, a seeded random projection sum(out*r) without targets.")]
+BatchSizeOpt = Annotated[Optional[int], typer.Option("--batch-size", "-b", min=1, help="Samples per pass (default: all).")]
+BatchesOpt = Annotated[int, typer.Option("--batches", "-n", min=1, help="Passes to aggregate when the sample holds more than one batch.")]
+DeviceOpt = Annotated[str, typer.Option("--device", "-d", help="cpu, cuda, cuda:N or auto.")]
+SeedOpt = Annotated[int, typer.Option("--seed", help="Seeds random inputs, the projection loss and dropout.")]
+ModeOpt = Annotated[Mode, typer.Option("--mode", help="train: BatchNorm/Dropout behave as in training; eval: as at inference.")]
+FactoryOpt = Annotated[Optional[str], typer.Option("--factory", "-f", metavar="FILE.py:FUNCTION",
+                                                   help="Builds the architecture for a state_dict file.")]
+TrustOpt = Annotated[bool, typer.Option("--trust-pickle", help="Allow unpickling a full nn.Module (runs code from the file).")]
+FailOnOpt = Annotated[str, typer.Option("--fail-on", metavar="KINDS",
+                                        help="Finding kinds that make the exit code 1: a comma list, 'all' or 'none'.")]
+FormatOpt = Annotated[Optional[OutputFormat], typer.Option(
+    "--format", "-F", show_default=False,
+    help="table (default), json, markdown (PR comments), html (one self-contained file), github (Actions "
+         "annotations; also appends Markdown to $GITHUB_STEP_SUMMARY when set) or junit (XML, one test case per check).")]
+OutputOpt = Annotated[Optional[Path], typer.Option("--output", "-o", help="Write the report to this file (format from "
+                                                   "--format, else the suffix: .json, .md, .html, .xml, .txt).")]
+ThresholdOpt = Annotated[Optional[list[str]], typer.Option("--threshold", metavar="NAME=VALUE",
+                                                           help="Override a threshold, e.g. dead_ratio=0.2 (repeatable).")]
+VerifyOpt = Annotated[bool, typer.Option("--verify", help="ONNX: check the interpreter's output against onnxruntime first.")]
+SampleStatsOpt = Annotated[Optional[int], typer.Option(
+    "--sample-stats", min=1, metavar="K", show_default=False,
+    help="Cheap mode for huge activations: forward statistics on K seeded units (features/channels) per layer; "
+         "gradients stay exact. Noted in the report.")]
+PlotOpt = Annotated[Optional[Path], typer.Option(
+    "--plot", metavar="FILE.png|svg", show_default=False,
+    help="Also write the gradient-flow figure (backward signal and |dW| per layer, bad layers marked); needs "
+         "matplotlib: pip install 'gradcheck[plots]'.")]
+IgnoreOpt = Annotated[Optional[list[str]], typer.Option(
+    "--ignore", metavar="GLOB[:KINDS]",
+    help="Leave findings on matching layers out of the verdict, e.g. 'head.*' or 'encoder.*:dead_relu' (repeatable; "
+         "added to the config file's).")]
+ConfigOpt = Annotated[Optional[Path], typer.Option(
+    "--config", "-c", metavar="FILE", show_default=False,
+    help="Settings file: a pyproject.toml with [tool.gradcheck], or a TOML file of the same keys. Default: the "
+         "nearest pyproject.toml with [tool.gradcheck] at or above the current directory.")]
+NoConfigOpt = Annotated[bool, typer.Option("--no-config", help="Ignore any config file.")]
+QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="Print only the verdict line.")]
+DebugOpt = Annotated[bool, typer.Option("--debug", help="Show Python tracebacks for errors.")]
