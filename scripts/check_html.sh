@@ -3,7 +3,7 @@
 # browser console (a script error, "Uncaught ...") or cannot be rendered to a screenshot.
 #
 # The report page is meant to carry no scripts at all, so any console line is a defect. This is
-# the same check tests/test_html_browser.py runs, for people without the test suite:
+# the same check tests/render/test_html_browser.py runs, for people without the test suite:
 #
 #   gradcheck analyze model.pt --input batch.pt -o report.html
 #   scripts/check_html.sh report.html [screenshot.png]

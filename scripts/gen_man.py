@@ -8,7 +8,7 @@
 Every command, argument and option comes from ``typer.main.get_command(app)``: names, metavars,
 types and choices, defaults, ranges, environment variables and help texts are read from the
 parameters themselves, so a new command or flag lands in the page by rerunning this script (and
-``tests/test_man.py`` fails until somebody does). Only the surrounding prose (EXAMPLES, FILES, part
+``tests/cli/test_man.py`` fails until somebody does). Only the surrounding prose (EXAMPLES, FILES, part
 of ENVIRONMENT) is static text here; EXIT STATUS comes from ``gradcheck_cli.errors.EXIT_CODES``.
 
 The output is deterministic: the version is ``gradcheck_cli.__version__`` and the date field of

@@ -22,7 +22,7 @@ from typing import Annotated
 import pytest
 import typer
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 MAN = ROOT / "man" / "gradcheck.1"
 REGENERATE = "python scripts/gen_man.py"
 

@@ -14,7 +14,7 @@ from torch import nn
 from gradcheck_cli import analyze
 from gradcheck_cli.report.schema import comparison_schema, report_schema
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")

@@ -1,6 +1,6 @@
 """The HTML report in a real browser: headless Chromium renders it with nothing on the console.
 
-Static checks (tests/test_html.py) prove the page has no script tags; this proves a browser
+Static checks (tests/render/test_html.py) prove the page has no script tags; this proves a browser
 accepts the inline SVG and CSS without complaint. Each check is also run against a deliberately
 broken page, so a detector that cannot fail would show. Skipped without a Chromium on PATH.
 """
@@ -19,7 +19,7 @@ from gradcheck_cli import analyze
 from gradcheck_cli.render.html import render_html
 
 BROWSER = next((b for b in ("chromium", "chromium-browser", "google-chrome") if shutil.which(b)), None)
-SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "check_html.sh"
+SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "check_html.sh"
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 BROKEN = '<!DOCTYPE html><html><body><p>x</p><script>throw new Error("deliberate")</script></body></html>\n'
 # With --enable-logging, page console messages appear as 'INFO:CONSOLE:<line>] "..."' (older
