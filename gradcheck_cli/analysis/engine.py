@@ -6,25 +6,25 @@ progress bar while library callers get silence.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
 import torch
 
-from gradcheck_cli.diagnose.build import Measurements, ParamMeasure, build_report
-from gradcheck_cli.errors import AnalysisError, GradcheckError, InputError, UsageError, first_line
+from gradcheck_cli.diagnose.build import build_report
+from gradcheck_cli.errors import AnalysisError, GradcheckError, UsageError, first_line
 from gradcheck_cli.analysis.sample import Sample, resolve_sample
 from gradcheck_cli.measure.instrument import instrument
 from gradcheck_cli.loading import LoadedModel, load_model, wrap_object
 from gradcheck_cli.analysis.loss import compute_loss, pick_output, resolve_loss
 from gradcheck_cli.analysis.options import AnalyzeOptions, DataSpec
 from gradcheck_cli.report.model import Report
-from gradcheck_cli.measure.reductions import squares_of
+from gradcheck_cli.measure.measurements import Measurements
+from gradcheck_cli.measure.params import parameter_measures
 from gradcheck_cli.measure.collector import StatsCollector
+from gradcheck_cli.measure.topology import analyse as analyse_topology
 
 
 class Progress(Protocol):
@@ -148,8 +148,10 @@ def run(loaded: LoadedModel, batches: list[Sample], loss_name: str, options: Ana
                 _step(module, forward, batch, loss_name, options.seed + i, collector)
             progress.batch(len(batches), len(batches))
         layer_stats = collector.finalize()
-        measured = _parameter_measures(module, params, len(batches))
-    return Measurements(layer_stats, measured)
+        measured = parameter_measures(module, params, len(batches))
+    topology = analyse_topology(collector.root, collector.nodes)
+    collector.root, collector.nodes = None, {}  # the graph's skeleton is not kept
+    return Measurements(layer_stats, measured, topology)
 
 
 def _step(module: Any, forward: Any, batch: Sample, loss_name: str, seed: int, collector: StatsCollector) -> None:
@@ -166,6 +168,8 @@ def _step(module: Any, forward: Any, batch: Sample, loss_name: str, seed: int, c
             hint=_input_hint(module, batch) if not collector.layers else "check the input against what the model expects",
         ) from exc
     loss = compute_loss(loss_name, pick_output(output), batch.target, seed)
+    if collector.root is None:
+        collector.root = loss.grad_fn  # the first batch's graph tells the topology
     try:
         loss.backward()
     except torch.OutOfMemoryError:
@@ -216,57 +220,3 @@ def _preserved(module: torch.nn.Module, mode: str, settable: bool = True) -> Ite
             m.training = training
         for name, p in params.items():
             p.grad = saved_grads[name]
-
-
-def sums_of_squares(tensors: list[torch.Tensor]) -> list[float]:
-    """Sum of squares of each tensor, with one device-to-host transfer.
-
-    Large tensors take a BLAS dot each (``reductions.squares_of``): on CPU it streams at memory speed,
-    where ``_foreach_norm`` (a loop of norm kernels there) is ~1.5x slower -- 3.6 vs ~2.3 ms over
-    the 30-layer MLP's 64 MB of weights and gradients. The many small ones (biases, norm scales)
-    share one ``_foreach_norm`` call, whose per-tensor overhead is lower than a dot's. Each group
-    is squared and gathered as one vector (squaring 124 scalars one by one cost 0.4 ms).
-    """
-    big = [i for i, t in enumerate(tensors) if t.numel() >= 1 << 16]
-    groups: list[tuple[list[int], torch.Tensor]] = []
-    if big:
-        groups.append((big, torch.stack([squares_of(tensors[i]).float() for i in big])))
-    small = [i for i, t in enumerate(tensors) if t.numel() < 1 << 16]
-    for low in (False, True):  # half-precision norms overflow at 65504: accumulate those in float32
-        group = [i for i in small if (tensors[i].dtype in (torch.float16, torch.bfloat16)) == low]
-        if group:
-            norms = torch._foreach_norm([tensors[i] for i in group], 2, **({"dtype": torch.float32} if low else {}))
-            groups.append((group, torch.stack(norms).float().square()))
-    if not groups:
-        return []
-    values = torch.cat([squares for _, squares in groups]).cpu().tolist()
-    result = [0.0] * len(tensors)
-    for i, value in zip((i for indices, _ in groups for i in indices), values):
-        result[i] = value
-    return result
-
-
-def _parameter_measures(module: torch.nn.Module, params: dict[str, torch.nn.Parameter], batches: int) -> list[ParamMeasure]:
-    """Gradient and weight norms per unique parameter, with fused multi-tensor kernels and one
-    device-to-host transfer. Gradients are the mean over batches; tied names become aliases."""
-    aliases: dict[int, list[str]] = {}
-    for name, p in module.named_parameters(remove_duplicate=False):
-        aliases.setdefault(id(p), []).append(name)
-    plist = list(params.values())
-    if not plist:
-        return []
-    with torch.no_grad():
-        weights = [p.detach() for p in plist]
-        grads = [p.grad.detach() for p in plist if p.grad is not None]
-        values = [math.sqrt(v) for v in sums_of_squares(weights + grads)]
-    count = len(plist)
-    weight_norms, grad_norms = values[:count], iter(values[count:])
-    result = []
-    for i, (name, p) in enumerate(params.items()):
-        grad_norm = next(grad_norms) / batches if p.grad is not None else None
-        result.append(ParamMeasure(
-            name=name, shape=tuple(p.shape), numel=p.numel(), requires_grad=p.requires_grad,
-            weight_norm=weight_norms[i], grad_norm=grad_norm,
-            aliases=[a for a in aliases.get(id(p), []) if a != name],
-        ))
-    return result

@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, field
-from typing import Any
+from dataclasses import asdict
 
 from gradcheck_cli import __version__
 from gradcheck_cli.diagnose.init_advice import WeightSummary, init_advice
@@ -18,33 +17,19 @@ from gradcheck_cli.report.model import (
     Finding,
     GradStats,
     LayerReport,
+    LayerTopology,
     ModelInfo,
     ParameterReport,
     Report,
     RunInfo,
     Summary,
 )
-from gradcheck_cli.diagnose.evaluate import evaluate
+from gradcheck_cli.diagnose.evaluate import Evidence, evaluate
 from gradcheck_cli.diagnose.registry import SEVERITIES
 from gradcheck_cli.diagnose.rules.dead_relu import too_few_samples
 from gradcheck_cli.measure.collector import ForwardSummary, LayerInfo, LayerStats
-
-
-@dataclass(frozen=True)
-class ParamMeasure:
-    name: str
-    shape: tuple[int, ...]
-    numel: int
-    requires_grad: bool
-    weight_norm: float
-    grad_norm: float | None
-    aliases: list[str] = field(default_factory=list)
-
-
-@dataclass(frozen=True)
-class Measurements:
-    layers: list[LayerStats]
-    params: list[ParamMeasure]
+from gradcheck_cli.measure.measurements import Measurements, ParamMeasure
+from gradcheck_cli.measure.topology import Topology, roles
 
 
 def build_report(loaded: LoadedModel, m: Measurements, options: AnalyzeOptions, *, notes: list[str], device: str, loss: str,
@@ -56,8 +41,12 @@ def build_report(loaded: LoadedModel, m: Measurements, options: AnalyzeOptions, 
             by_name.setdefault(alias, p)
     infos = [s.info for s in m.layers] + _unobserved(m, by_name, display)
     stats = {s.info.index: s for s in m.layers}
-    layers = [_layer(position, stats.get(info.index), infos, by_name, options) for position, info in enumerate(infos)]
-    findings, ignored = _split_ignored(evaluate(layers, options.thresholds), options)
+    batch = min(batch_size or samples or 0, samples or batch_size or 0) or None
+    places = _places(infos, m.topology)
+    layers = [_layer(position, stats.get(info.index), infos, by_name, options, places.get(info.index), batch)
+              for position, info in enumerate(infos)]
+    paths = [[layers[i] for i in path] for path in m.topology.paths]
+    findings, ignored = _split_ignored(evaluate(Evidence(layers, options.thresholds, paths=paths)), options)
     owner = {name: layer.name for info, layer in zip(infos, layers) for name in info.params.values()}
     parameters = [_parameter(p, owner, display) for p in m.params]
     summary = _summary(layers, findings, options, len(ignored))
@@ -75,7 +64,27 @@ def build_report(loaded: LoadedModel, m: Measurements, options: AnalyzeOptions, 
         summary=summary,
         notes=notes + _sampling_note(options),
         ignored_findings=ignored,
+        paths=[[layer.name for layer in path] for path in paths],
     )
+
+
+def _places(infos: list[LayerInfo], topology: Topology) -> dict[int, LayerTopology]:
+    """Row index -> its place in the graph, for the rows the topology read (observed rows are the
+    first ``len(rows)`` infos, so a row index is also its position)."""
+    if not topology.known:
+        return {}
+    role = roles([info.name for info in infos if info.observable])
+    places = {}
+    for info in infos:
+        if not info.observable:
+            continue
+        if topology.on_path(info.index):
+            places[info.index] = LayerTopology("main", None, role.get(info.name))
+        elif info.index in topology.joins:
+            joined = topology.joins[info.index]
+            places[info.index] = LayerTopology("branch", infos[joined].name if joined is not None else None,
+                                               role.get(info.name))
+    return places
 
 
 def _sampling_note(options: AnalyzeOptions) -> list[str]:
@@ -114,7 +123,7 @@ def _unobserved(m: Measurements, by_name: dict[str, ParamMeasure], display: dict
 
 
 def _layer(position: int, stats: LayerStats | None, infos: list[LayerInfo], params: dict[str, ParamMeasure],
-           options: AnalyzeOptions) -> LayerReport:
+           options: AnalyzeOptions, place: LayerTopology | None, batch: int | None) -> LayerReport:
     info = infos[position]
     forward = stats.forward if stats else None
     note = info.note
@@ -136,8 +145,9 @@ def _layer(position: int, stats: LayerStats | None, infos: list[LayerInfo], para
         summary = WeightSummary(weight.shape, weight.weight_norm / math.sqrt(weight.numel))
         init = init_advice(infos, position, summary)
     shape = list(info.shape) if info.shape is not None else None
+    per_sample = math.prod(shape) // batch if shape and batch and math.prod(shape) % batch == 0 else None
     return LayerReport(info.index, info.name, info.kind, info.type_name, info.observable and forward is not None,
-                       shape, activation, grad, init, note)
+                       shape, activation, grad, init, note, place, per_sample)
 
 
 def _activation(f: ForwardSummary) -> ActivationStats:

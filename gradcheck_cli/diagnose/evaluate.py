@@ -1,20 +1,34 @@
-"""Run every registered kind's rule over the layer rows, in registry order."""
+"""Run every registered kind's rule over the evidence, in registry order."""
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 
 from gradcheck_cli.analysis.options import Thresholds
 from gradcheck_cli.diagnose.registry import KINDS, SEVERITIES
 from gradcheck_cli.report.model import Finding, LayerReport
 
 
-def evaluate(layers: Sequence[LayerReport], thresholds: Thresholds) -> list[Finding]:
-    """All findings, ordered by layer position then severity. Each rule sees the findings of the kinds
-    evaluated before it (init_mismatch, last, reads the depth trends)."""
+@dataclass(frozen=True)
+class Evidence:
+    """What a rule reads: the layer rows, the thresholds, the model's main paths and earlier findings."""
+
+    layers: Sequence[LayerReport]
+    """Every row, in forward order."""
+    thresholds: Thresholds = field(default_factory=Thresholds)
+    found: Sequence[Finding] = ()
+    """Findings of the kinds evaluated before this one (init_mismatch reads the depth trends)."""
+    paths: Sequence[Sequence[LayerReport]] = ()
+    """The main paths (measure/topology.py), each in forward order; empty when the graph was not read."""
+
+
+def evaluate(evidence: Evidence) -> list[Finding]:
+    """All findings, ordered by layer position then severity."""
     found: list[Finding] = []
     for kind in KINDS:
-        found += kind.rule(layers, thresholds, tuple(found))
-    order = {layer.name: layer.index for layer in layers}
+        found += kind.rule(dataclasses.replace(evidence, found=tuple(found)))
+    order = {layer.name: layer.index for layer in evidence.layers}
     rank = {severity: i for i, severity in enumerate(SEVERITIES)}
     return sorted(found, key=lambda f: (order.get(f.layer, len(order)), rank[f.severity]))

@@ -9,19 +9,19 @@ entry (rule present, thresholds defined, documented in the README, hint written,
 from __future__ import annotations
 
 import importlib
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:  # pragma: no cover
-    from gradcheck_cli.analysis.options import Thresholds
-    from gradcheck_cli.report.model import Finding, LayerReport
+    from gradcheck_cli.diagnose.evaluate import Evidence
+    from gradcheck_cli.report.model import Finding
 
 SEVERITIES = ("error", "warning", "info")
 """The one severity vocabulary, worst first."""
 
-Rule = Callable[["Sequence[LayerReport]", "Thresholds", "Sequence[Finding]"], "list[Finding]"]
-"""(layers in forward order, thresholds, findings of the kinds evaluated before this one) -> findings."""
+Rule = Callable[["Evidence"], "list[Finding]"]
+"""The evidence (layer rows, thresholds, main paths, findings of the kinds evaluated before) -> findings."""
 
 
 @dataclass(frozen=True)

@@ -129,6 +129,10 @@ class StatsCollector:
         self._seed = seed
         self._samples: dict[tuple[int, int, torch.device], torch.Tensor] = {}
         self._scratch = ScratchPool()
+        self.nodes: dict[int, Any] = {}
+        """Row index -> the autograd node of its first output (the graph's skeleton, for the topology)."""
+        self.root: Any = None
+        """The first batch's loss node (set by the engine before its backward pass)."""
 
     def add_layer(self, name: str, kind: str, type_name: str, **extra: Any) -> LayerInfo:
         info = LayerInfo(index=len(self.layers), name=name, kind=kind, type_name=type_name, **extra)
@@ -156,6 +160,8 @@ class StatsCollector:
                           count_zeros=info.kind not in DENSE_KINDS)
         self._observations.append(_Observation(info.index, x.numel(), row))
         if output.requires_grad:
+            if output.grad_fn is not None and info.index not in self.nodes:
+                self.nodes[info.index] = output.grad_fn
             self._hook_gradient(output, info.index)
 
     def _unit_sample(self, index: int, units: int, device: torch.device) -> torch.Tensor:

@@ -82,6 +82,20 @@ class InitAdvice:
 
 
 @dataclass(frozen=True)
+class LayerTopology:
+    """Where a layer sits in the model's graph (README "Verdicts": main path and branches)."""
+
+    path: str
+    """``main``: every signal between a source (the first layer, an embedding) and the loss crosses it;
+    ``branch``: a side branch that merges back by addition (residual branch, attention q/k/v, gate)."""
+    joins: str | None = None
+    """For a branch: the first main-path layer after the point where it merges back."""
+    role: str | None = None
+    """The layer's name with block indices as ``*`` (``h.*.attn.c_attn``) when it repeats across blocks:
+    layers of one role are compared across blocks."""
+
+
+@dataclass(frozen=True)
 class LayerReport:
     index: int
     name: str
@@ -94,6 +108,11 @@ class LayerReport:
     grad: GradStats
     init: InitAdvice | None
     note: str | None = None
+    topology: LayerTopology | None = None
+    """None when the graph could not be read (no gradient reached the layer)."""
+    per_sample: int | None = None
+    """Output elements per sample: the output's size over the model input's batch dimension (windowed
+    attention folds windows into dim 0, so dim 0 is not the batch)."""
 
 
 @dataclass(frozen=True)
@@ -177,6 +196,8 @@ class Report:
     notes: list[str] = field(default_factory=list)
     ignored_findings: list[Finding] = field(default_factory=list)
     """Findings matched by an ignore rule: reported for the record, never part of the verdict."""
+    paths: list[list[str]] = field(default_factory=list)
+    """Each main path (layer names, forward order): from a source to the loss, through layers every signal crosses."""
 
     def to_dict(self) -> dict[str, Any]:
         """The JSON document as Python objects (what ``--format json`` writes)."""

@@ -7,14 +7,15 @@ import math
 import pytest
 
 from gradcheck_cli.analysis.options import Thresholds
+from gradcheck_cli.diagnose.evaluate import Evidence
 from gradcheck_cli.diagnose.registry import kind
 from layers import chain, row
 
 T = Thresholds()
 
 
-def find(name: str, layers, found=()):  # noqa: ANN001, ANN201
-    return kind(name).rule(layers, T, found)
+def find(name: str, layers, found=(), paths=()):  # noqa: ANN001, ANN201
+    return kind(name).rule(Evidence(layers, T, found, paths))
 
 
 def test_vanishing_gradient_is_the_ratio_to_the_layer_nearest_the_output() -> None:

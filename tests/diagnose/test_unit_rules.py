@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from gradcheck_cli.analysis.options import Thresholds
-from gradcheck_cli.diagnose.evaluate import evaluate
+from gradcheck_cli.diagnose.evaluate import Evidence, evaluate
 from gradcheck_cli.diagnose.registry import kind
 from gradcheck_cli.diagnose.rules.dead_relu import chance_dead
 from layers import activation, chain, init, row
@@ -13,8 +13,8 @@ from layers import activation, chain, init, row
 T = Thresholds()
 
 
-def find(name: str, layers, found=()):  # noqa: ANN001, ANN201
-    return kind(name).rule(layers, T, found)
+def find(name: str, layers, found=(), paths=()):  # noqa: ANN001, ANN201
+    return kind(name).rule(Evidence(layers, T, found, paths))
 
 
 def relu(index: int, dead: float, zero: float = 0.5, samples: float = 256, units: int = 64):  # noqa: ANN201
@@ -63,5 +63,5 @@ def test_init_mismatch_gross_compounding_and_exemptions() -> None:
 
 def test_evaluate_orders_by_layer_then_severity() -> None:
     layers = [relu(0, 1.0), row(1, act=activation(1.0, nonfinite_units=1)), relu(2, 0.6)]
-    findings = evaluate(layers, T)
+    findings = evaluate(Evidence(layers, T))
     assert [(f.layer, f.kind) for f in findings] == [("0", "dead_relu"), ("1", "nonfinite"), ("2", "dead_relu")]

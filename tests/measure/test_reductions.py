@@ -19,7 +19,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from torch import nn
 
-from gradcheck_cli.analysis.engine import sums_of_squares
+from gradcheck_cli.measure.params import sums_of_squares
 from gradcheck_cli.measure import reductions
 from gradcheck_cli.measure.reductions import ScratchPool, forward_row, gradient_moments, squares_of
 from gradcheck_cli.measure.collector import StatsCollector, _zero_fraction

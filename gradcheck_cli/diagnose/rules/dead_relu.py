@@ -6,11 +6,10 @@ observation, and a layer is judged only when it had enough observations to tell 
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
 from gradcheck_cli.analysis.options import Thresholds
+from gradcheck_cli.diagnose.evaluate import Evidence
 from gradcheck_cli.diagnose.rules import finding
-from gradcheck_cli.report.model import ActivationStats, Finding, LayerReport
+from gradcheck_cli.report.model import ActivationStats, Finding
 
 
 def chance_dead(zero_fraction: float | None, dead_ratio: float, samples_per_unit: float) -> float:
@@ -29,7 +28,8 @@ def too_few_samples(a: ActivationStats, t: Thresholds) -> bool:
     return chance_dead(a.zero_fraction, a.dead_ratio, a.samples_per_unit) > t.dead_ratio / 2
 
 
-def find(layers: Sequence[LayerReport], t: Thresholds, found: Sequence[Finding] = ()) -> list[Finding]:
+def find(e: Evidence) -> list[Finding]:
+    layers, t = e.layers, e.thresholds
     findings = []
     for layer in layers:
         a = layer.activation

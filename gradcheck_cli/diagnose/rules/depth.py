@@ -1,8 +1,18 @@
-"""Depth trends: how the forward and backward signals change across the weight layers.
+"""Depth trends: how the forward and backward signals change across depth, judged where depth is.
 
-Vanishing/exploding is judged on the *trend* of the signals across the weight layers (first-to-
-last ratio, and the per-layer gain it implies) plus absolute guards -- not on weight-gradient
-norms, which stay nearly flat even when both signals decay (THEORY.md section 2).
+Vanishing/exploding is judged on the *trend* of the signals (an end-to-end ratio and the per-layer gain
+it implies) plus absolute guards -- not on weight-gradient norms, which stay nearly flat even when both
+signals decay (THEORY.md section 2). Two kinds of sequence carry depth (README "Verdicts"):
+
+- a **main path** (measure/topology.py): the weight layers every signal between a source and the loss
+  crosses, in forward order; a plain MLP is one main path;
+- a **role across blocks**: the weight layers of one role in repeated blocks (``h.*.attn.c_attn``), on
+  the branches of a residual stack. A branch's own scale is a design choice (attention at init,
+  LayerScale 1e-6), but the same role compared block by block measures how the residual stream that
+  feeds them changes with depth.
+
+A branch layer is never compared with a main-path layer or with a layer of another role. Without a
+topology (a saved report of an older release, synthetic rows) the weight layers form one chain.
 """
 
 from __future__ import annotations
@@ -11,16 +21,19 @@ import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from gradcheck_cli.analysis.options import Thresholds
+from gradcheck_cli.diagnose.evaluate import Evidence
 from gradcheck_cli.diagnose.rules import finding, finite
 from gradcheck_cli.layers import WEIGHT_KINDS
 from gradcheck_cli.report.model import Finding, LayerReport
 
 SEGMENT_JUMP = 8.0
-"""A change of elements-per-sample larger than this between consecutive weight layers starts a new
-segment. Global pooling (64x32x32 -> 64) or a classifier head (512 -> 10) rescales per-element
+"""A change of elements-per-sample larger than this between consecutive layers of a sequence starts a
+new segment. Global pooling (64x32x32 -> 64) or a classifier head (512 -> 10) rescales per-element
 signals by design -- a mean over N positions hands each 1/N of the gradient -- so trends are
 compared only between layers of similar size (stride-2 stages change it by 2x and stay together)."""
+
+Signal = Callable[[LayerReport], "float | None"]
+Reference = Callable[[list[LayerReport]], LayerReport]
 
 
 def forward_signal(layer: LayerReport) -> float | None:
@@ -41,23 +54,46 @@ def output_std(layer: LayerReport) -> float | None:
     return layer.activation.std if layer.activation else None
 
 
-def depth_path(layers: Sequence[LayerReport]) -> list[LayerReport]:
+def _measured(layers: Sequence[LayerReport]) -> list[LayerReport]:
     """Weight layers with finite forward and backward signals, in forward order."""
-    return [
-        layer for layer in layers
-        if layer.kind in WEIGHT_KINDS and finite(forward_signal(layer), layer.grad.output_rms)
-    ]
+    return [layer for layer in layers
+            if layer.kind in WEIGHT_KINDS and finite(forward_signal(layer), layer.grad.output_rms)]
 
 
-def _per_sample(layer: LayerReport) -> int:
+@dataclass(frozen=True)
+class DepthSequence:
+    """Layers in depth order: a main path's weight layers, or one role's layers block by block."""
+
+    layers: list[LayerReport]
+    role: str | None = None
+    """None along a main path; the role (``h.*.attn.c_attn``) for one role across blocks."""
+
+
+def sequences(e: Evidence) -> list[DepthSequence]:
+    """Every main path, and every role repeated across at least ``min_depth`` blocks on the branches."""
+    if not e.paths:
+        return [DepthSequence(_measured(e.layers))]
+    out = [DepthSequence(_measured(path)) for path in e.paths]
+    by_role: dict[str, list[LayerReport]] = {}
+    for layer in _measured(e.layers):
+        top = layer.topology
+        if top is not None and top.path == "branch" and top.role is not None:
+            by_role.setdefault(top.role, []).append(layer)
+    out += [DepthSequence(members, role) for role, members in by_role.items()]
+    return out
+
+
+def per_sample(layer: LayerReport) -> int:
+    if layer.per_sample is not None:
+        return layer.per_sample
     return math.prod(layer.shape[1:]) if layer.shape and len(layer.shape) > 1 else 1
 
 
-def segments(path: list[LayerReport]) -> list[list[LayerReport]]:
+def segments(layers: list[LayerReport]) -> list[list[LayerReport]]:
     out: list[list[LayerReport]] = []
-    for layer in path:
+    for layer in layers:
         if out:
-            a, b = _per_sample(out[-1][-1]), _per_sample(layer)
+            a, b = per_sample(out[-1][-1]), per_sample(layer)
             if max(a, b) / max(min(a, b), 1) <= SEGMENT_JUMP:
                 out[-1].append(layer)
                 continue
@@ -77,30 +113,33 @@ class Extreme:
     layer: LayerReport
     reference: LayerReport
     segment: list[LayerReport]
+    sequence: DepthSequence
+
+    @property
+    def steps(self) -> int:
+        return abs(self.segment.index(self.layer) - self.segment.index(self.reference))
 
     def where(self) -> str:
-        steps = abs(self.segment.index(self.layer) - self.segment.index(self.reference))
-        return f"over {steps + 1} weight layers ({gain(self.ratio, steps):.3g}x per layer)"
+        per = f"{gain(self.ratio, self.steps):.3g}x per"
+        if self.sequence.role is None:
+            return f"over {self.steps + 1} weight layers ({per} layer)"
+        return f"across {self.steps + 1} blocks of {self.sequence.role} ({per} block)"
 
 
-Signal = Callable[[LayerReport], "float | None"]
-Reference = Callable[[list[LayerReport]], LayerReport]
-
-
-def extremes(layers: Sequence[LayerReport], t: Thresholds, value: Signal, reference_of: Reference,
-             ) -> tuple[Extreme | None, Extreme | None]:
+def extremes(e: Evidence, value: Signal, reference_of: Reference) -> tuple[Extreme | None, Extreme | None]:
     """Most extreme ratios below and above 1 over every segment of at least ``min_depth`` layers."""
     low = high = None
-    for segment in segments(depth_path(layers)):
-        reference = reference_of(segment)
-        if len(segment) < t.min_depth or not value(reference):
-            continue
-        for layer in segment:
-            ratio = value(layer) / value(reference)  # type: ignore[operator]
-            if low is None or ratio < low.ratio:
-                low = Extreme(ratio, layer, reference, segment)
-            if high is None or ratio > high.ratio:
-                high = Extreme(ratio, layer, reference, segment)
+    for sequence in sequences(e):
+        for segment in segments(sequence.layers):
+            reference = reference_of(segment)
+            if len(segment) < e.thresholds.min_depth or not value(reference):
+                continue
+            for layer in segment:
+                ratio = value(layer) / value(reference)  # type: ignore[operator]
+                if low is None or ratio < low.ratio:
+                    low = Extreme(ratio, layer, reference, segment, sequence)
+                if high is None or ratio > high.ratio:
+                    high = Extreme(ratio, layer, reference, segment, sequence)
     return low, high
 
 
@@ -135,16 +174,17 @@ class Trend:
     absolute_limit: str = ""
     absolute_text: str = ""
 
-    def find(self, layers: Sequence[LayerReport], t: Thresholds, found: Sequence[Finding] = ()) -> list[Finding]:
-        low, high = extremes(layers, t, self.signal, self.reference)
-        extreme, limit = (low if self.vanishing else high), getattr(t, self.limit)
+    def find(self, e: Evidence) -> list[Finding]:
+        low, high = extremes(e, self.signal, self.reference)
+        extreme, limit = (low if self.vanishing else high), getattr(e.thresholds, self.limit)
         if extreme is not None and (extreme.ratio < limit if self.vanishing else extreme.ratio > limit):
             message = self.text.format(layer=extreme.layer.name, ref=extreme.reference.name, ratio=extreme.ratio,
                                        where=extreme.where())
             return [finding(self.kind, extreme.layer.name, extreme.ratio, limit, message)]
         if self.absolute is None:
             return []
-        return absolute_finding(self.kind, layers, self.absolute, getattr(t, self.absolute_limit), self.absolute_text)
+        return absolute_finding(self.kind, e.layers, self.absolute, getattr(e.thresholds, self.absolute_limit),
+                                self.absolute_text)
 
 
 def absolute_finding(kind: str, layers: Sequence[LayerReport], value: Signal, limit: float, text: str) -> list[Finding]:
@@ -155,3 +195,4 @@ def absolute_finding(kind: str, layers: Sequence[LayerReport], value: Signal, li
     worst = max(loud, key=lambda layer: value(layer))  # type: ignore[arg-type, return-value]
     measured = value(worst)
     return [finding(kind, worst.name, measured, limit, text.format(layer=worst.name, value=measured))]  # type: ignore[arg-type]
+

@@ -10,10 +10,10 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from gradcheck_cli.analysis.options import Thresholds
+from gradcheck_cli.diagnose.evaluate import Evidence
 from gradcheck_cli.diagnose.rules import finding, finite
 from gradcheck_cli.layers import NORM_KINDS
-from gradcheck_cli.report.model import Finding, LayerReport
+from gradcheck_cli.report.model import Finding
 
 
 def direction(found: Sequence[Finding]) -> str | None:
@@ -26,8 +26,9 @@ def direction(found: Sequence[Finding]) -> str | None:
     return None
 
 
-def find(layers: Sequence[LayerReport], t: Thresholds, found: Sequence[Finding] = ()) -> list[Finding]:
-    trend = direction(found)
+def find(e: Evidence) -> list[Finding]:
+    layers, t = e.layers, e.thresholds
+    trend = direction(e.found)
     weighted = [l for l in layers if l.init is not None]
     # With normalisation layers in the network the activation scale is reset at every one of them
     # (GPT-2's deliberate std 0.02 is 4x below Xavier and trains fine), so there an off-scale init

@@ -2,17 +2,16 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
-from gradcheck_cli.analysis.options import Thresholds
+from gradcheck_cli.diagnose.evaluate import Evidence
 from gradcheck_cli.diagnose.rules import finding, finite
 from gradcheck_cli.layers import ACTIVATION_KINDS, WEIGHT_KINDS
-from gradcheck_cli.report.model import Finding, LayerReport
+from gradcheck_cli.report.model import Finding
 
 _DISTRIBUTIONS = ("softmax", "log_softmax")  # outputs that are probabilities by design
 
 
-def find(layers: Sequence[LayerReport], t: Thresholds, found: Sequence[Finding] = ()) -> list[Finding]:
+def find(e: Evidence) -> list[Finding]:
+    layers, t = e.layers, e.thresholds
     last_weight = max((i for i, l in enumerate(layers) if l.kind in WEIGHT_KINDS), default=-1)
     findings = []
     for i, layer in enumerate(layers):

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
-from gradcheck_cli.analysis.options import Thresholds
+from gradcheck_cli.diagnose.evaluate import Evidence
 from gradcheck_cli.diagnose.rules import finding
-from gradcheck_cli.report.model import Finding, LayerReport
+from gradcheck_cli.report.model import Finding
 
 
-def find(layers: Sequence[LayerReport], t: Thresholds, found: Sequence[Finding] = ()) -> list[Finding]:
+def find(e: Evidence) -> list[Finding]:
+    layers, t = e.layers, e.thresholds
     return [
         finding(
             "saturated_activation", layer.name, layer.activation.saturation, t.saturation,

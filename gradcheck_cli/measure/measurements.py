@@ -1,0 +1,31 @@
+"""What one instrumented run measured: per-layer statistics, parameter norms and the topology.
+
+The one seam between measuring and diagnosing: every way of running a model (one analysis, a
+training step, a distributed run) produces a :class:`Measurements`; :mod:`gradcheck_cli.diagnose.build`
+turns it into a report.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from gradcheck_cli.measure.collector import LayerStats
+from gradcheck_cli.measure.topology import Topology
+
+
+@dataclass(frozen=True)
+class ParamMeasure:
+    name: str
+    shape: tuple[int, ...]
+    numel: int
+    requires_grad: bool
+    weight_norm: float
+    grad_norm: float | None
+    aliases: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class Measurements:
+    layers: list[LayerStats]
+    params: list[ParamMeasure]
+    topology: Topology = field(default_factory=Topology)
