@@ -131,7 +131,13 @@ ONNX_KINDS: dict[str, str] = {
 OBSERVED_OP_KINDS = WEIGHT_KINDS | NORM_KINDS | ACTIVATION_KINDS | {"embedding", "attention", "rnn"}
 
 
-# Custom activation modules from other libraries (HF's NewGELUActivation, timm's Swish...): by name.
+# Normalisation and activation modules of other libraries, by what their class name says they are:
+# HF's LlamaRMSNorm, T5LayerNorm, ConvNextLayerNorm, MambaRMSNorm, GemmaRMSNorm...; NewGELUActivation,
+# QuickGELUActivation, timm's Swish... Norms first: "...LayerNorm" must not read as an activation.
+_NORM_HINTS = (
+    ("rmsnorm", "rmsnorm"), ("layernorm", "layernorm"), ("groupnorm", "groupnorm"), ("batchnorm", "batchnorm"),
+    ("instancenorm", "instancenorm"),
+)
 _NAME_HINTS = (
     ("leakyrelu", "leaky_relu"), ("relu6", "relu6"), ("relu", "relu"), ("gelu", "gelu"), ("silu", "silu"),
     ("swish", "silu"), ("mish", "mish"), ("sigmoid", "sigmoid"), ("tanh", "tanh"), ("softplus", "softplus"),
@@ -144,6 +150,11 @@ def module_kind(class_name: str) -> str:
     if kind is not None:
         return kind
     lowered = class_name.lower()
+    for hint, hinted_kind in _NORM_HINTS:
+        if hint in lowered:
+            return hinted_kind
+    if lowered.endswith("norm"):  # a norm of another name (FooNorm) normalises per sample like LayerNorm
+        return "layernorm"
     for hint, hinted_kind in _NAME_HINTS:
         if hint in lowered:
             return hinted_kind
