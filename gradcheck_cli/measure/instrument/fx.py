@@ -14,7 +14,7 @@ from typing import Any
 
 from torch import fx
 
-from gradcheck_cli.measure.instrument.graph_naming import LazyRows, NodeSpec, param_roles
+from gradcheck_cli.measure.instrument.graph_naming import LazyRows, NodeSpec, decomposed_norms, param_roles
 from gradcheck_cli.measure.model_output import first_tensor
 from gradcheck_cli.layers import OBSERVED_OP_KINDS, op_kind
 from gradcheck_cli.measure.collector import StatsCollector
@@ -57,17 +57,26 @@ def _layer_attrs(kind: str, node: fx.Node) -> dict[str, float]:
 def plan_nodes(graph: fx.Graph) -> list[tuple[fx.Node, NodeSpec]]:
     """The nodes to observe, in graph order, with what their rows will say."""
     planned = []
-    for node in graph.nodes:
+    others: list[tuple[fx.Node, str, str, list[str]]] = []
+    order: dict[fx.Node, int] = {}
+    for position, node in enumerate(graph.nodes):
+        order[node] = position
         if node.op != "call_function":
             continue
         op_name = str(node.target)
         kind = op_kind(op_name)
-        if kind not in OBSERVED_OP_KINDS:
-            continue
         path, type_name = _module_of(node)
         params = [a.target for a in node.all_input_nodes if a.op == "get_attr"]
+        if kind not in OBSERVED_OP_KINDS:
+            others.append((node, path, type_name, params))
+            continue
         planned.append((node, NodeSpec(op_name, kind, path, type_name, param_roles(kind, params), _layer_attrs(kind, node))))
-    return planned
+    observed = {spec.module_path for _, spec in planned}
+    norms = decomposed_norms([(path, type_name, params) for _, path, type_name, params in others], observed)
+    for position, (kind, path, type_name, params) in norms.items():
+        node = others[position][0]
+        planned.append((node, NodeSpec(str(node.target), kind, path, type_name, param_roles(kind, params), own=True)))
+    return sorted(planned, key=lambda item: order[item[0]])
 
 
 @contextmanager

@@ -107,3 +107,28 @@ def param_roles(kind: str, names: list[str]) -> dict[str, str]:
         else:
             roles[name.rsplit(".", 1)[-1]] = name
     return roles
+
+
+def decomposed_norms(entries: list[tuple[str, str | None, list[str]]], observed: set[str]) -> dict[int, tuple[str, str, str, list[str]]]:
+    """Normalisation modules that an export decomposed into plumbing ops (``LlamaRMSNorm`` becomes
+    pow, mean, rsqrt, mul in a .pt2 or ONNX graph): position of each one's last op -> (kind, module
+    path, module type, parameter names), for modules with no observed op of their own.
+
+    ``entries`` are the unobserved ops in graph order as (innermost module path, its class name,
+    parameter inputs). The last op inside the module is its output, so the row says what the module
+    returns, and the norm is known to the verdicts (a weight scale before it is normalised away).
+    """
+    from gradcheck_cli.layers import NORM_KINDS
+
+    last: dict[str, int] = {}
+    found: dict[str, tuple[str, str]] = {}
+    params: dict[str, list[str]] = {}
+    for position, (path, type_name, names) in enumerate(entries):
+        if not path or not type_name or path in observed:
+            continue
+        kind = module_kind(type_name)
+        if kind in NORM_KINDS:
+            last[path] = position
+            found[path] = (kind, type_name)
+            params.setdefault(path, []).extend(n for n in names if n not in params[path])
+    return {position: (found[path][0], path, found[path][1], params[path]) for path, position in last.items()}

@@ -14,7 +14,7 @@ from contextlib import contextmanager
 from typing import Any
 
 from gradcheck_cli.errors import ModelLoadError, first_line
-from gradcheck_cli.measure.instrument.graph_naming import LazyRows, NodeSpec, param_roles
+from gradcheck_cli.measure.instrument.graph_naming import LazyRows, NodeSpec, decomposed_norms, param_roles
 from gradcheck_cli.layers import NORM_KINDS, ONNX_KINDS, WEIGHT_KINDS
 from gradcheck_cli.measure.collector import StatsCollector
 
@@ -83,8 +83,17 @@ def plan_onnx(module: Any) -> list[NodeSpec | None]:
         else:
             candidates.append((node, kind, weights))
     paths = Counter(_scope(n)[0] for n, kind, _ in candidates if kind)
+    unobserved = [i for i, (_, kind, _) in enumerate(candidates) if not kind]
+    norms = decomposed_norms([(*_scope(candidates[i][0]), [params[n] for n in candidates[i][0].input if n in params])
+                              for i in unobserved], set(paths))
     specs: list[NodeSpec | None] = []
-    for node, kind, weights in candidates:
+    decomposed = {unobserved[position]: norm for position, norm in norms.items()}
+    for i, (node, kind, weights) in enumerate(candidates):
+        if i in decomposed:
+            kind, path, type_name, names = decomposed[i]
+            specs.append(NodeSpec(node.op_type.lower(), kind, path, type_name, param_roles(kind, names), own=True,
+                                  op_label=f"onnx.{node.op_type}"))
+            continue
         if not kind:
             specs.append(None)
             continue
