@@ -17,9 +17,9 @@ EXIT_INTERRUPTED = 130
 
 EXIT_CODES: tuple[tuple[int, str], ...] = (
     (EXIT_OK, "success: analyze found nothing in the fail set, compare found no regression, render wrote the report"),
-    (EXIT_FINDINGS, ("analyze: at least one finding in the fail set (--fail-on: comma list of kinds, all or none; default "
-                     "exploding_gradient,nonfinite); compare: the current report regressed (a layer past --tolerance or "
-                     "--dead-tolerance, or a new finding in the fail set)")),
+    (EXIT_FINDINGS, ("analyze: at least one finding in the fail set (--fail-on: a comma list of severities and kinds, all "
+                     "or none; default error, every finding of severity error); compare: the current report regressed (a "
+                     "layer past --tolerance or --dead-tolerance, or a new finding in the fail set)")),
     (EXIT_USAGE, ("bad invocation or unreadable input: unknown option value, config file error, missing/unknown/damaged "
                   "model file, refused pickle, data that does not fit, a file that is not a gradcheck JSON report")),
     (EXIT_MODEL_FAILED, "the model failed while running (its forward or backward raised, out of memory)"),

@@ -1,4 +1,4 @@
-"""What a layer *is*, independent of how it was observed.
+"""What a layer *is*, independent of how it was observed: its kind, and the row it gets (:class:`LayerInfo`).
 
 Every front end (nn.Module hooks, torch.export graphs, TorchScript graphs, ONNX nodes)
 maps what it sees onto one small vocabulary of kinds, so the rules and the init advice
@@ -8,7 +8,7 @@ are written once. This module is pure Python: no torch import.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 # Layers whose weights carry the signal across depth: the trend rules and the init advice use them.
 WEIGHT_KINDS = frozenset({"linear", "conv", "conv_transpose"})
@@ -208,3 +208,22 @@ def init_scheme_for(activation_after: str, negative_slope: float | None = None) 
     if activation_after == "selu":
         return InitScheme("lecun", 1.0, activation_after)
     return InitScheme("xavier", 1.0, activation_after)
+
+
+@dataclass
+class LayerInfo:
+    """One observation point: a module call or a graph node, in forward order."""
+
+    index: int
+    name: str
+    kind: str
+    type_name: str
+    params: dict[str, str] = field(default_factory=dict)
+    """Role (``weight``/``bias``) -> parameter name, for the layer's parameter-gradient columns."""
+    attrs: dict[str, float] = field(default_factory=dict)
+    """Hyper-parameters the verdicts need (leaky ``negative_slope``, hardtanh bounds)."""
+    shape: tuple[int, ...] | None = None
+    """Output shape at the first observation."""
+    observable: bool = True
+    note: str | None = None
+    """Why a layer could not be observed, or anything else the report should say about it."""

@@ -49,7 +49,7 @@ def test_weight_02_chain_vanishes_in_both_directions():
     assert linears[-1].activation.std / linears[0].activation.std == pytest.approx(0.2**29, rel=1e-3)
     assert linears[0].grad.output_rms / linears[-1].grad.output_rms == pytest.approx(0.2**29, rel=1e-3)
     assert {"vanishing_gradient", "vanishing_activation"} <= _kinds(report)
-    assert report.summary.exit_code == 0  # vanishing is not in the default fail set
+    assert report.summary.exit_code == 1  # a vanishing gradient is an error: the default gate fails
 
 
 def test_weight_5_chain_explodes_and_fails_by_default():

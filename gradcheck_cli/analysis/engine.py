@@ -22,7 +22,7 @@ from gradcheck_cli.analysis.loss import compute_loss, pick_output, resolve_loss
 from gradcheck_cli.analysis.options import AnalyzeOptions, DataSpec
 from gradcheck_cli.report.model import Report
 from gradcheck_cli.measure.measurements import Measurements
-from gradcheck_cli.measure.params import parameter_measures
+from gradcheck_cli.measure.params import parameter_measures, unit_dims
 from gradcheck_cli.measure.collector import StatsCollector
 from gradcheck_cli.measure.topology import analyse as analyse_topology
 
@@ -148,7 +148,7 @@ def run(loaded: LoadedModel, batches: list[Sample], loss_name: str, options: Ana
                 _step(module, forward, batch, loss_name, options.seed + i, collector)
             progress.batch(len(batches), len(batches))
         layer_stats = collector.finalize()
-        measured = parameter_measures(module, params, len(batches))
+        measured = parameter_measures(module, params, len(batches), unit_dims(collector.layers))
     topology = analyse_topology(collector.root, collector.nodes)
     collector.root, collector.nodes = None, {}  # the graph's skeleton is not kept
     return Measurements(layer_stats, measured, topology)

@@ -132,7 +132,7 @@ def analyze(
     mode: ModeOpt = Mode.train,
     factory: FactoryOpt = None,
     trust_pickle: TrustOpt = False,
-    fail_on: FailOnOpt = "exploding_gradient,nonfinite",
+    fail_on: FailOnOpt = "error",
     format: FormatOpt = None,  # noqa: A002 - the flag is --format
     output: OutputOpt = None,
     plot: PlotOpt = None,

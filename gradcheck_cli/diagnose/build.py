@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import asdict
 
 from gradcheck_cli import __version__
 from gradcheck_cli.diagnose.init_advice import WeightSummary, init_advice
 from gradcheck_cli.errors import EXIT_FINDINGS, EXIT_OK
-from gradcheck_cli.layers import WEIGHT_KINDS
+from gradcheck_cli.layers import WEIGHT_KINDS, LayerInfo
 from gradcheck_cli.loading.base import LoadedModel
 from gradcheck_cli.analysis.options import AnalyzeOptions
 from gradcheck_cli.report.model import (
@@ -25,9 +26,9 @@ from gradcheck_cli.report.model import (
     Summary,
 )
 from gradcheck_cli.diagnose.evaluate import Evidence, evaluate
-from gradcheck_cli.diagnose.registry import SEVERITIES
+from gradcheck_cli.diagnose.registry import SEVERITIES, fails
 from gradcheck_cli.diagnose.rules.dead_relu import too_few_samples
-from gradcheck_cli.measure.collector import ForwardSummary, LayerInfo, LayerStats
+from gradcheck_cli.measure.collector import ForwardSummary, LayerStats
 from gradcheck_cli.measure.measurements import Measurements, ParamMeasure
 from gradcheck_cli.measure.topology import Topology, roles
 
@@ -144,6 +145,9 @@ def _layer(position: int, stats: LayerStats | None, infos: list[LayerInfo], para
     if info.kind in WEIGHT_KINDS and weight is not None and weight.numel and info.observable:
         summary = WeightSummary(weight.shape, weight.weight_norm / math.sqrt(weight.numel))
         init = init_advice(infos, position, summary)
+        if weight.unit_deviation is not None:
+            spread = weight.unit_deviation / weight.weight_norm if weight.weight_norm else 0.0
+            init = dataclasses.replace(init, unit_spread=spread)
     shape = list(info.shape) if info.shape is not None else None
     per_sample = math.prod(shape) // batch if shape and batch and math.prod(shape) % batch == 0 else None
     return LayerReport(info.index, info.name, info.kind, info.type_name, info.observable and forward is not None,
@@ -176,7 +180,7 @@ def _parameter(p: ParamMeasure, owner: dict[str, str], display: dict[str, str]) 
 
 
 def _summary(layers: list[LayerReport], findings: list[Finding], options: AnalyzeOptions, ignored: int) -> Summary:
-    failing = [f for f in findings if f.kind in options.fail_on]
+    failing = [f for f in findings if fails(f, options.fail_on)]
     exit_code = EXIT_FINDINGS if failing else EXIT_OK
     status = "fail" if failing else ("warn" if any(f.severity != "info" for f in findings) else "ok")
     serious = {f.layer for f in findings if f.severity in ("error", "warning")}

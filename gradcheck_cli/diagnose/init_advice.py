@@ -14,12 +14,12 @@ from dataclasses import dataclass
 
 from gradcheck_cli.layers import (
     ACTIVATION_KINDS,
+    LayerInfo,
     NORM_KINDS,
     WEIGHT_KINDS,
     init_scheme_for,
 )
 from gradcheck_cli.report.model import InitAdvice
-from gradcheck_cli.measure.collector import LayerInfo
 
 # Kinds that end the look-ahead: the signal enters another weighted transformation.
 _STOPS = WEIGHT_KINDS | {"embedding", "attention", "rnn"}

@@ -18,7 +18,8 @@ if TYPE_CHECKING:  # pragma: no cover
     from gradcheck_cli.report.model import Finding
 
 SEVERITIES = ("error", "warning", "info")
-"""The one severity vocabulary, worst first."""
+"""The one severity vocabulary, worst first. ``error``: the model will not train well as it is (the
+default gate); ``warning``: likely to hurt training; ``info``: worth knowing, often by design."""
 
 Rule = Callable[["Evidence"], "list[Finding]"]
 """The evidence (layer rows, thresholds, main paths, findings of the kinds evaluated before) -> findings."""
@@ -92,6 +93,13 @@ KINDS: tuple[FindingKind, ...] = (
         (),
     ),
     FindingKind(
+        "symmetric_units", "error",
+        "the units of consecutive layers start identical (constant or copied weights): symmetry is never broken",
+        "initialise with random weights (nn.init.kaiming_normal_ / xavier_normal_): constant, zero or copied rows "
+        "in consecutive layers never become different",
+        ("symmetry",),
+    ),
+    FindingKind(
         "init_mismatch", "warning",
         "a weight layer's scale is far from what its following activation needs",
         "re-initialise with the recommended scheme (see the init table)",
@@ -107,3 +115,12 @@ FINDING_KINDS: tuple[str, ...] = tuple(BY_NAME)
 
 def kind(name: str) -> FindingKind:
     return BY_NAME[name]
+
+
+def fails(finding: Finding, fail_on: frozenset[str] | set[str] | list[str]) -> bool:
+    """Whether ``finding`` is in the fail set: its kind is listed, or a severity at or above its own is
+    (``error`` gates errors; ``warning`` gates warnings and errors; ``info`` gates everything)."""
+    if finding.kind in fail_on:
+        return True
+    rank = SEVERITIES.index(finding.severity)
+    return any(token in fail_on for token in SEVERITIES[rank:])

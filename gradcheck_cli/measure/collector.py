@@ -16,13 +16,13 @@ those over their concatenation.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 
-from gradcheck_cli.layers import DENSE_KINDS, RECTIFIER_KINDS, saturation_for
+from gradcheck_cli.layers import DENSE_KINDS, RECTIFIER_KINDS, LayerInfo, saturation_for
 from gradcheck_cli.measure.reductions import GradientMoments, ScratchPool, forward_row, gradient_moments
 
 if TYPE_CHECKING:
@@ -31,25 +31,6 @@ if TYPE_CHECKING:
 # Kinds whose output is laid out channel-first (N, C, ...): a rectifier after them has channel units.
 _CHANNEL_FIRST = frozenset({"conv", "conv_transpose", "batchnorm", "groupnorm", "instancenorm", "pool"})
 _FEATURE_LAST = frozenset({"linear", "layernorm", "rmsnorm", "embedding", "attention", "rnn"})
-
-
-@dataclass
-class LayerInfo:
-    """One observation point: a module call or a graph node, in forward order."""
-
-    index: int
-    name: str
-    kind: str
-    type_name: str
-    params: dict[str, str] = field(default_factory=dict)
-    """Role (``weight``/``bias``) -> parameter name, for the layer's parameter-gradient columns."""
-    attrs: dict[str, float] = field(default_factory=dict)
-    """Hyper-parameters the verdicts need (leaky ``negative_slope``, hardtanh bounds)."""
-    shape: tuple[int, ...] | None = None
-    """Output shape at the first observation."""
-    observable: bool = True
-    note: str | None = None
-    """Why a layer could not be observed, or anything else the report should say about it."""
 
 
 @dataclass(frozen=True)

@@ -22,6 +22,8 @@ class ParamMeasure:
     weight_norm: float
     grad_norm: float | None
     aliases: list[str] = field(default_factory=list)
+    unit_deviation: float | None = None
+    """||W - mean unit|| over the layer's units (None: not a layer weight); 0 when all units are identical."""
 
 
 @dataclass(frozen=True)

@@ -6,6 +6,7 @@ import math
 
 import torch
 
+from gradcheck_cli.layers import WEIGHT_KINDS, LayerInfo
 from gradcheck_cli.measure.measurements import ParamMeasure
 from gradcheck_cli.measure.reductions import squares_of
 
@@ -38,9 +39,44 @@ def sums_of_squares(tensors: list[torch.Tensor]) -> list[float]:
     return result
 
 
-def parameter_measures(module: torch.nn.Module, params: dict[str, torch.nn.Parameter], batches: int) -> list[ParamMeasure]:
+def unit_dims(layers: list[LayerInfo]) -> dict[str, int]:
+    """Weight name -> the dimension its units (output features/channels) lie along, for weight layers:
+    0 for Linear and conv, 1 for transposed storage (HF's Conv1D, ONNX MatMul/Gemm, conv_transpose)."""
+    dims = {}
+    for info in layers:
+        name = info.params.get("weight")
+        if info.kind in WEIGHT_KINDS and name:
+            transposed = info.type_name == "Conv1D" or bool(info.attrs.get("transposed_weight")) or info.kind == "conv_transpose"
+            dims[name] = 1 if transposed else 0
+    return dims
+
+
+def unit_deviations(params: dict[str, torch.nn.Parameter], unit_dims: dict[str, int]) -> dict[str, float]:
+    """||W - the mean unit's weights|| for each weight whose units lie along ``unit_dims[name]`` (rows of a
+    Linear, output channels of a conv): 0 exactly when every unit has the same incoming weights.
+
+    One Welford pass per weight (``torch.var_mean`` across units) and one transfer for all of them.
+    """
+    names = [n for n in unit_dims if n in params and params[n].dim() >= 2 and params[n].shape[unit_dims[n]] >= 2]
+    if not names:
+        return {}
+    with torch.no_grad():
+        values = []
+        for name in names:
+            w = params[name].detach()
+            units = w.shape[unit_dims[name]]
+            w = w.movedim(unit_dims[name], 0).reshape(units, -1).float()
+            variance, _ = torch.var_mean(w, dim=0, correction=0)
+            values.append(variance.sum() * units)
+        squares = torch.stack(values).cpu().tolist()
+    return {name: math.sqrt(max(value, 0.0)) for name, value in zip(names, squares)}
+
+
+def parameter_measures(module: torch.nn.Module, params: dict[str, torch.nn.Parameter], batches: int,
+                       unit_dims: dict[str, int] | None = None) -> list[ParamMeasure]:
     """Gradient and weight norms per unique parameter, with fused multi-tensor kernels and one
-    device-to-host transfer. Gradients are the mean over batches; tied names become aliases."""
+    device-to-host transfer. Gradients are the mean over batches; tied names become aliases. For the
+    weights of ``unit_dims``, also how far their units' weights are from identical."""
     aliases: dict[int, list[str]] = {}
     for name, p in module.named_parameters(remove_duplicate=False):
         aliases.setdefault(id(p), []).append(name)
@@ -53,12 +89,13 @@ def parameter_measures(module: torch.nn.Module, params: dict[str, torch.nn.Param
         values = [math.sqrt(v) for v in sums_of_squares(weights + grads)]
     count = len(plist)
     weight_norms, grad_norms = values[:count], iter(values[count:])
+    deviations = unit_deviations(params, unit_dims or {})
     result = []
     for i, (name, p) in enumerate(params.items()):
         grad_norm = next(grad_norms) / batches if p.grad is not None else None
         result.append(ParamMeasure(
             name=name, shape=tuple(p.shape), numel=p.numel(), requires_grad=p.requires_grad,
             weight_norm=weight_norms[i], grad_norm=grad_norm,
-            aliases=[a for a in aliases.get(id(p), []) if a != name],
+            aliases=[a for a in aliases.get(id(p), []) if a != name], unit_deviation=deviations.get(name),
         ))
     return result

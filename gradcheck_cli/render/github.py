@@ -1,15 +1,13 @@
 """GitHub Actions workflow commands: one ``::error``/``::warning``/``::notice`` line per finding.
 
-GitHub reads these from a step's stdout and shows them on the run and the pull request. A finding
-in the fail set is an error (it is what fails the step), other errors and warnings are warnings,
-info findings are notices; the verdict closes the list. Findings of one kind on many layers share
+GitHub reads these from a step's stdout and shows them on the run and the pull request. The level is
+the finding's severity (error, warning; info findings are notices), the same word every other
+format prints; the verdict closes the list, an error when the step fails. Findings of one kind on many layers share
 one annotation (GitHub shows only the first 10 errors and 10 warnings of a step). Everything from the model is escaped
 the way the runner decodes it, so a layer name cannot end the line and inject a second command.
 """
 
 from __future__ import annotations
-
-from collections.abc import Iterable
 
 from gradcheck_cli.render.common import FindingGroup, group_findings
 from gradcheck_cli.report.model import Finding, Report
@@ -31,22 +29,20 @@ def command(level: str, title: str, message: str) -> str:
     return f"::{level} title={escape_property(title)}::{escape_data(message)}"
 
 
-def level(finding: Finding, fail_on: Iterable[str]) -> str:
-    if finding.kind in set(fail_on):
-        return "error"
-    return "notice" if finding.severity == "info" else "warning"
+def level(finding: Finding) -> str:
+    return "notice" if finding.severity == "info" else finding.severity
 
 
-def annotation(group: FindingGroup, fail_on: Iterable[str]) -> str:
+def annotation(group: FindingGroup) -> str:
     first = group.first
     where = first.layer if len(group.findings) == 1 else f"{len(group.findings)} layers"
     listed = "" if len(group.findings) == 1 else f" ({group.layers()})"
-    return command(level(first, fail_on), f"gradcheck {first.kind}: {where}", f"{group.message()}{listed}. Fix: {first.hint}")
+    return command(level(first), f"gradcheck {first.kind}: {where}", f"{group.message()}{listed}. Fix: {first.hint}")
 
 
 def render_github(report: Report) -> str:
-    """Failing findings first (they are why the step failed), then warnings, then notices."""
-    groups = sorted(group_findings(report.findings), key=lambda g: LEVELS.index(level(g.first, report.run.fail_on)))
-    lines = [annotation(group, report.run.fail_on) for group in groups]
+    """Errors first, then warnings, then notices."""
+    groups = sorted(group_findings(report.findings), key=lambda g: LEVELS.index(level(g.first)))
+    lines = [annotation(group) for group in groups]
     lines.append(command("error" if report.summary.exit_code else "notice", "gradcheck", report.summary.verdict))
     return "\n".join(lines) + "\n"

@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 import xml.etree.ElementTree as ET
 
-from gradcheck_cli.diagnose.registry import FINDING_KINDS
+from gradcheck_cli.diagnose.registry import FINDING_KINDS, fails
 from gradcheck_cli.report.model import Finding, Report
 
 _NOT_XML = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ufffe\uffff]")
@@ -37,7 +37,7 @@ def render_junit(report: Report) -> str:
         case = ET.SubElement(suite, "testcase", classname=_clean(f"gradcheck.{report.model.source}"), name=kind)
         found = [f for f in report.findings if f.kind == kind]
         ignored = [f for f in report.ignored_findings if f.kind == kind]
-        if found and kind in fail_on:
+        if any(fails(f, fail_on) for f in found):
             failures += 1
             failure = ET.SubElement(case, "failure", type=kind,
                                     message=_clean(f"{len(found)} layer(s): {found[0].layer}: {found[0].message}"))

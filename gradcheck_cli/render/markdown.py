@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import html
 
+from gradcheck_cli.diagnose.registry import fails
 from gradcheck_cli.render.common import group_findings
 from gradcheck_cli.render.numbers import num, pct
 from gradcheck_cli.report.model import Report
@@ -48,7 +49,7 @@ def render_markdown(report: Report) -> str:
         rows = []
         for group in group_findings(report.findings):
             f = group.first
-            rows.append([f.severity + (" (fails)" if f.kind in fail_on else ""), code(f.kind), escape(group.layers()),
+            rows.append([f.severity + (" (fails)" if fails(f, fail_on) else ""), code(f.kind), escape(group.layers()),
                          group.value(), num(f.threshold), escape(group.message()) + "<br>*fix:* " + escape(f.hint)])
         out += ["", "#### Findings", ""] + _table(["severity", "kind", "layer", "value", "threshold", "detail"], rows, "lllrrl")
     rows = [

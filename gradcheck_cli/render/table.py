@@ -11,6 +11,7 @@ from rich.console import Group, RenderableType
 from rich.table import Table
 from rich.text import Text
 
+from gradcheck_cli.diagnose.registry import fails
 from gradcheck_cli.render.common import group_findings
 from gradcheck_cli.render.numbers import log_bar, num, pct
 from gradcheck_cli.report.model import ActivationStats, LayerReport, Report
@@ -120,7 +121,7 @@ def findings_table(report: Report) -> Table:
     fail_on = set(report.run.fail_on)
     for group in group_findings(report.findings):
         f = group.first
-        marker = " (fails)" if f.kind in fail_on else ""
+        marker = " (fails)" if fails(f, fail_on) else ""
         table.add_row(
             Text(f.severity + marker, SEVERITY_STYLE[f.severity]), f.kind, group.layers(), group.value(), num(f.threshold),
             Text.assemble(group.message(), "\n", ("fix: " + f.hint, "dim")),
@@ -135,7 +136,7 @@ def findings_list(report: Report) -> RenderableType:
     for group in group_findings(report.findings):
         f = group.first
         text.append("\n")
-        text.append(f.severity + (" (fails)" if f.kind in fail_on else ""), SEVERITY_STYLE[f.severity])
+        text.append(f.severity + (" (fails)" if fails(f, fail_on) else ""), SEVERITY_STYLE[f.severity])
         text.append(f"  {f.kind}  {group.layers()}  value {group.value()} (threshold {num(f.threshold)})")
         text.append(f"\n    {group.message()}")
         text.append(f"\n    fix: {f.hint}", style="dim")

@@ -22,6 +22,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
+from gradcheck_cli.diagnose.registry import fails
 from gradcheck_cli.errors import EXIT_FINDINGS, EXIT_OK
 from gradcheck_cli.report.model import Finding, LayerReport, Report
 
@@ -152,7 +153,7 @@ def _finding_changes(old: list[Finding], new: list[Finding], fail: set[str]) -> 
         return f.kind, f.layer
 
     old_keys, new_keys = {key(f) for f in old}, {key(f) for f in new}
-    added = [FindingChange("new", f.kind, f.layer, f.severity, f.kind in fail, f.message)
+    added = [FindingChange("new", f.kind, f.layer, f.severity, fails(f, fail), f.message)
              for f in new if key(f) not in old_keys]
     resolved = [FindingChange("resolved", f.kind, f.layer, f.severity, False, f.message)
                 for f in old if key(f) not in new_keys]

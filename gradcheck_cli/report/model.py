@@ -79,6 +79,9 @@ class InitAdvice:
     """What the current weights look like: pytorch_default, he, xavier, lecun (several if ambiguous) or custom."""
     call: str = ""
     """The one line of PyTorch that applies the recommendation (``nn.init.kaiming_normal_(w, ...)``)."""
+    unit_spread: float | None = None
+    """||W - the mean unit's weights|| / ||W||: how different the units' incoming weights are (about 1 for
+    random init, 0 when every unit has the same weights; 0 for an all-zero weight)."""
 
 
 @dataclass(frozen=True)

@@ -13,7 +13,7 @@ from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from gradcheck_cli.analysis.options import parse_fail_on
-from gradcheck_cli.diagnose.registry import FINDING_KINDS
+from gradcheck_cli.diagnose.registry import FINDING_KINDS, fails
 
 if TYPE_CHECKING:  # pragma: no cover - for type checkers only
     from gradcheck_cli.analysis.options import Thresholds
@@ -68,7 +68,7 @@ def assert_healthy(
     """
     __tracebackhide__ = True
     report = _analyze(model, inputs, fail_on, thresholds, options)
-    failing = [f for f in report.findings if f.kind in report.run.fail_on]
+    failing = [f for f in report.findings if fails(f, report.run.fail_on)]
     if failing:
         error = AssertionError(failure_message(report))
         error.report = report  # type: ignore[attr-defined]
@@ -114,7 +114,7 @@ def failure_message(report: Report) -> str:
     fail_on = set(report.run.fail_on)
     failing: dict[str, list[str]] = {}
     for f in report.findings:
-        if f.kind in fail_on:
+        if fails(f, fail_on):
             failing.setdefault(f.kind, []).append(f.layer)
     lines = [f"gradcheck: {s.verdict}"]
     for kind, layers in failing.items():

@@ -9,7 +9,7 @@ ini options (``[pytest]``, ``[tool.pytest.ini_options]``, ...):
 
 ``gradcheck_fail_on``
     Default ``fail_on`` of ``gradcheck.assert_healthy``: ``all``, ``none`` or a comma list of
-    finding kinds (the CLI's ``--fail-on``). Unset: ``exploding_gradient,nonfinite``.
+    severities and finding kinds (the CLI's ``--fail-on``). Unset: ``error`` (every finding of severity error).
 ``gradcheck_device``
     Default ``device`` of the fixture's calls: ``cpu`` (unset), ``cuda``, ``cuda:N`` or ``auto``.
 """
@@ -26,7 +26,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     parser.addini(
         "gradcheck_fail_on",
         "gradcheck fixture: finding kinds that fail assert_healthy ('all', 'none' or a comma list; "
-        "default exploding_gradient,nonfinite)",
+        "default error: every finding of severity error)",
         default="",
     )
     parser.addini("gradcheck_device", "gradcheck fixture: device to analyse on (cpu, cuda, cuda:N, auto; default cpu)",

@@ -172,8 +172,11 @@ def test_exploding_model_exits_1_by_default_and_0_when_not_gated(invoke, factory
 
 def test_fail_on_all_and_unknown_kinds(invoke):
     sigmoid = f"{EXAMPLES / 'models.py'}:deep_sigmoid_mlp"
-    assert invoke("analyze", sigmoid, "-s", "64,64", "-q").exit_code == 0
+    assert invoke("analyze", sigmoid, "-s", "64,64", "-q").exit_code == 1  # default gate: every error (vanishing)
+    assert invoke("analyze", sigmoid, "-s", "64,64", "--fail-on", "exploding_gradient", "-q").exit_code == 0
+    assert invoke("analyze", sigmoid, "-s", "64,64", "--fail-on", "none", "-q").exit_code == 0
     assert invoke("analyze", sigmoid, "-s", "64,64", "--fail-on", "vanishing_gradient", "-q").exit_code == 1
+    assert invoke("analyze", sigmoid, "-s", "64,64", "--fail-on", "info", "-q").exit_code == 1
     bad = invoke("analyze", sigmoid, "-s", "64,64", "--fail-on", "vanishing,typo")
     assert bad.exit_code == 2 and "unknown finding kind" in bad.stderr
 
@@ -299,7 +302,7 @@ def test_model_file_is_never_modified(invoke, mlp_files):
 def test_table_output_shows_every_section(invoke):
     sigmoid = f"{EXAMPLES / 'models.py'}:deep_sigmoid_mlp"
     result = invoke("analyze", sigmoid, "-s", "128,64")
-    for text in ("Layers (forward order)", "Findings", "Init variance", "vanishing_gradient", "xavier", "exit code 0"):
+    for text in ("Layers (forward order)", "Findings", "Init variance", "vanishing_gradient", "xavier", "exit code 1"):
         assert text in result.stdout
 
 

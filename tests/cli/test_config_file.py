@@ -126,14 +126,17 @@ def test_factory_in_config_is_relative_to_the_config_file(project: Path) -> None
 
 def test_file_sets_the_gate_and_a_flag_overrides_it(invoke, project: Path) -> None:
     model = f"{project / 'models.py'}:sigmoid_chain"
-    assert invoke("analyze", model, "-s", "64,16", "-q").exit_code == 0  # default gate: vanishing does not fail
+    assert invoke("analyze", model, "-s", "64,16", "-q").exit_code == 1  # default gate: a vanishing gradient is an error
+    _pyproject(project, "[tool.gradcheck]\nfail-on = 'exploding_gradient'\ninput-shape = [64, 16]\n")
+    lenient = invoke("analyze", model, "-F", "json")
+    assert lenient.exit_code == 0 and _report(lenient)["run"]["fail_on"] == ["exploding_gradient"]
     _pyproject(project, "[tool.gradcheck]\nfail-on = 'all'\ninput-shape = [64, 16]\n")
     gated = invoke("analyze", model, "-F", "json")
     report = _report(gated)
     assert gated.exit_code == 1 and report["run"]["fail_on"] == sorted(FINDING_KINDS)
     assert Path(report["run"]["config"]).resolve() == (project / "pyproject.toml").resolve()
     assert invoke("analyze", model, "--fail-on", "none", "-q").exit_code == 0  # the flag wins
-    assert invoke("analyze", model, "--no-config", "-s", "64,16", "-q").exit_code == 0
+    assert invoke("analyze", model, "--no-config", "-s", "64,16", "-q").exit_code == 1
 
 
 def test_thresholds_merge_key_by_key_with_flags_winning(invoke, project: Path) -> None:
@@ -154,11 +157,13 @@ def test_config_input_shape_yields_to_an_input_file(invoke, project: Path) -> No
 
 def test_ignore_rules_from_file_and_flag_add_up(invoke, project: Path) -> None:
     model = f"{project / 'models.py'}:exploding"
-    everything = _report(invoke("analyze", model, "-s", "64,1", "-F", "json"))
+    gate = ("--fail-on", "exploding_gradient")
+    everything = _report(invoke("analyze", model, "-s", "64,1", "-F", "json", *gate))
     layers = {f["layer"] for f in everything["findings"] if f["kind"] == "exploding_gradient"}
     assert layers and everything["summary"]["exit_code"] == 1
     _pyproject(project, "[tool.gradcheck]\nignore = ['*:init_mismatch']\n")
-    result = invoke("analyze", model, "-s", "64,1", "-F", "json", *[a for layer in layers for a in ("--ignore", f"{layer}:exploding_gradient")])
+    result = invoke("analyze", model, "-s", "64,1", "-F", "json", *gate,
+                    *[a for layer in layers for a in ("--ignore", f"{layer}:exploding_gradient")])
     report = _report(result)
     assert result.exit_code == 0, "the only failing findings were ignored"
     assert {f["kind"] for f in report["findings"]}.isdisjoint({"init_mismatch", "exploding_gradient"})

@@ -61,9 +61,10 @@ def test_github_annotations(exploding, sigmoid) -> None:
     lines = render_github(exploding).splitlines()
     assert lines[0].startswith("::error title=gradcheck exploding_gradient%3A ")  # in the fail set: an error
     assert lines[-1].startswith("::error title=gradcheck::FAIL")
-    quiet = render_github(sigmoid).splitlines()  # fail_on none: nothing is an error
-    assert not any(line.startswith("::error") for line in quiet)
-    assert any(line.startswith("::warning title=gradcheck vanishing_gradient") for line in quiet)
+    quiet = render_github(sigmoid).splitlines()  # fail_on none: the step passes, an error is still an error
+    assert quiet[0].startswith("::error title=gradcheck vanishing_gradient")  # the level is the severity
+    assert any(line.startswith("::warning title=gradcheck vanishing_activation") for line in quiet)
+    assert any(line.startswith("::notice title=gradcheck not_zero_centred") for line in quiet)
     assert quiet[-1].startswith("::notice title=gradcheck::")
 
 
@@ -81,7 +82,8 @@ def test_junit_one_case_per_check(exploding, sigmoid) -> None:
     cases = {case.get("name"): case for case in suite.iter("testcase")}
     assert list(cases) == list(FINDING_KINDS)
     failed = {name for name, case in cases.items() if case.find("failure") is not None}
-    assert failed == {"exploding_gradient"} and suite.get("failures") == "1" == root.get("failures")
+    assert failed == {"exploding_gradient", "exploding_activation"}  # the errors, under the default gate
+    assert suite.get("failures") == "2" == root.get("failures")
     assert "init_mismatch" in {n for n, c in cases.items() if c.find("system-out") is not None}
     sigmoid_root = ET.fromstring(render_junit(sigmoid))
     assert sigmoid_root.get("failures") == "0"
@@ -100,7 +102,7 @@ def test_suffixes_choose_the_format(invoke, tmp_path) -> None:
                           (".md", lambda t: t.startswith("### ")),
                           (".html", lambda t: t.lstrip().lower().startswith("<!doctype html>"))]:
         out = tmp_path / f"report{suffix}"
-        result = invoke("analyze", model, "-s", "32,64", "-o", out)
+        result = invoke("analyze", model, "-s", "32,64", "-o", out, "--fail-on", "none")
         assert result.exit_code == 0, result.output
         assert check(out.read_text()), suffix
 
@@ -111,11 +113,11 @@ def test_github_format_appends_the_markdown_summary(invoke, tmp_path, monkeypatc
     model = f"{EXAMPLES / 'models.py'}:deep_sigmoid_mlp"
     for _ in range(2):
         result = invoke("analyze", model, "-s", "32,64", "-F", "github")
-        assert result.exit_code == 0 and result.stdout.startswith("::")
-    assert summary.read_text().count("### ⚠️ gradcheck") == 2
+        assert result.exit_code == 1 and result.stdout.startswith("::error")
+    assert summary.read_text().count("### ❌ gradcheck") == 2
     monkeypatch.setenv("GITHUB_STEP_SUMMARY", str(tmp_path / "missing" / "dir"))
     result = invoke("analyze", model, "-s", "32,64", "-F", "github")
-    assert result.exit_code == 0 and "cannot append to $GITHUB_STEP_SUMMARY" in result.stderr
+    assert result.exit_code == 1 and "cannot append to $GITHUB_STEP_SUMMARY" in result.stderr
 
 
 # --- gradcheck render: a saved report, re-rendered ------------------------------------------------
@@ -158,7 +160,7 @@ def test_plot_option(invoke, exploding, tmp_path, monkeypatch) -> None:
     model = f"{EXAMPLES / 'models.py'}:deep_sigmoid_mlp"
     png, svg = tmp_path / "flow.png", tmp_path / "flow.svg"
     result = invoke("analyze", model, "-s", "32,64", "--plot", png, "-o", tmp_path / "r.md")
-    assert result.exit_code == 0 and png.read_bytes().startswith(b"\x89PNG") and "plot written" in result.stderr
+    assert result.exit_code == 1 and png.read_bytes().startswith(b"\x89PNG") and "plot written" in result.stderr
     saved = tmp_path / "r.json"
     saved.write_text(exploding.to_json())
     assert invoke("render", saved, "--plot", svg, "-q").exit_code == 0 and b"<svg" in svg.read_bytes()

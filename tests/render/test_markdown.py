@@ -32,12 +32,12 @@ def test_markdown_has_verdict_findings_layers_and_init(invoke):
     from conftest import EXAMPLES
 
     result = invoke("analyze", f"{EXAMPLES / 'models.py'}:deep_sigmoid_mlp", "-s", "128,64", "--format", "markdown")
-    assert result.exit_code == 0, result.output
+    assert result.exit_code == 1, result.output
     text = result.stdout
-    assert text.startswith("### ⚠️ gradcheck: WARN")
+    assert text.startswith("### ❌ gradcheck: FAIL")
     assert "#### Findings" in text and "`vanishing_gradient`" in text
     assert "<summary>Layers (forward order)</summary>" in text and "<summary>Init variance</summary>" in text
-    assert "exit code 0" in text
+    assert "exit code 1" in text
 
 
 def test_md_suffix_selects_markdown(invoke, tmp_path):

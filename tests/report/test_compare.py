@@ -167,7 +167,8 @@ def test_cli_exit_codes_and_formats(invoke, reports, tmp_path, monkeypatch) -> N
 
 def test_cli_fail_on_overrides_the_reports_set(invoke, reports) -> None:
     lenient = ("--tolerance", "1e9", "--dead-tolerance", "1")
-    assert invoke("compare", reports["he"], reports["dead"], *lenient, "-q").exit_code == 0
+    assert invoke("compare", reports["he"], reports["dead"], *lenient, "-q").exit_code == 1  # its gate: an all-dead layer is an error
+    assert invoke("compare", reports["he"], reports["dead"], *lenient, "--fail-on", "exploding_gradient", "-q").exit_code == 0
     assert invoke("compare", reports["he"], reports["dead"], *lenient, "--fail-on", "dead_relu", "-q").exit_code == 1
 
 

@@ -125,7 +125,8 @@ def test_unknown_kind_is_a_usage_error_naming_it(fail_on):
 
 def test_thresholds_as_dict_or_object_and_other_options_pass_through():
     model = exploding_chain()
-    loose = {"exploding_gradient_ratio": 1e20, "gradient_abs_max": 1e20}
+    loose = {"exploding_gradient_ratio": 1e20, "gradient_abs_max": 1e20, "exploding_activation_ratio": 1e20,
+             "activation_abs_max": 1e20, "layer_gain": 1e9}
     report = assert_healthy(model, input_shapes=[(32, 16)], thresholds=loose, seed=3, batches=2, batch_size=16)
     assert report.run.thresholds["exploding_gradient_ratio"] == 1e20
     assert (report.run.seed, report.run.batches, report.run.batch_size) == (3, 2, 16)

@@ -181,10 +181,59 @@ class Trend:
             message = self.text.format(layer=extreme.layer.name, ref=extreme.reference.name, ratio=extreme.ratio,
                                        where=extreme.where())
             return [finding(self.kind, extreme.layer.name, extreme.ratio, limit, message)]
-        if self.absolute is None:
-            return []
+        steady = self.steady_gain(e)
+        if steady or self.absolute is None:
+            return steady
         return absolute_finding(self.kind, e.layers, self.absolute, getattr(e.thresholds, self.absolute_limit),
                                 self.absolute_text)
+
+    def steady_gain(self, e: Evidence) -> list[Finding]:
+        """A per-layer gain that holds steadily along a long segment (least-squares fit of the log signal,
+        R^2 >= 0.9), in this trend's direction, though the end-to-end ratio is under its threshold."""
+        t = e.thresholds
+        best: tuple[float, list[LayerReport], float] | None = None
+        for sequence in sequences(e):
+            if sequence.role is not None:
+                continue  # along main paths only: a role across blocks is a few points, not a steady fit
+            for segment in segments(sequence.layers):
+                if len(segment) < t.gain_depth:
+                    continue
+                fit = _log_slope([self.signal(layer) for layer in segment])  # type: ignore[misc]
+                if fit is None:
+                    continue
+                per_layer, r2 = fit
+                # the gain going towards the reference: back towards the input for gradients (reference last)
+                toward = per_layer if self.reference is nearest_input else 1.0 / per_layer
+                total = toward ** (len(segment) - 1)
+                growing = toward > t.layer_gain and total > t.gain_total
+                shrinking = toward < 1.0 / t.layer_gain and total < 1.0 / t.gain_total
+                if r2 >= 0.9 and (shrinking if self.vanishing else growing) and (best is None or abs(math.log(toward)) > abs(math.log(best[0]))):
+                    best = (toward, segment, total)
+        if best is None:
+            return []
+        toward, segment, total = best
+        far, ref = (segment[0], segment[-1]) if self.reference is nearest_output else (segment[-1], segment[0])
+        direction = "back towards the input" if self.reference is nearest_output else "towards the output"
+        limit = t.layer_gain if not self.vanishing else 1.0 / t.layer_gain
+        message = (f"the {'backward' if self.reference is nearest_output else 'forward'} signal changes {toward:.3g}x per layer "
+                   f"{direction}, steadily over {len(segment)} weight layers ({total:.3g}x from {ref.name} to {far.name}): "
+                   f"under the end-to-end threshold at this depth, but it compounds ({toward ** 49:.3g}x over 50 layers)")
+        return [finding(self.kind, far.name, toward, limit, message)]
+
+
+def _log_slope(values: list[float]) -> tuple[float, float] | None:
+    """(exp(slope), R^2) of a least-squares line through log(values) against position."""
+    if any(v is None or not v > 0 or not math.isfinite(v) for v in values):
+        return None
+    ys = [math.log(v) for v in values]
+    n = len(ys)
+    mx, my = (n - 1) / 2, sum(ys) / n
+    sxx = sum((i - mx) ** 2 for i in range(n))
+    sxy = sum((i - mx) * (y - my) for i, y in enumerate(ys))
+    syy = sum((y - my) ** 2 for y in ys)
+    slope = sxy / sxx
+    r2 = (sxy * sxy) / (sxx * syy) if syy > 0 else 0.0
+    return math.exp(slope), r2
 
 
 def absolute_finding(kind: str, layers: Sequence[LayerReport], value: Signal, limit: float, text: str) -> list[Finding]:

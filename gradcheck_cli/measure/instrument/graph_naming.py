@@ -12,10 +12,10 @@ import re
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from gradcheck_cli.layers import module_kind, op_base_name
+from gradcheck_cli.layers import NORM_KINDS, WEIGHT_KINDS, LayerInfo, module_kind, op_base_name
 
 if TYPE_CHECKING:
-    from gradcheck_cli.measure.collector import LayerInfo, StatsCollector
+    from gradcheck_cli.measure.collector import StatsCollector
 
 
 class GraphNamer:
@@ -98,7 +98,7 @@ def parse_torchscript_hierarchy(text: str) -> tuple[str, str]:
 
 def param_roles(kind: str, names: list[str]) -> dict[str, str]:
     """Graph op parameter inputs -> roles: the first two of a weight/norm op are weight and bias."""
-    from gradcheck_cli.layers import NORM_KINDS, WEIGHT_KINDS
+
 
     roles: dict[str, str] = {}
     for position, name in enumerate(names):
@@ -118,7 +118,7 @@ def decomposed_norms(entries: list[tuple[str, str | None, list[str]]], observed:
     parameter inputs). The last op inside the module is its output, so the row says what the module
     returns, and the norm is known to the verdicts (a weight scale before it is normalised away).
     """
-    from gradcheck_cli.layers import NORM_KINDS
+
 
     last: dict[str, int] = {}
     found: dict[str, tuple[str, str]] = {}

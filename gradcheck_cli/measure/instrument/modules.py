@@ -17,9 +17,9 @@ import torch.nn.functional as F
 from torch import nn
 from torch.overrides import TorchFunctionMode
 
-from gradcheck_cli.layers import MODULE_KINDS, TRANSPARENT_KINDS, module_kind
+from gradcheck_cli.layers import MODULE_KINDS, TRANSPARENT_KINDS, LayerInfo, module_kind
 from gradcheck_cli.measure.model_output import first_tensor
-from gradcheck_cli.measure.collector import LayerInfo, StatsCollector
+from gradcheck_cli.measure.collector import StatsCollector
 
 
 def _functional_kinds() -> dict[Any, str]:
