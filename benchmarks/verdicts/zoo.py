@@ -269,8 +269,11 @@ def table(rows: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
-def _source_state() -> dict[str, Any]:
-    """The checkout the numbers came from (read-only git queries; None outside a git checkout)."""
+def _source_state(package_dir: Path) -> dict[str, Any]:
+    """Which gradcheck the numbers came from: the checkout's commit (read-only git queries), whether the
+    imported package is the checkout's, and $GRADCHECK_SOURCE_LABEL (e.g. the commit of an exported copy
+    put first on PYTHONPATH)."""
+    import os
     import subprocess
 
     def git(*args: str) -> str | None:
@@ -281,8 +284,10 @@ def _source_state() -> dict[str, Any]:
             return None
 
     dirty = git("status", "--porcelain", "--", "gradcheck_cli")
-    return {"commit": git("rev-parse", "--short", "HEAD"),
-            "checkout_gradcheck_cli_uncommitted_changes": bool(dirty) if dirty is not None else None}
+    return {"gradcheck_path": str(package_dir), "imported_from_checkout": package_dir.resolve().is_relative_to(ROOT),
+            "checkout_commit": git("rev-parse", "--short", "HEAD"),
+            "checkout_gradcheck_cli_uncommitted_changes": bool(dirty) if dirty is not None else None,
+            "label": os.environ.get("GRADCHECK_SOURCE_LABEL")}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -320,7 +325,7 @@ def main(argv: list[str] | None = None) -> int:
     total = time.perf_counter() - t_start
 
     doc = {"meta": {"torch": torch.__version__, "transformers": transformers.__version__,
-                    "gradcheck": gradcheck_cli.__version__, "source": _source_state(), "gradcheck_path": str(Path(gradcheck_cli.__file__).parent), "seed": args.seed, "loss": "projection (default)",
+                    "gradcheck": gradcheck_cli.__version__, "source": _source_state(Path(gradcheck_cli.__file__).parent), "seed": args.seed, "loss": "projection (default)",
                     "mode": "train", "import_seconds": round(t_import, 2), "total_seconds": round(total, 2),
                     "families": len(rows), "failed": [r["name"] for r in rows if r["status"] != "ok"]},
            "families": rows}
