@@ -50,6 +50,9 @@ class Thresholds:
     Sigmoid at init is ~2.4, ReLU ~0.69 (accepted practice), tanh ~0."""
     init_ratio: float = 4.0
     """current std / recommended std outside [1/init_ratio, init_ratio] is an init mismatch on its own."""
+    chaos: float = 1.25
+    """In a deep plain tanh stack (the init advice says gain 1, the edge of chaos), weights more than this
+    times the advice are on the chaotic side: gain 5/3 measures 1.67 and fails to train at depth 30."""
     init_tolerance: float = 0.1
     """When the network's signals vanish (explode), a layer whose weights are more than this fraction
     smaller (larger) than recommended is flagged too: the trend is the evidence, the layer the cause."""

@@ -7,7 +7,7 @@ import math
 from dataclasses import asdict
 
 from gradcheck_cli import __version__
-from gradcheck_cli.diagnose.init_advice import WeightSummary, init_advice
+from gradcheck_cli.diagnose.init_advice import WeightSummary, deep_tanh_stack, init_advice
 from gradcheck_cli.errors import EXIT_FINDINGS, EXIT_OK
 from gradcheck_cli.layers import WEIGHT_KINDS, LayerInfo
 from gradcheck_cli.loading.base import LoadedModel
@@ -19,6 +19,7 @@ from gradcheck_cli.report.model import (
     GradStats,
     LayerReport,
     LayerTopology,
+    TimeProfile,
     ModelInfo,
     ParameterReport,
     Report,
@@ -44,7 +45,8 @@ def build_report(loaded: LoadedModel, m: Measurements, options: AnalyzeOptions, 
     stats = {s.info.index: s for s in m.layers}
     batch = min(batch_size or samples or 0, samples or batch_size or 0) or None
     places = _places(infos, m.topology)
-    layers = [_layer(position, stats.get(info.index), infos, by_name, options, places.get(info.index), batch)
+    deep_tanh = deep_tanh_stack(infos)
+    layers = [_layer(position, stats.get(info.index), infos, by_name, options, places.get(info.index), batch, deep_tanh)
               for position, info in enumerate(infos)]
     paths = [[layers[i] for i in path] for path in m.topology.paths]
     findings, ignored = _split_ignored(evaluate(Evidence(layers, options.thresholds, paths=paths)), options)
@@ -124,7 +126,7 @@ def _unobserved(m: Measurements, by_name: dict[str, ParamMeasure], display: dict
 
 
 def _layer(position: int, stats: LayerStats | None, infos: list[LayerInfo], params: dict[str, ParamMeasure],
-           options: AnalyzeOptions, place: LayerTopology | None, batch: int | None) -> LayerReport:
+           options: AnalyzeOptions, place: LayerTopology | None, batch: int | None, deep_tanh: bool) -> LayerReport:
     info = infos[position]
     forward = stats.forward if stats else None
     note = info.note
@@ -144,14 +146,18 @@ def _layer(position: int, stats: LayerStats | None, infos: list[LayerInfo], para
     init = None
     if info.kind in WEIGHT_KINDS and weight is not None and weight.numel and info.observable:
         summary = WeightSummary(weight.shape, weight.weight_norm / math.sqrt(weight.numel))
-        init = init_advice(infos, position, summary)
+        init = init_advice(infos, position, summary, deep_tanh)
         if weight.unit_deviation is not None:
             spread = weight.unit_deviation / weight.weight_norm if weight.weight_norm else 0.0
             init = dataclasses.replace(init, unit_spread=spread)
     shape = list(info.shape) if info.shape is not None else None
     per_sample = math.prod(shape) // batch if shape and batch and math.prod(shape) % batch == 0 else None
+    time = None
+    if stats is not None and stats.time:
+        ratio = stats.time[0] / stats.time[-1] if stats.time[-1] else math.inf
+        time = TimeProfile(len(stats.time), stats.time, ratio)
     return LayerReport(info.index, info.name, info.kind, info.type_name, info.observable and forward is not None,
-                       shape, activation, grad, init, note, place, per_sample)
+                       shape, activation, grad, init, note, place, per_sample, time)
 
 
 def _activation(f: ForwardSummary) -> ActivationStats:

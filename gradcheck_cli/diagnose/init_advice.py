@@ -8,6 +8,7 @@ with the weights' current RMS.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -74,14 +75,35 @@ def _close(value: float, reference: float) -> bool:
     return reference > 0 and abs(value / reference - 1.0) <= _MATCH_TOLERANCE
 
 
-def init_advice(layers: Sequence[LayerInfo], index: int, weight: WeightSummary) -> InitAdvice:
+DEEP_TANH = 10
+"""Weight layers followed by tanh, in a network without normalisation, from which the advice is gain 1."""
+EDGE_OF_CHAOS = ("gain 1, not 5/3: in a plain tanh stack this deep, sigma_w = 1 with zero bias is the edge of chaos; "
+                 "gain 5/3 is on the chaotic side, where gradients grow and inputs decorrelate with depth (Poole et "
+                 "al. 2016, Schoenholz et al. 2017); normalisation or shortcuts are the fix that scales with depth")
+
+
+def deep_tanh_stack(layers: Sequence[LayerInfo]) -> bool:
+    """A plain (unnormalised) network with at least DEEP_TANH weight layers that feed tanh."""
+    if any(layer.kind in NORM_KINDS for layer in layers):
+        return False
+    tanh_fed = sum(1 for i, layer in enumerate(layers)
+                   if layer.kind in WEIGHT_KINDS and following_activation(layers, i)[0] == "tanh")
+    return tanh_fed >= DEEP_TANH
+
+
+def init_advice(layers: Sequence[LayerInfo], index: int, weight: WeightSummary, deep_tanh: bool = False) -> InitAdvice:
+    """``deep_tanh`` (see :func:`deep_tanh_stack`) makes the tanh advice depth-aware: gain 1."""
     layer = layers[index]
     transposed = layer.type_name == "Conv1D" or bool(layer.attrs.get("transposed_weight"))
     fan_in, fan_out = fans(layer.kind, weight.shape, transposed)
     activation, slope, normalized = following_activation(layers, index)
     scheme = init_scheme_for(activation, slope)
+    note = None
+    if deep_tanh and activation == "tanh":
+        scheme, note = dataclasses.replace(scheme, gain=1.0), EDGE_OF_CHAOS
     recommended = scheme.recommended_std(fan_in, fan_out)
     return InitAdvice(
+        note=note,
         call=init_call(scheme.scheme, scheme.gain, activation),
         fan_in=fan_in,
         fan_out=fan_out,

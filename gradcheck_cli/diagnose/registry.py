@@ -103,7 +103,7 @@ KINDS: tuple[FindingKind, ...] = (
         "init_mismatch", "warning",
         "a weight layer's scale is far from what its following activation needs",
         "re-initialise with the recommended scheme (see the init table)",
-        ("init_ratio", "init_tolerance"),
+        ("init_ratio", "init_tolerance", "chaos"),
     ),
 )
 """Every kind, in the order they are evaluated (init_mismatch last: it reads the depth trends)."""

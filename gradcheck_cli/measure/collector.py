@@ -58,6 +58,8 @@ class LayerStats:
     grad_rms: float | None
     grad_count: int
     grad_nonfinite: int
+    time: list[float] | None = None
+    """A recurrent layer's backward signal per time step (measure/through_time.py)."""
 
 
 def merge_rows(rows: Iterable[tuple[int, int, list[float]]]) -> tuple[float, float, float | None]:
@@ -114,6 +116,8 @@ class StatsCollector:
         """Row index -> the autograd node of its first output (the graph's skeleton, for the topology)."""
         self.root: Any = None
         """The first batch's loss node (set by the engine before its backward pass)."""
+        self._time: dict[int, torch.Tensor | None] = {}
+        self.seed = seed
 
     def add_layer(self, name: str, kind: str, type_name: str, **extra: Any) -> LayerInfo:
         info = LayerInfo(index=len(self.layers), name=name, kind=kind, type_name=type_name, **extra)
@@ -176,11 +180,20 @@ class StatsCollector:
         else:
             node.register_prehook(lambda grad_outputs: measure(grad_outputs[slot]))
 
+    def wants_time(self, info: LayerInfo) -> bool:
+        """Whether this recurrent row still needs its through-time profile (measured once, first call)."""
+        return info.index not in self._time
+
+    def observe_time(self, info: LayerInfo, profile: torch.Tensor | None) -> None:
+        """Keep a recurrent layer's per-step backward profile (a device tensor; moved in finalize)."""
+        self._time[info.index] = profile
+
     # -- end of run -------------------------------------------------------------------------------
     def finalize(self) -> list[LayerStats]:
         """Merge every batch and call per layer; the only place that moves data to the host."""
         forwards = self._merge_forward()
         grads = self._merge_grads()
+        times = self._merge_time()
         result = []
         for info in self.layers:
             g = grads.get(info.index)
@@ -191,9 +204,22 @@ class StatsCollector:
                     grad_rms=None if g is None else g[0],
                     grad_count=0 if g is None else g[1],
                     grad_nonfinite=0 if g is None else g[2],
+                    time=times.get(info.index),
                 )
             )
         return result
+
+    def _merge_time(self) -> dict[int, list[float]]:
+        """Row index -> per-step profile, all profiles in one transfer."""
+        kept = [(index, t) for index, t in self._time.items() if t is not None]
+        if not kept:
+            return {}
+        values = _host(torch.cat([t for _, t in kept])).tolist()
+        out, start = {}, 0
+        for index, t in kept:
+            out[index] = values[start : start + t.numel()]
+            start += t.numel()
+        return out
 
     def _merge_forward(self) -> dict[int, ForwardSummary]:
         obs = self._observations

@@ -79,6 +79,8 @@ class InitAdvice:
     """What the current weights look like: pytorch_default, he, xavier, lecun (several if ambiguous) or custom."""
     call: str = ""
     """The one line of PyTorch that applies the recommendation (``nn.init.kaiming_normal_(w, ...)``)."""
+    note: str | None = None
+    """Why the recommendation departs from the textbook scheme (depth-aware advice)."""
     unit_spread: float | None = None
     """||W - the mean unit's weights|| / ||W||: how different the units' incoming weights are (about 1 for
     random init, 0 when every unit has the same weights; 0 for an all-zero weight)."""
@@ -99,6 +101,18 @@ class LayerTopology:
 
 
 @dataclass(frozen=True)
+class TimeProfile:
+    """A recurrent layer's backward signal through time (measure/through_time.py)."""
+
+    steps: int
+    grad_rms: list[float]
+    """RMS of d(r . h_T)/dx_t at every step t (r: a seeded random projection of the last step's output):
+    how much of step t's input still reaches the last step."""
+    ratio: float
+    """grad_rms at the first step / at the last: the through-time analogue of the depth ratio."""
+
+
+@dataclass(frozen=True)
 class LayerReport:
     index: int
     name: str
@@ -116,6 +130,8 @@ class LayerReport:
     per_sample: int | None = None
     """Output elements per sample: the output's size over the model input's batch dimension (windowed
     attention folds windows into dim 0, so dim 0 is not the batch)."""
+    time: TimeProfile | None = None
+    """For nn.RNN/LSTM/GRU layers: the backward signal at every time step."""
 
 
 @dataclass(frozen=True)

@@ -51,10 +51,13 @@ def test_saturation_centring_and_nonfinite() -> None:
 
 
 def test_init_mismatch_gross_compounding_and_exemptions() -> None:
-    layers = [row(0, advice=init(5.0)), row(1, advice=init(0.8)), row(2, advice=init(9.0))]
-    assert [f.layer for f in find("init_mismatch", layers)] == ["0"]  # 2 is the output layer; 1 is only 20% off
+    layers = [row(0, advice=init(5.0)), row(1, advice=init(0.8)), row(2, advice=init(0.1))]
+    assert [f.layer for f in find("init_mismatch", layers)] == ["0"]  # 1 is only 20% off; a small head is a choice
     vanishing = find("vanishing_gradient", chain([1e-9, 1e-5, 1.0]))
     assert [f.layer for f in find("init_mismatch", layers, vanishing)] == ["0", "1"]  # the trend lowers the bar
+    big_head = layers[:2] + [row(2, advice=init(5.0))]
+    (head,) = [f for f in find("init_mismatch", big_head) if f.layer == "2"]
+    assert "output layer" in head.message and head.value == 5.0
     normalised = layers + [row(3, "layernorm")]
     assert find("init_mismatch", normalised) == []
     after_norm = [row(0, advice=init(5.0, normalized=True)), row(1, advice=init(1.0))]

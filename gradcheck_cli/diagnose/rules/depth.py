@@ -173,8 +173,14 @@ class Trend:
     absolute: Signal | None = None
     absolute_limit: str = ""
     absolute_text: str = ""
+    time: bool = False
+    """Also judge recurrent layers through time (the backward-signal kinds)."""
 
     def find(self, e: Evidence) -> list[Finding]:
+        depth = self.across_depth(e)
+        return depth + (through_time(e, self.kind, self.vanishing) if self.time else [])
+
+    def across_depth(self, e: Evidence) -> list[Finding]:
         low, high = extremes(e, self.signal, self.reference)
         extreme, limit = (low if self.vanishing else high), getattr(e.thresholds, self.limit)
         if extreme is not None and (extreme.ratio < limit if self.vanishing else extreme.ratio > limit):
@@ -245,3 +251,43 @@ def absolute_finding(kind: str, layers: Sequence[LayerReport], value: Signal, li
     measured = value(worst)
     return [finding(kind, worst.name, measured, limit, text.format(layer=worst.name, value=measured))]  # type: ignore[arg-type]
 
+
+
+RECURRENT_HINT = ("set the LSTM forget-gate bias to 1 or more (Jozefowicz et al. 2015), use an orthogonal recurrent "
+                  "init, clip gradients (torch.nn.utils.clip_grad_norm_) or shorten the BPTT window; for long "
+                  "ranges consider attention or a gated state-space layer")
+
+
+def time_series(layers: Sequence[LayerReport]) -> list[tuple[LayerReport, list[float], str]]:
+    """(layer, backward signal per step, how it was measured) for every recurrent layer: the probe of an
+    nn.RNN/LSTM/GRU, or the rows of a cell called once per step (``cell``, ``cell#2``, ...)."""
+    out = [(l, l.time.grad_rms, "probe") for l in layers if l.time is not None and l.time.steps >= 2]
+    calls: dict[str, list[LayerReport]] = {}
+    for layer in layers:
+        if layer.kind == "rnn" and layer.time is None:
+            calls.setdefault(layer.name.split("#")[0], []).append(layer)
+    for rows in calls.values():
+        values = [r.grad.output_rms for r in rows]
+        if len(rows) >= 3 and all(finite(v) and v > 0 for v in values):  # type: ignore[operator]
+            out.append((rows[0], values, "calls"))  # type: ignore[arg-type]
+    return out
+
+
+def through_time(e: Evidence, kind: str, vanishing: bool) -> list[Finding]:
+    """Vanishing/exploding across time steps, judged exactly as across depth (first step vs last)."""
+    limit = e.thresholds.vanishing_gradient_ratio if vanishing else e.thresholds.exploding_gradient_ratio
+    findings = []
+    for layer, values, how in time_series(e.layers):
+        steps = len(values)
+        ratio = values[0] / values[-1] if values[-1] else math.inf
+        if not (ratio < limit if vanishing else ratio > limit):
+            continue
+        per_step = gain(ratio, steps - 1)
+        what = ("the part of the first step's input that reaches the last step" if how == "probe"
+                else "the backward signal reaching the first call")
+        verb = "shrinks" if vanishing else "grows"
+        message = (f"through time: {what} of {layer.name} {verb} to {ratio:.2e} of the last step's over {steps} steps "
+                   f"({per_step:.3g}x per step): " + ("the layer cannot learn dependencies that long" if vanishing
+                                                      else "updates from early steps will be huge and unstable"))
+        findings.append(finding(kind, layer.name, ratio, limit, message, hint=RECURRENT_HINT))
+    return findings

@@ -9,5 +9,6 @@ TREND = Trend(
     text="the backward signal grows {ratio:.2e}x from {ref} back to {layer} {where}: updates there will be huge and unstable",
     absolute=backward_signal, absolute_limit="gradient_abs_max",
     absolute_text="the gradient reaching {layer} has RMS {value:.2e}, above the absolute limit",
+    time=True,
 )
 find = TREND.find

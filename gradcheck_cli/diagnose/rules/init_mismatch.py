@@ -10,10 +10,11 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from gradcheck_cli.analysis.options import Thresholds
 from gradcheck_cli.diagnose.evaluate import Evidence
 from gradcheck_cli.diagnose.rules import finding, finite
 from gradcheck_cli.layers import NORM_KINDS
-from gradcheck_cli.report.model import Finding
+from gradcheck_cli.report.model import Finding, LayerReport
 
 
 def direction(found: Sequence[Finding]) -> str | None:
@@ -35,7 +36,7 @@ def find(e: Evidence) -> list[Finding]:
     # is only reported when the measured trend shows it matters.
     normalised_network = any(l.kind in NORM_KINDS for l in layers)
     findings = []
-    for layer in weighted[:-1]:  # the output layer's scale is a free choice (often deliberately small)
+    for layer in weighted[:-1]:
         advice = layer.init
         assert advice is not None
         if advice.normalized_after or not finite(advice.ratio) or advice.ratio == 0:
@@ -44,11 +45,34 @@ def find(e: Evidence) -> list[Finding]:
         compounding = (trend == "vanishing" and advice.ratio < 1.0 - t.init_tolerance) or (
             trend == "exploding" and advice.ratio > 1.0 + t.init_tolerance
         )
-        if gross or compounding:
-            why = f" and the signal is {trend} across depth" if compounding and not gross else ""
+        chaotic = advice.note is not None and advice.ratio > t.chaos
+        if gross or compounding or chaotic:
+            why = (f" and the signal is {trend} across depth" if compounding and not gross else
+                   f" ({advice.note})" if chaotic and not gross else "")
+            limit = t.init_ratio if gross else (1.0 + t.init_tolerance if compounding else t.chaos)
             findings.append(finding(
-                "init_mismatch", layer.name, advice.ratio, t.init_ratio if gross else 1.0 + t.init_tolerance,
+                "init_mismatch", layer.name, advice.ratio, limit,
                 f"{layer.name} has weight std {advice.current_std:.3g} ({advice.current_scheme}); "
                 f"{advice.scheme} init for the following {advice.activation_after} wants {advice.recommended_std:.3g}{why}",
             ))
-    return findings
+    return findings + output_layer(weighted[-1:], t)
+
+
+def output_layer(last: list[LayerReport], t: Thresholds) -> list[Finding]:
+    """The output layer is judged on the large side only. Too small is a deliberate, common choice
+    (zero-init heads, GPT-2's 0.02, an LM head tied to the embedding): the initial predictions sit near
+    uniform, which is what a classification loss expects. Too large by more than ``init_ratio`` puts
+    the initial logits at several times unit scale, so softmax starts near one-hot and the initial loss
+    far above chance; the first steps are spent shrinking the head (a warning: measured, such a net
+    still learns, from a loss 3.4x the chance level)."""
+    if not last or last[0].init is None:
+        return []
+    layer, advice = last[0], last[0].init
+    if advice.normalized_after or not finite(advice.ratio) or advice.ratio <= t.init_ratio:
+        return []
+    scale = f" (its outputs have std {layer.activation.std:.3g})" if layer.activation is not None else ""
+    return [finding(
+        "init_mismatch", layer.name, advice.ratio, t.init_ratio,
+        f"the output layer {layer.name} has weight std {advice.current_std:.3g}, {advice.ratio:.3g}x what {advice.scheme} "
+        f"init wants ({advice.recommended_std:.3g}){scale}: the initial loss starts far above chance level",
+    )]

@@ -7,5 +7,6 @@ from gradcheck_cli.diagnose.rules.depth import Trend, backward_signal, nearest_o
 TREND = Trend(
     "vanishing_gradient", backward_signal, nearest_output, vanishing=True, limit="vanishing_gradient_ratio",
     text="the backward signal reaching {layer} is {ratio:.2e} of that at {ref} {where}: the layers before it barely learn",
+    time=True,
 )
 find = TREND.find

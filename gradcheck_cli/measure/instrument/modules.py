@@ -20,6 +20,7 @@ from torch.overrides import TorchFunctionMode
 from gradcheck_cli.layers import MODULE_KINDS, TRANSPARENT_KINDS, LayerInfo, module_kind
 from gradcheck_cli.measure.model_output import first_tensor
 from gradcheck_cli.measure.collector import StatsCollector
+from gradcheck_cli.measure.through_time import RECURRENT_MODULES, time_profile
 
 
 def _functional_kinds() -> dict[Any, str]:
@@ -146,6 +147,7 @@ def _leave(calls: _Calls, name: str, module: nn.Module, layer: bool):
     kind = module_kind(type_name)
     params = {role: f"{name}.{role}" for role, p in module._parameters.items() if p is not None}
     attrs = _attrs(module)
+    recurrent = type_name in RECURRENT_MODULES
 
     def hook(module: nn.Module, args: Any, output: Any) -> None:
         if calls.stack and calls.stack[-1] == name:
@@ -155,7 +157,10 @@ def _leave(calls: _Calls, name: str, module: nn.Module, layer: bool):
         calls.in_layer -= 1
         tensor = first_tensor(output)
         if tensor is not None:
+            info = calls.row(name, kind, type_name, params=params, attrs=attrs)
             with torch._C.DisableTorchFunction():  # our own reductions need not pass through the mode
-                calls.collector.observe(calls.row(name, kind, type_name, params=params, attrs=attrs), tensor)
+                calls.collector.observe(info, tensor)
+            if recurrent and calls.collector.wants_time(info):
+                calls.collector.observe_time(info, time_profile(module, args, calls.collector.seed + info.index))
 
     return hook

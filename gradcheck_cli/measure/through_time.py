@@ -1,0 +1,56 @@
+"""The backward signal through time inside a recurrent layer (nn.RNN, nn.LSTM, nn.GRU).
+
+An RNN unrolled over T steps is a T-deep network with shared weights (THEORY.md section 6), but it is
+one module call, so a per-layer row cannot show depth through time. This probe measures it directly:
+on a detached copy of the layer's input it computes d(r . h_T)/dx_t for a seeded random projection r
+of the last step's output, and keeps the RMS at every step t. The profile says how much of step t's
+input still reaches the last step: flat for a memory that holds, ~(forget gate)^(T-t) for an LSTM,
+~(spectral radius x tanh slope)^(T-t) for a tanh RNN. It is independent of the model's loss (a loss
+on every step would hide the decay behind each step's own short path).
+
+One extra forward and backward of that layer alone, once per recurrent row, with the caller's random
+state restored afterwards (dropout between stacked layers draws from it); no parameter's ``.grad`` is
+touched (``torch.autograd.grad`` with respect to the probe only).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+RECURRENT_MODULES = frozenset({"RNN", "LSTM", "GRU"})
+
+
+def _detached(value: Any) -> Any:
+    if isinstance(value, torch.Tensor):
+        return value.detach()
+    if isinstance(value, tuple):
+        return tuple(_detached(v) for v in value)
+    return value
+
+
+def time_profile(module: torch.nn.Module, args: tuple[Any, ...], seed: int) -> torch.Tensor | None:
+    """Per-step RMS of d(r . h_T)/dx_t as a device tensor of T values, or None when not measurable
+    (packed sequences, a single step, a backend that cannot run backward here)."""
+    x = args[0] if args else None
+    if not isinstance(x, torch.Tensor) or not x.is_floating_point() or x.dim() not in (2, 3):
+        return None
+    time_dim = 1 if x.dim() == 3 and getattr(module, "batch_first", False) else 0
+    steps = x.shape[time_dim]
+    if steps < 2:
+        return None
+    devices = [x.device] if x.device.type == "cuda" else []
+    try:
+        with torch.random.fork_rng(devices=devices), torch.enable_grad(), torch._C.DisableTorchFunction():
+            probe = x.detach().requires_grad_(True)
+            out = module.forward(probe, *(_detached(a) for a in args[1:]))
+            sequence = out[0] if isinstance(out, tuple) else out
+            last = sequence.select(time_dim, steps - 1)
+            generator = torch.Generator().manual_seed(seed)
+            r = torch.randn(last.shape, generator=generator, dtype=torch.float32).to(last.device, last.dtype)
+            (grad,) = torch.autograd.grad((last * r).sum(), probe)
+    except RuntimeError:  # e.g. cuDNN refuses an RNN backward in eval mode
+        return None
+    others = [d for d in range(grad.dim()) if d != time_dim]
+    return grad.detach().float().pow(2).mean(dim=others).sqrt()
