@@ -81,18 +81,16 @@ def _unit_moments(x: torch.Tensor, unit_dim: int | None,
     On an accelerator, ``var_mean`` gives both in one Welford reduction kernel, whatever the
     layout: there the cost of a small layer is the launches (plain sums, a centring write and a
     dot took four kernels and an allocation), and Welford's update is as exact as centring first.
-    On CPU, ``var_mean`` is 8-50x slower than the following (measured: 162 vs 21 us for 64x512, 13 vs
-    0.6 ms for a 16x64x64x64 conv output), so the CPU kernels are chosen by layout instead.
+    On CPU, ``var_mean`` is much slower than the following, so the CPU kernels are chosen by layout
+    instead (README, Performance: "kernel choices", has the measurements).
     Units in the last dimension of a contiguous CPU tensor (linear, attention, embedding outputs:
     most layers) go through ``batch_norm_update_stats``, one fused per-feature mean/variance kernel
-    that writes no temporary: 1.6-6x faster than sum, subtract, square-sum (measured on a 2-core
-    x86 VM: 13 vs 21 us for 64x512, 294 vs 1892 us for 4096x1024, 21 vs 62 us for 1x128x1280).
-    For channel-first layouts (N, C, H, W) the same kernel is 2.6-4x slower on CPU than plain
+    that writes no temporary, faster than sum, subtract, square-sum.
+    For channel-first layouts (N, C, H, W) the same kernel is slower on CPU than plain
     reductions. There, on CPU, the unit sums and one BLAS dot give the centred sum of squares as
     raw - between in two read-only passes; the two scalars are in host memory already, so checking
     that the subtraction kept its precision (:data:`RAW_MOMENT_AMPLIFICATION`) costs no
     synchronisation, and when it did not, the exact pass (centre into ``temporary()``, dot) runs.
-    In the ResNet benchmark that halves the moments' cost (16 MB conv outputs: 8 vs 23 ms a step).
     """
     dims = tuple(d for d in range(x.dim()) if unit_dim is None or d != unit_dim)
     if not dims:  # a 0-d output, or one value per unit: nothing to centre within a unit
@@ -122,7 +120,7 @@ def squares_of(t: torch.Tensor) -> torch.Tensor:
 
 
 def sum_of_squares(flat: torch.Tensor) -> torch.Tensor:
-    """Sum of squares of a contiguous 1-d tensor as a device scalar. A BLAS dot is ~2x faster than
+    """Sum of squares of a contiguous 1-d tensor as a device scalar. A BLAS dot beats
     ``vector_norm(...).square()`` on CPU (one fused multiply-add pass); BLAS counts in 32-bit
     integers, so larger tensors take the norm."""
     if flat.numel() < 2**31:
@@ -174,10 +172,9 @@ def gradient_moments(grad: torch.Tensor) -> GradientMoments:
 
 def count_nonzero(x: torch.Tensor, temporary: Callable[[], torch.Tensor]) -> torch.Tensor:
     """Nonzero elements (NaN counts as nonzero), as a device scalar. On CPU ``torch.count_nonzero``
-    runs at ~0.4 GB/s (10 ms for a 16x64x64x64 activation, more than the layer itself); ``x != 0``
-    written as 1.0/0.0 into the float ``temporary()`` (x's shape, overwritten) and summed is 10x
-    faster there, and exact below 2**24 elements per partial sum (a relative error of 1e-7 beyond,
-    for a fraction). On an accelerator ``count_nonzero`` is that same compare-then-sum, two kernels
+    is slower than the layer itself on large activations; ``x != 0`` written as 1.0/0.0 into the
+    float ``temporary()`` (x's shape, overwritten) and summed is an order of magnitude faster there,
+    and exact below 2**24 elements per partial sum (a relative error of 1e-7 beyond, for a fraction). On an accelerator ``count_nonzero`` is that same compare-then-sum, two kernels
     and a temporary, where the L0 norm is one reduction kernel (counting in float32 alike)."""
     if not on_host(x):
         return torch.linalg.vector_norm(x, ord=0)
@@ -188,12 +185,12 @@ class ScratchPool:
     """One small reusable buffer for the elementwise temporaries of small CPU tensors.
 
     Allocating and freeing a 128 KiB temporary per layer costs more than the reductions over it on
-    CPU: glibc hands such blocks back to the kernel on free, so every fresh one page-faults (about
-    40 us of the ~100 us a 64x512 activation took, measured in place in the 30-layer MLP). Tensors
+    CPU: glibc hands such blocks back to the kernel on free, so every fresh one page-faults (a large
+    share of a small layer's statistics time). Tensors
     up to ``limit`` bytes get a view of one buffer instead, cached per shape, so the hot path makes
     no allocation and no view; larger tensors allocate their own (the pass over them dwarfs the
     allocation) and drop it at once, so the peak memory grows by ``limit`` at most -- not by the
-    largest activation, which a buffer for every size would add (+14% on the small GPT-2). CUDA's
+    largest activation, which a buffer for every size would add. CUDA's
     caching allocator makes allocation cheap, so CUDA tensors always allocate.
     """
 

@@ -71,4 +71,12 @@ def render_markdown(report: Report) -> str:
         out += _table(["layer", "fan_in", "fan_out", "followed by", "scheme", "current std", "recommended std", "ratio",
                        "apply"], init_rows, "lrrllrrrl")
         out += ["", "</details>"]
+    time_rows = [
+        [escape(l.name), str(l.time.steps), num(l.time.grad_rms[0]), num(l.time.grad_rms[-1]), num(l.time.ratio)]
+        for l in report.layers if l.time
+    ]
+    if time_rows:
+        out += ["", "<details><summary>Through time (recurrent layers)</summary>", ""]
+        out += _table(["layer", "steps", "first step", "last step", "first/last"], time_rows, "lrrrr")
+        out += ["", "</details>"]
     return "\n".join(out) + "\n"

@@ -32,6 +32,8 @@ def render_rich(report: Report, width: int | None = None) -> RenderableType:
         parts.append(findings_list(report) if compact else findings_table(report))
     if any(layer.init for layer in report.layers):
         parts.append(init_table(report, compact=compact))
+    if any(layer.time for layer in report.layers):
+        parts.append(time_table(report))
     parts.append(verdict(report))
     return Group(*parts)
 
@@ -175,6 +177,23 @@ def init_table(report: Report, compact: bool = False) -> Table:
         table.add_row(*(cells[title] for title, _ in shown))
     if compact and any(layer.init and layer.init.normalized_after for layer in report.layers):
         table.caption = "* after a normalisation layer"
+    return table
+
+
+def time_table(report: Report) -> Table:
+    """Recurrent layers: the backward signal from the last step at the first, middle and last steps."""
+    table = Table(title="Through time (recurrent layers: how much of step t's input reaches the last step)",
+                  title_justify="left", box=box.SIMPLE_HEAD)
+    for title in ("layer", "steps", "first step", "middle", "last step", "first/last", "per step"):
+        table.add_column(title, justify="left" if title == "layer" else "right")
+    flagged = {f.layer for f in report.findings if f.kind in ("vanishing_gradient", "exploding_gradient")}
+    for layer in report.layers:
+        t = layer.time
+        if t is None:
+            continue
+        per_step = t.ratio ** (1 / (t.steps - 1)) if t.steps > 1 and t.ratio > 0 else float("nan")
+        table.add_row(Text(layer.name, "bold red" if layer.name in flagged else ""), str(t.steps), num(t.grad_rms[0]),
+                      num(t.grad_rms[t.steps // 2]), num(t.grad_rms[-1]), num(t.ratio), num(per_step))
     return table
 
 
