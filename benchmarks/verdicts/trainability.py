@@ -609,28 +609,10 @@ def table(rows: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
-def _source_state(package_dir: Path) -> dict[str, Any]:
-    """Which gradcheck the numbers came from: the checkout's commit (read-only git queries), whether the
-    imported package is the checkout's, and $GRADCHECK_SOURCE_LABEL (e.g. the commit of an exported copy
-    put first on PYTHONPATH)."""
-    import os
-    import subprocess
-
-    def git(*args: str) -> str | None:
-        try:
-            return subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True, timeout=10,
-                                  check=True).stdout.strip()
-        except (OSError, subprocess.SubprocessError):
-            return None
-
-    dirty = git("status", "--porcelain", "--", "gradcheck_cli")
-    return {"gradcheck_path": str(package_dir), "imported_from_checkout": package_dir.resolve().is_relative_to(ROOT),
-            "checkout_commit": git("rev-parse", "--short", "HEAD"),
-            "checkout_gradcheck_cli_uncommitted_changes": bool(dirty) if dirty is not None else None,
-            "label": os.environ.get("GRADCHECK_SOURCE_LABEL")}
-
-
 def main(argv: list[str] | None = None) -> int:
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from provenance import source_state
+
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help=f"JSON output (default {DEFAULT_OUT.relative_to(ROOT)})")
     parser.add_argument("--only", default=None, help="comma list of case names")
@@ -665,7 +647,7 @@ def main(argv: list[str] | None = None) -> int:
               file=sys.stderr, flush=True)
     total = time.perf_counter() - t_start
     ok = [r for r in rows if r["status"] != "build_failed"]
-    doc = {"meta": {"torch": torch.__version__, "gradcheck": gradcheck_cli.__version__, "source": _source_state(Path(gradcheck_cli.__file__).parent), "seed": args.seed,
+    doc = {"meta": {"torch": torch.__version__, "gradcheck": gradcheck_cli.__version__, "source": source_state(Path(gradcheck_cli.__file__).parent), "seed": args.seed,
                     "criterion": "learned = final held-out loss finite and < 0.5 x baseline (best constant predictor)",
                     "flagged": "at least one gradcheck finding of severity error or warning at init",
                     "primary_optimizer": "Adam, lr = task lr",
