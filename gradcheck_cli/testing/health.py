@@ -108,6 +108,7 @@ def failure_message(report: Report) -> str:
 
     from rich.console import Console
 
+    from gradcheck_cli.render.common import layer_list
     from gradcheck_cli.render.table import findings_list
 
     s = report.summary
@@ -118,8 +119,7 @@ def failure_message(report: Report) -> str:
             failing.setdefault(f.kind, []).append(f.layer)
     lines = [f"gradcheck: {s.verdict}"]
     for kind, layers in failing.items():
-        shown = ", ".join(layers[:5]) + (f", ... ({len(layers)} layers)" if len(layers) > 5 else "")
-        lines.append(f"  failing: {kind} at {shown}")
+        lines.append(f"  failing: {kind} at {layer_list(layers)}")
     if s.first_bad_layer:
         lines.append(f"  first bad layer: {s.first_bad_layer}")
     if s.first_nonfinite_layer:

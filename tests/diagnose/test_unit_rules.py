@@ -55,9 +55,11 @@ def test_init_mismatch_gross_compounding_and_exemptions() -> None:
     assert [f.layer for f in find("init_mismatch", layers)] == ["0"]  # 1 is only 20% off; a small head is a choice
     vanishing = find("vanishing_gradient", chain([1e-9, 1e-5, 1.0]))
     assert [f.layer for f in find("init_mismatch", layers, vanishing)] == ["0", "1"]  # the trend lowers the bar
-    big_head = layers[:2] + [row(2, advice=init(5.0))]
+    big_head = layers[:2] + [row(2, advice=init(5.0), std=4.0)]
     (head,) = [f for f in find("init_mismatch", big_head) if f.layer == "2"]
     assert "output layer" in head.message and head.value == 5.0
+    scaled_input = layers[:2] + [row(2, advice=init(5.0), std=1.0)]  # outputs at unit scale: the input was scaled
+    assert not [f for f in find("init_mismatch", scaled_input) if f.layer == "2"]
     normalised = layers + [row(3, "layernorm")]
     assert find("init_mismatch", normalised) == []
     after_norm = [row(0, advice=init(5.0, normalized=True)), row(1, advice=init(1.0))]

@@ -231,7 +231,7 @@ def test_fixture_and_ini_fail_on(pytester: pytest.Pytester, autoload):
     pytester.makeini("[pytest]\ngradcheck_fail_on = exploding_activation, init_mismatch\n")
     result = pytester.runpytest("-k", "default_from_ini")
     result.assert_outcomes(failed=1)
-    result.stdout.fnmatch_lines(["E*failing: init_mismatch at fc0, fc1, fc2, fc3, fc4, ... (19 layers)",
+    result.stdout.fnmatch_lines(["E*failing: init_mismatch at fc0, fc1, fc2, fc3, fc4, fc5, fc6, fc7, ... (20 in all)",
                                  "E*failing: exploding_activation at fc19",
                                  "E*fail_on: exploding_activation, init_mismatch"])
 

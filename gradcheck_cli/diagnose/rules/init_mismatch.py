@@ -58,21 +58,30 @@ def find(e: Evidence) -> list[Finding]:
     return findings + output_layer(weighted[-1:], t)
 
 
+OUTPUT_STD = 2.0
+"""The output layer is flagged only when its outputs really are large: std above twice unit scale (logits
+of std 1 start a classification near chance level; a head 5x too large measures std 4)."""
+
+
 def output_layer(last: list[LayerReport], t: Thresholds) -> list[Finding]:
     """The output layer is judged on the large side only. Too small is a deliberate, common choice
     (zero-init heads, GPT-2's 0.02, an LM head tied to the embedding): the initial predictions sit near
     uniform, which is what a classification loss expects. Too large by more than ``init_ratio`` puts
-    the initial logits at several times unit scale, so softmax starts near one-hot and the initial loss
-    far above chance; the first steps are spent shrinking the head (a warning: measured, such a net
+    the initial logits at several times unit scale -- checked on the measured outputs, since a model may
+    scale the head's input down to match -- so softmax starts near one-hot and the initial loss far
+    above chance; the first steps are spent shrinking the head (a warning: measured, such a net
     still learns, from a loss 3.4x the chance level)."""
     if not last or last[0].init is None:
         return []
     layer, advice = last[0], last[0].init
-    if advice.normalized_after or not finite(advice.ratio) or advice.ratio <= t.init_ratio:
+    output_std = layer.activation.std if layer.activation is not None else None
+    if advice.normalized_after or not finite(advice.ratio, output_std) or advice.ratio <= t.init_ratio:
         return []
-    scale = f" (its outputs have std {layer.activation.std:.3g})" if layer.activation is not None else ""
+    if output_std <= OUTPUT_STD:  # type: ignore[operator]
+        return []  # the input was scaled down to match (T5 scales by d_model^-0.5 before its lm_head)
     return [finding(
         "init_mismatch", layer.name, advice.ratio, t.init_ratio,
         f"the output layer {layer.name} has weight std {advice.current_std:.3g}, {advice.ratio:.3g}x what {advice.scheme} "
-        f"init wants ({advice.recommended_std:.3g}){scale}: the initial loss starts far above chance level",
+        f"init wants ({advice.recommended_std:.3g}), and its outputs have std {output_std:.3g}: the initial loss "
+        "starts far above chance level",
     )]
