@@ -8,22 +8,16 @@ through torch.export (.pt2) and ONNX, and must get the same (empty) set of alarm
 
 from __future__ import annotations
 
-import importlib.util
-import sys
 import warnings
 from pathlib import Path
 
 import pytest
 import torch
 
+from zoo_table import FAMILIES, FirstOutput, built
+
 from gradcheck_cli import analyze
 
-ZOO = Path(__file__).resolve().parents[2] / "benchmarks" / "verdicts" / "zoo.py"
-_spec = importlib.util.spec_from_file_location("gradcheck_zoo", ZOO)
-zoo = importlib.util.module_from_spec(_spec)
-sys.modules["gradcheck_zoo"] = zoo  # dataclasses look their module up while being defined
-_spec.loader.exec_module(zoo)  # type: ignore[union-attr]
-FAMILIES = {family.name: family for family in zoo.families()}
 EXPORTED = ("gpt2", "bert", "llama", "vit")
 """Families also checked as .pt2 and ONNX (export takes seconds each, so a representative few)."""
 
@@ -34,37 +28,19 @@ def _alarms(report) -> set[tuple[str, str]]:  # noqa: ANN001
     return {(f.kind, f.layer) for f in report.findings if f.severity in ("error", "warning")}
 
 
-def _built(name: str):  # noqa: ANN202
-    torch.manual_seed(0)
-    model = FAMILIES[name].build()
-    torch.manual_seed(1)
-    return model, FAMILIES[name].inputs()
-
-
 @pytest.mark.parametrize("name", sorted(FAMILIES))
 def test_healthy_family_has_no_alarm(name: str) -> None:
-    model, inputs = _built(name)
+    model, inputs = built(name)
     report = analyze(model, inputs)
     assert not _alarms(report), [f.message for f in report.findings if f.severity != "info"]
     assert any(l.topology is not None and l.topology.path == "branch" for l in report.layers)  # the graph was read
-
-
-class FirstOutput(torch.nn.Module):
-    """The model's first output tensor (logits or the last hidden state)."""
-
-    def __init__(self, model: torch.nn.Module, names: list[str]) -> None:
-        super().__init__()
-        self.model, self.names = model, names
-
-    def forward(self, *args: torch.Tensor) -> torch.Tensor:  # positional: what the ONNX exporter passes
-        return self.model(**dict(zip(self.names, args))).to_tuple()[0]
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("fmt", ["export", "onnx"])
 @pytest.mark.parametrize("name", EXPORTED)
 def test_exported_family_has_the_same_alarms(name: str, fmt: str, tmp_path: Path) -> None:
-    model, inputs = _built(name)
+    model, inputs = built(name)
     model = FirstOutput(model, list(inputs))  # a plain tensor out: no pytree output class to register on load
     args = tuple(inputs.values())
     eager = analyze(model, args)

@@ -70,7 +70,8 @@ def plan_nodes(graph: fx.Graph) -> list[tuple[fx.Node, NodeSpec]]:
         if kind not in OBSERVED_OP_KINDS:
             others.append((node, path, type_name, params))
             continue
-        planned.append((node, NodeSpec(op_name, kind, path, type_name, param_roles(kind, params), _layer_attrs(kind, node))))
+        planned.append((node, NodeSpec(op_name, kind, path, type_name, param_roles(kind, params, op_name),
+                                       _layer_attrs(kind, node))))
     observed = {spec.module_path for _, spec in planned}
     norms = decomposed_norms([(path, type_name, params) for _, path, type_name, params in others], observed)
     for position, (kind, path, type_name, params) in norms.items():

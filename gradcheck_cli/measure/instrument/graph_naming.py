@@ -96,10 +96,17 @@ def parse_torchscript_hierarchy(text: str) -> tuple[str, str]:
     return ".".join(path), type_name
 
 
-def param_roles(kind: str, names: list[str]) -> dict[str, str]:
-    """Graph op parameter inputs -> roles: the first two of a weight/norm op are weight and bias."""
-
-
+def param_roles(kind: str, names: list[str], op_name: str | None = None) -> dict[str, str]:
+    """Graph op parameter inputs -> roles (``weight``, ``bias``), from how each is used, not from the
+    order the op lists them in: a parameter named ``....weight``/``....bias`` plays that role (so
+    ``addmm(bias, x, W)`` of transformers' Conv1D is not read backwards); otherwise the operands of a
+    weight/norm op are weight then bias, except ``addmm``, whose first operand is the bias."""
+    if kind in WEIGHT_KINDS | NORM_KINDS | {"embedding"}:
+        suffixes = [name.rsplit(".", 1)[-1] for name in names]
+        if names and "weight" in suffixes and set(suffixes) <= {"weight", "bias"} and len(set(suffixes)) == len(names):
+            return dict(zip(suffixes, names))
+        if op_name is not None and op_base_name(op_name) == "addmm":
+            names = names[::-1]
     roles: dict[str, str] = {}
     for position, name in enumerate(names):
         if kind in WEIGHT_KINDS | NORM_KINDS | {"embedding"} and position < 2:

@@ -16,7 +16,13 @@ from typing import Any
 
 import torch
 
-from gradcheck_cli.measure.instrument.graph_naming import LazyRows, NodeSpec, param_roles, parse_torchscript_hierarchy
+from gradcheck_cli.measure.instrument.graph_naming import (
+    LazyRows,
+    NodeSpec,
+    decomposed_norms,
+    param_roles,
+    parse_torchscript_hierarchy,
+)
 from gradcheck_cli.layers import OBSERVED_OP_KINDS, op_kind
 from gradcheck_cli.measure.collector import StatsCollector
 
@@ -69,27 +75,64 @@ def _constant(value: torch._C.Value) -> float | None:
     return None
 
 
-def plan_graph(graph: torch._C.Graph) -> list[tuple[torch._C.Node, NodeSpec]]:
-    paths = _attribute_paths(graph)
-    planned = []
-    for node in list(_walk(graph)):
-        op_name = node.kind()
-        if not op_name.startswith("aten::"):
+CONTAINERS = frozenset({"ModuleList", "ModuleDict", "ParameterList", "ParameterDict"})
+"""Containers without a forward of their own: a traced graph's module hierarchy skips them."""
+
+
+def module_names(module: torch.jit.ScriptModule) -> dict[str, str]:
+    """A traced graph's module-hierarchy path -> the module's own attribute path.
+
+    The hierarchy a node records skips containers that have no forward (``layers.0.fc`` is recorded
+    as ``0.fc``: ModuleList is never called), so it is mapped back through the module tree, which has
+    every name; a hierarchy path two modules share (two ModuleLists with a child ``0``) is left as is.
+    """
+    kinds = {name: getattr(sub, "original_name", type(sub).__name__) for name, sub in module.named_modules()}
+    mapping: dict[str, str] = {}
+    clashes: set[str] = set()
+    for name in kinds:
+        if not name:
             continue
-        kind = op_kind(op_name)
-        if kind not in OBSERVED_OP_KINDS or node.outputsSize() == 0:
+        parts = name.split(".")
+        kept = [part for i, part in enumerate(parts) if kinds.get(".".join(parts[: i + 1])) not in CONTAINERS]
+        hierarchy = ".".join(kept)
+        if hierarchy in mapping and mapping[hierarchy] != name:
+            clashes.add(hierarchy)
+        mapping[hierarchy] = name
+    return {h: name for h, name in mapping.items() if h not in clashes and h != name}
+
+
+def plan_graph(graph: torch._C.Graph, names: dict[str, str] | None = None) -> list[tuple[torch._C.Node, NodeSpec]]:
+    paths = _attribute_paths(graph)
+    names = names or {}
+    planned = []
+    others: list[tuple[torch._C.Node, str, str, list[str]]] = []
+    order: dict[torch._C.Node, int] = {}
+    for position, node in enumerate(list(_walk(graph))):
+        order[node] = position
+        op_name = node.kind()
+        if not op_name.startswith("aten::") or node.outputsSize() == 0:
             continue
         if not isinstance(node.outputsAt(0).type(), torch._C.TensorType):
             continue
+        kind = op_kind(op_name)
         path, type_name = parse_torchscript_hierarchy(node.getModuleHierarchy())
+        path = names.get(path, path)
         params = [paths[v.debugName()] for v in node.inputs() if paths.get(v.debugName())]
+        if kind not in OBSERVED_OP_KINDS:
+            others.append((node, path, type_name, params))
+            continue
         attrs: dict[str, float] = {}
         inputs = list(node.inputs())
         slope = _constant(inputs[1]) if kind == "leaky_relu" and len(inputs) > 1 else None
         if slope is not None:
             attrs["negative_slope"] = slope
-        planned.append((node, NodeSpec(op_name, kind, path, type_name, param_roles(kind, params), attrs)))
-    return planned
+        planned.append((node, NodeSpec(op_name, kind, path, type_name, param_roles(kind, params, op_name), attrs)))
+    observed = {spec.module_path for _, spec in planned}
+    norms = decomposed_norms([(path, type_name, params) for _, path, type_name, params in others], observed)
+    for position, (kind, path, type_name, params) in norms.items():
+        node = others[position][0]
+        planned.append((node, NodeSpec(node.kind(), kind, path, type_name, param_roles(kind, params), own=True)))
+    return sorted(planned, key=lambda item: order[item[0]])
 
 
 def _splice_probes(graph: torch._C.Graph, planned: list[tuple[torch._C.Node, NodeSpec]]) -> None:
@@ -108,7 +151,7 @@ def instrument_torchscript(module: torch.jit.ScriptModule, collector: StatsColle
     _register_probe_op()
     graph = module.forward.graph.copy()
     torch._C._jit_pass_inline(graph)
-    planned = plan_graph(graph)
+    planned = plan_graph(graph, module_names(module))
     _splice_probes(graph, planned)
     function = torch._C._create_function_from_graph("gradcheck_forward", graph)
     rows = LazyRows(collector, [spec for _, spec in planned])

@@ -1,0 +1,51 @@
+"""One model, four formats, one report: layer names, parameter roles and gradients agree.
+
+A transformers model at random init is analysed eagerly and as a TorchScript trace and a torch.export
+program of the same module: the weight/norm/embedding rows must carry the eager names (TorchScript's
+module hierarchy skips ModuleLists; normalisation modules that the export decomposes get their row
+back), the same fans (roles from how a parameter is used: GPT-2's Conv1D is ``addmm(bias, x, W)``),
+and the same gradients.
+"""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+
+import pytest
+import torch
+
+from zoo_table import FirstOutput, built
+
+from gradcheck_cli import analyze
+
+pytest.importorskip("transformers")
+LAYERS = ("linear", "conv", "embedding", "layernorm", "rmsnorm", "batchnorm", "groupnorm")
+
+
+def _rows(report):  # noqa: ANN001, ANN202
+    return {l.name: l for l in report.layers if l.kind in LAYERS and l.observed}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["gpt2", "bert", "llama", "t5"])
+def test_formats_agree_with_eager(name: str, tmp_path: Path) -> None:
+    model, inputs = built(name)
+    model = FirstOutput(model, list(inputs))
+    args = tuple(inputs.values())
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.jit.save(torch.jit.trace(model, args), tmp_path / "m.ts")
+        torch.export.save(torch.export.export(model, args), tmp_path / "m.pt2")
+    eager = _rows(analyze(model, args))
+    for fmt in ("m.ts", "m.pt2"):
+        other = _rows(analyze(str(tmp_path / fmt), args))
+        assert set(other) == set(eager), (fmt, sorted(set(eager) ^ set(other))[:6])
+        for layer, row in eager.items():
+            there = other[layer]
+            if row.init is not None:
+                assert (there.init.fan_in, there.init.fan_out) == (row.init.fan_in, row.init.fan_out), (fmt, layer)
+            if row.grad.weight_norm:
+                assert there.grad.weight_norm == pytest.approx(row.grad.weight_norm, rel=1e-4), (fmt, layer)
+            if row.grad.output_rms:
+                assert there.grad.output_rms == pytest.approx(row.grad.output_rms, rel=1e-4), (fmt, layer)
