@@ -53,9 +53,9 @@ def load_model(spec: str, *, factory: str | None = None, trust_pickle: bool = Fa
     if not is_factory_spec(factory):
         raise UsageError(f"--factory must look like file.py:function or package.module:function, got {factory!r}")
     model = call_factory(factory)
-    torch_files.apply_state_dict(model, state, path)
+    note = torch_files.apply_state_dict(model, state, path)
     fmt_name = "safetensors" if fmt == "safetensors" else "state_dict"
-    return _on_device(LoadedModel(model, fmt_name, str(path)), device)
+    return _on_device(LoadedModel(model, fmt_name, str(path), notes=[note] if note else []), device)
 
 
 def wrap_object(model: Any) -> LoadedModel:

@@ -60,7 +60,14 @@ def _import(target: str) -> Any:
         finally:
             sys.path.remove(str(path.resolve().parent))
         return module
+    here = str(Path.cwd())
+    added = here not in sys.path  # ``examples.models:build`` from the project folder, as ``python -m`` would
+    if added:
+        sys.path.insert(0, here)
     try:
         return importlib.import_module(target)
     except Exception as exc:  # noqa: BLE001
         raise ModelLoadError(f"cannot import factory module {target!r}: {type(exc).__name__}: {exc}") from exc
+    finally:
+        if added:
+            sys.path.remove(here)

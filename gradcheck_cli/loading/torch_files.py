@@ -125,9 +125,30 @@ def extract_state_dict(obj: Any, path: Path) -> dict[str, torch.Tensor]:
     )
 
 
-def apply_state_dict(model: nn.Module, state: dict[str, torch.Tensor], path: Path) -> None:
-    """``load_state_dict(strict=True)`` with one readable line listing what does not fit."""
+def _prefixes(keys: Any) -> set[str]:
+    """The first dotted component of each key, with its dot (``model.``), for keys that have one."""
+    return {key.split(".", 1)[0] + "." for key in keys if "." in key}
+
+
+def strip_common_prefix(state: dict[str, torch.Tensor], expected: Any) -> tuple[dict[str, torch.Tensor], str | None]:
+    """Keys saved with an owner's attribute prefix (a LightningModule's ``model.``, DDP's ``module.``)
+    -> the keys the model expects, when removing one shared leading prefix makes them match exactly."""
+    wanted = set(expected)
+    if set(state) == wanted:
+        return state, None
+    for prefix in sorted(_prefixes(state)):
+        stripped = {key[len(prefix):]: value for key, value in state.items() if key.startswith(prefix)}
+        if set(stripped) == wanted:
+            return stripped, prefix
+    return state, None
+
+
+def apply_state_dict(model: nn.Module, state: dict[str, torch.Tensor], path: Path) -> str | None:
+    """``load_state_dict(strict=True)`` with one readable line listing what does not fit. A prefix that
+    all the model's keys carry in the file (``model.`` in a Lightning checkpoint) is stripped; the note
+    saying so is returned."""
     expected = model.state_dict()
+    state, prefix = strip_common_prefix(state, expected)
     missing = [k for k in expected if k not in state]
     unexpected = [k for k in state if k not in expected]
     mismatched = [
@@ -141,11 +162,17 @@ def apply_state_dict(model: nn.Module, state: dict[str, torch.Tensor], path: Pat
         if items
     ]
     if problems:
+        ours, theirs = sorted(_prefixes(expected)), sorted(_prefixes(state))
+        starts = (f"; the file's keys start with {_cap(theirs)}, the model's with {_cap(ours)}"
+                  if ours and theirs and not set(ours) & set(theirs) else "")
         raise ModelLoadError(
-            f"state_dict {path} does not fit the factory's model; " + "; ".join(problems),
+            f"state_dict {path} does not fit the factory's model; " + "; ".join(problems) + starts,
             hint="check that --factory builds the same architecture",
         )
     model.load_state_dict(state, strict=True)
+    if prefix is None:
+        return None
+    return f"the weights' keys carried the prefix {prefix!r} (a Lightning or DDP checkpoint); it was stripped"
 
 
 def _cap(items: list[str]) -> str:
