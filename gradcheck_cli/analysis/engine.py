@@ -52,6 +52,7 @@ def analyze(
     input_range: tuple[int, int] | None = None,
     factory: str | None = None,
     trust_pickle: bool = False,
+    trust_remote_code: bool = False,
     data: DataSpec | None = None,
     options: AnalyzeOptions | None = None,
     progress: Progress | None = None,
@@ -81,7 +82,8 @@ def analyze(
 
     progress.stage("loading model")
     if isinstance(model, (str, Path)):
-        loaded = load_model(str(model), factory=factory, trust_pickle=trust_pickle, device=device)
+        loaded = load_model(str(model), factory=factory, trust_pickle=trust_pickle, device=device,
+                            trust_remote_code=trust_remote_code)
     else:
         loaded = wrap_object(model)
     with _on_device(loaded.module, device):

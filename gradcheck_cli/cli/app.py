@@ -47,6 +47,7 @@ from gradcheck_cli.cli.options import (
     PlotOpt,
     QuietOpt,
     RangeOpt,
+    RemoteCodeOpt,
     SampleStatsOpt,
     SeedOpt,
     ShapeOpt,
@@ -132,6 +133,7 @@ def analyze(
     mode: ModeOpt = Mode.train,
     factory: FactoryOpt = None,
     trust_pickle: TrustOpt = False,
+    trust_remote_code: RemoteCodeOpt = False,
     fail_on: FailOnOpt = "error",
     format: FormatOpt = None,  # noqa: A002 - the flag is --format
     output: OutputOpt = None,
@@ -161,6 +163,7 @@ def analyze(
 
         with progress(not quiet and err.is_terminal) as bar:
             report = run(model, data=settings.data, factory=settings.factory, trust_pickle=trust_pickle,
+                         trust_remote_code=trust_remote_code,
                          options=settings.options, progress=bar)
 
     emit(lambda width: fmt.report(report, width), report.summary.verdict, output, quiet, err, debug)

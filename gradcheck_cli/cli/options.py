@@ -30,7 +30,7 @@ class Mode(str, Enum):
 
 ModelArg = Annotated[str, typer.Argument(
     metavar="MODEL",
-    help="Model file (TorchScript, torch.export .pt2, state_dict with --factory, pickled module with "
+    help="Model file (TorchScript, torch.export .pt2, state_dict with --factory, a Hugging Face model folder, pickled module with "
          "--trust-pickle, .safetensors, .onnx) or a factory 'file.py:function'.")]
 InputOpt = Annotated[Optional[Path], typer.Option("--input", "-i", help="Data sample: .pt (tensor, tuple, dict, "
                                                   "or {'input','target'}), .npy or .npz.", show_default=False)]
@@ -50,6 +50,7 @@ ModeOpt = Annotated[Mode, typer.Option("--mode", help="train: BatchNorm/Dropout 
 FactoryOpt = Annotated[Optional[str], typer.Option("--factory", "-f", metavar="FILE.py:FUNCTION",
                                                    help="Builds the architecture for a state_dict file.")]
 TrustOpt = Annotated[bool, typer.Option("--trust-pickle", help="Allow unpickling a full nn.Module (runs code from the file).")]
+RemoteCodeOpt = Annotated[bool, typer.Option("--trust-remote-code", help="Hugging Face folder: allow the modeling code it ships (runs it).")]
 FailOnOpt = Annotated[str, typer.Option("--fail-on", metavar="KINDS",
                                         help="Finding kinds that make the exit code 1: a comma list, 'all' or 'none'.")]
 FormatOpt = Annotated[Optional[OutputFormat], typer.Option(

@@ -17,8 +17,9 @@ from gradcheck_cli.loading.factory import call_factory, is_factory_spec
 __all__ = ["LoadedModel", "load_model", "wrap_object", "detect_format"]
 
 
-def load_model(spec: str, *, factory: str | None = None, trust_pickle: bool = False, device: Any = None) -> LoadedModel:
-    """Load ``spec`` (a path or ``file.py:function``) onto ``device``."""
+def load_model(spec: str, *, factory: str | None = None, trust_pickle: bool = False, device: Any = None,
+               trust_remote_code: bool = False) -> LoadedModel:
+    """Load ``spec`` (a path, a Hugging Face model folder or ``file.py:function``) onto ``device``."""
     import torch
 
     device = torch.device(device or "cpu")
@@ -28,6 +29,15 @@ def load_model(spec: str, *, factory: str | None = None, trust_pickle: bool = Fa
         return _on_device(LoadedModel(call_factory(spec), "factory", spec), device)
 
     path = Path(spec)
+    from gradcheck_cli.loading.hf_folder import is_hf_folder, load_hf_folder
+
+    hf_folder = path if is_hf_folder(path) else None
+    if hf_folder is None and not factory and path.suffix == ".safetensors" and is_hf_folder(path.parent):
+        hf_folder = path.parent  # a safetensors file with its config.json beside it
+    if hf_folder is not None:
+        if factory:
+            raise UsageError(f"{hf_folder} is a Hugging Face model folder: its config builds the model", hint="drop --factory")
+        return load_hf_folder(hf_folder, device, trust_remote_code)
     fmt = detect_format(path)
     if fmt == "onnx":
         return _load_onnx(path, device)
