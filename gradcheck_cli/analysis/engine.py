@@ -14,7 +14,7 @@ from typing import Any, Protocol
 import torch
 
 from gradcheck_cli.diagnose.build import build_report
-from gradcheck_cli.errors import AnalysisError, GradcheckError, UsageError, first_line
+from gradcheck_cli.errors import AnalysisError, GradcheckError, InputError, UsageError, first_line
 from gradcheck_cli.analysis.sample import Sample, resolve_sample
 from gradcheck_cli.measure.instrument import instrument
 from gradcheck_cli.loading import LoadedModel, load_model, wrap_object
@@ -164,6 +164,11 @@ def _step(module: Any, forward: Any, batch: Sample, loss_name: str, seed: int, c
     except torch.OutOfMemoryError:
         raise AnalysisError("out of memory in the forward pass", hint="use a smaller --batch-size") from None
     except Exception as exc:  # noqa: BLE001 - the user's model raised: say where, not how
+        if isinstance(exc, TypeError) and not collector.layers and "argument" in str(exc) and (
+                "missing" in str(exc) or "positional" in str(exc) or "unexpected keyword" in str(exc)):
+            raise InputError(f"the inputs do not match the model's forward arguments: {first_line(exc)}",
+                             hint="repeat --input-shape once per positional input, or pass a .pt dict of keyword "
+                                  "tensors named as forward's arguments") from None
         where = f" (after layer {collector.layers[-1].name})" if collector.layers else ""
         raise AnalysisError(
             f"the model's forward pass raised {type(exc).__name__}: {first_line(exc)}{where}",

@@ -47,6 +47,7 @@ from gradcheck_cli.cli.options import (
     PlotOpt,
     QuietOpt,
     RangeOpt,
+    ImportOpt,
     RemoteCodeOpt,
     SampleStatsOpt,
     SeedOpt,
@@ -56,7 +57,7 @@ from gradcheck_cli.cli.options import (
     TrustOpt,
     VerifyOpt,
 )
-from gradcheck_cli.cli.settings import resolve_settings
+from gradcheck_cli.cli.settings import import_modules, resolve_settings
 from gradcheck_cli.errors import EXIT_INTERNAL, EXIT_INTERRUPTED, EXIT_USAGE, UsageError
 from gradcheck_cli.render.formats import COMPARISON_FORMATS, Format, choose, step_summary
 
@@ -134,6 +135,7 @@ def analyze(
     factory: FactoryOpt = None,
     trust_pickle: TrustOpt = False,
     trust_remote_code: RemoteCodeOpt = False,
+    imports: ImportOpt = None,
     fail_on: FailOnOpt = "error",
     format: FormatOpt = None,  # noqa: A002 - the flag is --format
     output: OutputOpt = None,
@@ -159,6 +161,7 @@ def analyze(
         fmt = choose(_value(format), output)
         _check_outputs(output, plot)
         settings = resolve_settings(ctx, config, no_config, verify=verify)
+        import_modules(imports or [])
         from gradcheck_cli.analysis.engine import analyze as run
 
         with progress(not quiet and err.is_terminal) as bar:

@@ -50,6 +50,9 @@ ModeOpt = Annotated[Mode, typer.Option("--mode", help="train: BatchNorm/Dropout 
 FactoryOpt = Annotated[Optional[str], typer.Option("--factory", "-f", metavar="FILE.py:FUNCTION",
                                                    help="Builds the architecture for a state_dict file.")]
 TrustOpt = Annotated[bool, typer.Option("--trust-pickle", help="Allow unpickling a full nn.Module (runs code from the file).")]
+ImportOpt = Annotated[Optional[list[str]], typer.Option(
+    "--import", metavar="MODULE",
+    help="Import this module first (repeatable): the library whose classes a .pt2's inputs/outputs or a pickle use.")]
 RemoteCodeOpt = Annotated[bool, typer.Option("--trust-remote-code", help="Hugging Face folder: allow the modeling code it ships (runs it).")]
 FailOnOpt = Annotated[str, typer.Option("--fail-on", metavar="KINDS",
                                         help="Finding kinds that make the exit code 1: a comma list, 'all' or 'none'.")]

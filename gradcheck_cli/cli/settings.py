@@ -101,3 +101,24 @@ def _parse_thresholds(items: list[str]) -> dict[str, float]:
         except ValueError:
             raise UsageError(f"malformed --threshold {item!r}", hint="use NAME=VALUE, e.g. dead_ratio=0.2") from None
     return values
+
+
+def import_modules(names: list[str]) -> None:
+    """``--import MODULE``: import libraries whose classes a model file refers to (a .pt2's pytree types),
+    from the current folder too; a module that cannot be imported is a usage error naming it."""
+    import importlib
+    import sys
+
+    here = str(Path.cwd())
+    added = here not in sys.path
+    if added:
+        sys.path.insert(0, here)
+    try:
+        for name in names:
+            try:
+                importlib.import_module(name)
+            except Exception as exc:  # noqa: BLE001 - any failure to import is the user's to fix
+                raise UsageError(f"--import {name}: {type(exc).__name__}: {exc}", hint="is it installed here?") from None
+    finally:
+        if added:
+            sys.path.remove(here)

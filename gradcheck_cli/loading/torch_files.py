@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+import re
+import traceback
 import pickle
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
@@ -33,12 +35,21 @@ def load_torchscript(path: Path, device: torch.device) -> LoadedModel:
     return LoadedModel(module, "torchscript", str(path), frontend="torchscript")
 
 
+_UNREGISTERED = re.compile(r"Deserializing ([\w.]+) in pytree is not registered")
+
+
 def load_export(path: Path, device: torch.device) -> LoadedModel:
+    logged: list[str] = []
     try:
-        with _quiet_logger("torch.export"):  # it logs a damaged archive's traceback before trying the old format
+        with _quiet_logger("torch.export", logged):  # it logs why (with a traceback) and raises "see the warnings"
             program = torch.export.load(str(path))
         module = program.module()
     except Exception as exc:  # noqa: BLE001
+        missing = next((m.group(1) for text in logged for m in [_UNREGISTERED.search(text)] if m), None)
+        if missing is not None:
+            raise ModelLoadError(
+                f"cannot load torch.export program {path}: its input/output type {missing} is not registered "
+                "with torch's pytree", hint=f"import its module first: --import {missing.rpartition('.')[0]}") from None
         raise ModelLoadError(f"cannot load torch.export program {path}: {first_line(exc)}", hint="re-export it") from None
     module.to(device)
     examples = None
@@ -57,16 +68,42 @@ def exported(module: torch.nn.Module, fmt: str, source: str, examples: tuple | N
                        mode_settable=False)
 
 
+class _Keep(logging.Handler):
+    def __init__(self, into: list[str]) -> None:
+        super().__init__(logging.DEBUG)
+        self.into = into
+
+    def emit(self, record: logging.LogRecord) -> None:
+        text = record.getMessage()
+        if record.exc_info:
+            text += "\n" + "".join(traceback.format_exception(*record.exc_info))
+        self.into.append(text)
+
+
 @contextmanager
-def _quiet_logger(name: str) -> Iterator[None]:
-    """Keep a library's warnings (with tracebacks) off stderr: the error we raise says it in one line."""
+def _quiet_logger(name: str, into: list[str] | None = None) -> Iterator[None]:
+    """Keep a library's warnings (with tracebacks) off stderr: the error we raise says it in one line.
+    With ``into``, what it logged is kept there, for the error to say why."""
     logger = logging.getLogger(name)
-    level = logger.level
-    logger.setLevel(logging.ERROR)
+    level, propagate = logger.level, logger.propagate
+    keep = _Keep(into) if into is not None else None
+    if keep is not None:
+        logger.addHandler(keep)
+        logger.propagate = False  # torch's own handler would still print it
+        handlers = [h for h in logger.handlers if h is not keep]
+        for handler in handlers:
+            logger.removeHandler(handler)
+    else:
+        logger.setLevel(logging.ERROR)
     try:
         yield
     finally:
         logger.setLevel(level)
+        if keep is not None:
+            logger.removeHandler(keep)
+            for handler in handlers:
+                logger.addHandler(handler)
+            logger.propagate = propagate
 
 
 def read_weights(path: Path, fmt: str) -> Any:

@@ -14,6 +14,8 @@ from typing import Any
 
 from torch import fx
 
+from gradcheck_cli.errors import InputError, first_line
+
 from gradcheck_cli.measure.instrument.graph_naming import LazyRows, NodeSpec, decomposed_norms, param_roles
 from gradcheck_cli.measure.model_output import first_tensor
 from gradcheck_cli.layers import OBSERVED_OP_KINDS, op_kind
@@ -80,6 +82,27 @@ def plan_nodes(graph: fx.Graph) -> list[tuple[fx.Node, NodeSpec]]:
     return sorted(planned, key=lambda item: order[item[0]])
 
 
+def _guarded(gm: fx.GraphModule):  # noqa: ANN202
+    """The program's forward, with a failed shape guard reported as the bad input it is (exit 2)."""
+
+    def forward(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return gm(*args, **kwargs)
+        except (AssertionError, RuntimeError) as exc:
+            if "Guard failed" not in str(exc) and "Expected input" not in str(exc):
+                raise
+            expected = [tuple(n.meta["val"].shape) for n in gm.graph.nodes
+                        if n.op == "placeholder" and hasattr(n.meta.get("val"), "shape")]
+            given = [tuple(a.shape) for a in (*args, *kwargs.values()) if hasattr(a, "shape")]
+            raise InputError(
+                f"the input does not fit the shapes the torch.export program was exported with ({first_line(exc)}): "
+                f"exported with {', '.join(map(str, expected)) or 'unknown'}, given {', '.join(map(str, given))}",
+                hint="pass inputs of those shapes, or export with dynamic_shapes= to allow others",
+            ) from None
+
+    return forward
+
+
 @contextmanager
 def instrument_fx(gm: fx.GraphModule, collector: StatsCollector) -> Iterator[Any]:
     graph = gm.graph
@@ -94,7 +117,7 @@ def instrument_fx(gm: fx.GraphModule, collector: StatsCollector) -> Iterator[Any
             inserted.append(probe)
         gm.recompile()
         _ACTIVE.append(rows)
-        yield gm
+        yield _guarded(gm)
     finally:
         if _ACTIVE and _ACTIVE[-1] is rows:
             _ACTIVE.pop()
