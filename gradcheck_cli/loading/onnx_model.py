@@ -26,15 +26,23 @@ def load_onnx_model(path: Path, device: Any) -> LoadedModel:
     from gradcheck_cli.onnx import OnnxLoadError, OnnxModule, OnnxUnsupportedError, load_onnx
 
     try:
-        module = OnnxModule(load_onnx(str(path)), base_dir=str(path.parent))
+        proto = load_onnx(str(path))
+        split = unshare_initializers(proto)
+        module = OnnxModule(proto, base_dir=str(path.parent))
     except (OnnxLoadError, OnnxUnsupportedError) as exc:
         message = first_line(exc)
         if str(path) not in message:  # say which file (external-data errors name only the tensor)
             message = f"{path}: {message}"
         raise ModelLoadError(message, hint=_hint(exc)) from None
     module.to(device)
+    notes = _exporter_notes(module)
+    if split:
+        notes.append(
+            f"{split} initializer(s) were shared by several layers of one op type (exporters merge identical "
+            "tensors: LayerNorm's initial ones, zero biases, deep-copied layers); each layer got its own copy, so "
+            "its gradient is its own, as in the PyTorch model (a model that truly ties them sums those gradients)")
     return LoadedModel(
-        module, "onnx", str(path), frontend="onnx", notes=_exporter_notes(module),
+        module, "onnx", str(path), frontend="onnx", notes=notes,
         make_inputs=lambda seed, batch_size, value_range: random_onnx_inputs(module, seed, batch_size, value_range),
         verify=lambda args, kwargs: _verified(str(path), module, args, kwargs),
         display_names=dict(module.onnx_name),
@@ -44,6 +52,51 @@ def load_onnx_model(path: Path, device: Any) -> LoadedModel:
 def _verified(path: str, module: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> str:
     outcome = verify_with_onnxruntime(path, module, args, kwargs)
     return outcome if isinstance(outcome, str) else f"forward output verified against onnxruntime: max abs difference {outcome:.3g}"
+
+
+SPLITTABLE = frozenset({
+    "LayerNormalization", "BatchNormalization", "InstanceNormalization", "GroupNormalization", "RMSNormalization",
+    "SimplifiedLayerNormalization", "Gemm", "Conv", "ConvTranspose", "MatMul", "Add", "Mul",
+})
+"""Op types whose float initializer operands are per-layer parameters (weights, biases, norm scales)."""
+
+
+def unshare_initializers(model: Any) -> int:
+    """Give each consumer its own copy of a float initializer that several nodes of one op type share.
+
+    Exporters deduplicate identical initializers, so twelve LayerNorms initialised to ones read one
+    tensor and each row would show the sum of all twelve gradients. A tensor consumed by nodes of
+    different op types (an embedding table reused as the LM head: Gather and MatMul) is a real tie and
+    stays shared. Returns how many initializers were split; the graph is rewritten in place.
+    """
+    import onnx
+
+    float_types = {onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16, onnx.TensorProto.BFLOAT16, onnx.TensorProto.DOUBLE}
+    graph = model.graph
+    inits = {t.name: t for t in graph.initializer if t.data_type in float_types and len(t.dims) >= 1}
+    consumers: dict[str, list[tuple[Any, int]]] = {}
+    for node in graph.node:
+        for position, name in enumerate(node.input):
+            if name in inits:
+                consumers.setdefault(name, []).append((node, position))
+    taken = {t.name for t in graph.initializer} | {v for node in graph.node for v in (*node.input, *node.output)}
+    split = 0
+    for name, uses in consumers.items():
+        if len(uses) < 2 or len({node.op_type for node, _ in uses}) != 1 or uses[0][0].op_type not in SPLITTABLE:
+            continue
+        split += 1
+        for copy_number, (node, position) in enumerate(uses[1:], start=2):
+            fresh, k = f"{name}__{copy_number}", copy_number
+            while fresh in taken:
+                k += 1
+                fresh = f"{name}__{k}"
+            taken.add(fresh)
+            copy = onnx.TensorProto()
+            copy.CopyFrom(inits[name])
+            copy.name = fresh
+            graph.initializer.append(copy)
+            node.input[position] = fresh
+    return split
 
 
 def _hint(exc: Exception) -> str:

@@ -49,3 +49,24 @@ def test_formats_agree_with_eager(name: str, tmp_path: Path) -> None:
                 assert there.grad.weight_norm == pytest.approx(row.grad.weight_norm, rel=1e-4), (fmt, layer)
             if row.grad.output_rms:
                 assert there.grad.output_rms == pytest.approx(row.grad.output_rms, rel=1e-4), (fmt, layer)
+
+
+@pytest.mark.slow
+def test_onnx_norms_get_their_own_gradients_where_the_exporter_merged_them(tmp_path: Path) -> None:
+    """The exporter stores GPT-2's nine all-ones LayerNorm scales as one initializer; each row must still
+    show its own layer's gradient (eval mode: the exported graph has no dropout)."""
+    model, inputs = built("gpt2")
+    model = FirstOutput(model, list(inputs)).eval()
+    args = tuple(inputs.values())
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(model, args, str(tmp_path / "m.onnx"), input_names=list(inputs), dynamo=True, verbose=False)
+    eager = analyze(model, args, mode="eval")
+    onnx_report = analyze(str(tmp_path / "m.onnx"), args, mode="eval")
+    norms = {l.name: l.grad.weight_norm for l in onnx_report.layers if l.kind == "layernorm"}
+    expected = {l.name: l.grad.weight_norm for l in eager.layers if l.kind == "layernorm"}
+    assert set(norms) == set(expected) and len(expected) == 9
+    assert len({round(v, 6) for v in norms.values()}) == 9  # not one summed value on every row
+    for name, value in expected.items():
+        assert norms[name] == pytest.approx(value, rel=1e-4), name
+    assert any("shared by several layers" in note for note in onnx_report.notes)
