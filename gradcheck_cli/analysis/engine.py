@@ -53,6 +53,7 @@ def analyze(
     factory: str | None = None,
     trust_pickle: bool = False,
     trust_remote_code: bool = False,
+    factory_args: dict[str, Any] | None = None,
     data: DataSpec | None = None,
     options: AnalyzeOptions | None = None,
     progress: Progress | None = None,
@@ -83,7 +84,7 @@ def analyze(
     progress.stage("loading model")
     if isinstance(model, (str, Path)):
         loaded = load_model(str(model), factory=factory, trust_pickle=trust_pickle, device=device,
-                            trust_remote_code=trust_remote_code)
+                            trust_remote_code=trust_remote_code, factory_args=factory_args)
     else:
         loaded = wrap_object(model)
     with _on_device(loaded.module, device):

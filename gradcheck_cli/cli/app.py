@@ -47,6 +47,7 @@ from gradcheck_cli.cli.options import (
     PlotOpt,
     QuietOpt,
     RangeOpt,
+    FactoryArgOpt,
     ImportOpt,
     RemoteCodeOpt,
     SampleStatsOpt,
@@ -58,6 +59,7 @@ from gradcheck_cli.cli.options import (
     VerifyOpt,
 )
 from gradcheck_cli.cli.settings import import_modules, resolve_settings
+from gradcheck_cli.loading.factory import parse_factory_args
 from gradcheck_cli.errors import EXIT_INTERNAL, EXIT_INTERRUPTED, EXIT_USAGE, UsageError
 from gradcheck_cli.render.formats import COMPARISON_FORMATS, Format, choose, step_summary
 
@@ -135,6 +137,7 @@ def analyze(
     factory: FactoryOpt = None,
     trust_pickle: TrustOpt = False,
     trust_remote_code: RemoteCodeOpt = False,
+    factory_arg: FactoryArgOpt = None,
     imports: ImportOpt = None,
     fail_on: FailOnOpt = "error",
     format: FormatOpt = None,  # noqa: A002 - the flag is --format
@@ -166,7 +169,7 @@ def analyze(
 
         with progress(not quiet and err.is_terminal) as bar:
             report = run(model, data=settings.data, factory=settings.factory, trust_pickle=trust_pickle,
-                         trust_remote_code=trust_remote_code,
+                         trust_remote_code=trust_remote_code, factory_args=parse_factory_args(factory_arg or []),
                          options=settings.options, progress=bar)
 
     emit(lambda width: fmt.report(report, width), report.summary.verdict, output, quiet, err, debug)

@@ -50,6 +50,8 @@ ModeOpt = Annotated[Mode, typer.Option("--mode", help="train: BatchNorm/Dropout 
 FactoryOpt = Annotated[Optional[str], typer.Option("--factory", "-f", metavar="FILE.py:FUNCTION",
                                                    help="Builds the architecture for a state_dict file.")]
 TrustOpt = Annotated[bool, typer.Option("--trust-pickle", help="Allow unpickling a full nn.Module (runs code from the file).")]
+FactoryArgOpt = Annotated[Optional[list[str]], typer.Option(
+    "--factory-arg", metavar="NAME=VALUE", help="Keyword argument for the factory function (repeatable), e.g. depth=30.")]
 ImportOpt = Annotated[Optional[list[str]], typer.Option(
     "--import", metavar="MODULE",
     help="Import this module first (repeatable): the library whose classes a .pt2's inputs/outputs or a pickle use.")]

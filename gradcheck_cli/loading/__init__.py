@@ -18,7 +18,7 @@ __all__ = ["LoadedModel", "load_model", "wrap_object", "detect_format"]
 
 
 def load_model(spec: str, *, factory: str | None = None, trust_pickle: bool = False, device: Any = None,
-               trust_remote_code: bool = False) -> LoadedModel:
+               trust_remote_code: bool = False, factory_args: dict[str, Any] | None = None) -> LoadedModel:
     """Load ``spec`` (a path, a Hugging Face model folder or ``file.py:function``) onto ``device``."""
     import torch
 
@@ -26,7 +26,7 @@ def load_model(spec: str, *, factory: str | None = None, trust_pickle: bool = Fa
     if is_factory_spec(spec):
         if factory:
             raise UsageError("give either a factory as the model or --factory with a weights file, not both")
-        return _on_device(LoadedModel(call_factory(spec), "factory", spec), device)
+        return _on_device(LoadedModel(call_factory(spec, factory_args), "factory", spec), device)
 
     path = Path(spec)
     from gradcheck_cli.loading.hf_folder import is_hf_folder, load_hf_folder
@@ -62,7 +62,7 @@ def load_model(spec: str, *, factory: str | None = None, trust_pickle: bool = Fa
         )
     if not is_factory_spec(factory):
         raise UsageError(f"--factory must look like file.py:function or package.module:function, got {factory!r}")
-    model = call_factory(factory)
+    model = call_factory(factory, factory_args)
     note = torch_files.apply_state_dict(model, state, path)
     fmt_name = "safetensors" if fmt == "safetensors" else "state_dict"
     return _on_device(LoadedModel(model, fmt_name, str(path), notes=[note] if note else []), device)

@@ -19,8 +19,28 @@ def is_factory_spec(spec: str) -> bool:
     return bool(target) and function.isidentifier()
 
 
-def call_factory(spec: str) -> Any:
-    """Import the factory and call it with no arguments; it must return an ``nn.Module``."""
+def parse_factory_args(items: list[str]) -> dict[str, Any]:
+    """``["depth=30", "act='tanh'", "name=relu"]`` -> keyword arguments: Python literals (numbers, booleans,
+    quoted strings, tuples) where they parse, else the text itself."""
+    import ast
+
+    from gradcheck_cli.errors import UsageError
+
+    kwargs: dict[str, Any] = {}
+    for item in items:
+        key, sep, text = item.partition("=")
+        key = key.strip().replace("-", "_")
+        if not sep or not key.isidentifier():
+            raise UsageError(f"malformed --factory-arg {item!r}", hint="use NAME=VALUE, e.g. depth=30")
+        try:
+            kwargs[key] = ast.literal_eval(text.strip())
+        except (ValueError, SyntaxError):
+            kwargs[key] = text.strip()
+    return kwargs
+
+
+def call_factory(spec: str, kwargs: dict[str, Any] | None = None) -> Any:
+    """Import the factory and call it with ``kwargs`` (``--factory-arg``); it must return an ``nn.Module``."""
     from torch import nn
 
     target, _, function = spec.rpartition(":")
@@ -29,7 +49,12 @@ def call_factory(spec: str) -> Any:
     if builder is None or not callable(builder):
         raise ModelLoadError(f"factory {spec!r}: {target} has no function {function!r}")
     try:
-        model = builder()
+        model = builder(**(kwargs or {}))
+    except TypeError as exc:
+        if kwargs and "argument" in str(exc):
+            raise ModelLoadError(f"factory {spec!r} does not take these arguments: {exc}",
+                                 hint="check the --factory-arg names against the function's parameters") from None
+        raise ModelLoadError(f"factory {spec!r} raised TypeError: {exc}") from exc
     except Exception as exc:  # noqa: BLE001 - user code: report, never trace
         raise ModelLoadError(f"factory {spec!r} raised {type(exc).__name__}: {exc}") from exc
     if not isinstance(model, nn.Module):

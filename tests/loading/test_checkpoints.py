@@ -62,3 +62,23 @@ def test_a_factory_named_as_a_module_imports_from_the_current_folder(invoke, tmp
     result = invoke("analyze", "mypkg.nets:build", "-s", "16,8", "-q", "--fail-on", "none")
     assert result.exit_code == 0, result.output
     assert str(tmp_path) not in [os.path.abspath(p) for p in sys.path]  # not left behind
+
+
+def test_factory_arguments(invoke, tmp_path: Path) -> None:
+    (tmp_path / "deep.py").write_text(
+        "from torch import nn\n"
+        "def build(depth=2, width=8, act='relu'):\n"
+        "    layers = []\n"
+        "    for _ in range(depth):\n"
+        "        layers += [nn.Linear(width, width), nn.ReLU() if act == 'relu' else nn.Tanh()]\n"
+        "    return nn.Sequential(*layers)\n")
+    factory = f"{tmp_path / 'deep.py'}:build"
+    result = invoke("analyze", factory, "--factory-arg", "depth=5", "--factory-arg", "act=tanh", "-s", "4,8", "-F", "json",
+                    "--fail-on", "none")
+    report = json.loads(result.stdout)
+    kinds = [l["kind"] for l in report["layers"]]
+    assert kinds.count("linear") == 5 and kinds.count("tanh") == 5
+    bad = invoke("analyze", factory, "--factory-arg", "depht=5", "-s", "4,8")
+    assert bad.exit_code == 2 and "does not take these arguments" in bad.stderr and "depht" in bad.stderr
+    malformed = invoke("analyze", factory, "--factory-arg", "5", "-s", "4,8")
+    assert malformed.exit_code == 2 and "malformed --factory-arg" in malformed.stderr
