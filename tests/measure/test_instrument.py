@@ -185,3 +185,25 @@ def test_huggingface_style_outputs_use_logits():
 
     report = analyze(HF(), torch.randn(5, 4), target=torch.tensor([0, 1, 2, 0, 1]))
     assert report.run.loss == "cross-entropy"
+
+
+def test_functional_weight_layers_with_module_parameters_get_rows():
+    """``F.linear(x, self.w, self.b)`` (Mamba-style code, fused experts) is a layer: its row carries the
+    parameters' gradients and init advice, instead of a 'not observed' parameter row."""
+
+    class Functional(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.w = nn.Parameter(torch.randn(16, 8) / 8**0.5)
+            self.b = nn.Parameter(torch.zeros(16))
+            self.head = nn.Linear(16, 2)
+
+        def forward(self, x):
+            return self.head(F.relu(F.linear(x, self.w, self.b)))
+
+    model = Functional()
+    report = analyze(model, torch.randn(32, 8))
+    row = next(l for l in report.layers if l.type == "F.linear")
+    assert row.kind == "linear" and row.init.fan_in == 8 and row.observed
+    assert not any(l.kind == "unobserved" for l in report.layers)
+    assert row.grad.weight_norm > 0 and row.grad.bias_norm is not None

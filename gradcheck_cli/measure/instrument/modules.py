@@ -41,6 +41,9 @@ def _functional_kinds() -> dict[Any, str]:
 
 
 _FUNCTIONAL = _functional_kinds()
+_FUNCTIONAL_LAYERS = {F.linear: "linear", F.conv1d: "conv", F.conv2d: "conv", F.conv3d: "conv", F.embedding: "embedding"}
+"""Weight layers called as functions with a module's parameters (``F.linear(x, self.w)`` in Mamba-style
+code, fused MoE experts): observed like activations, their parameters found by identity."""
 
 
 def is_layer_module(module: nn.Module) -> bool:
@@ -71,6 +74,7 @@ class _Calls:
         self.counts: dict[str, int] = {}
         self.stack: list[str] = []
         self.in_layer = 0
+        self.param_names: dict[int, str] = {}
 
     def begin_batch(self) -> None:
         self.counts.clear()
@@ -95,6 +99,10 @@ class _ActivationMode(TorchFunctionMode):
 
     def __torch_function__(self, func, types, args=(), kwargs=None):  # noqa: ANN001 - torch protocol
         out = func(*args, **(kwargs or {}))
+        layer_kind = _FUNCTIONAL_LAYERS.get(func)
+        if layer_kind is not None and not self.calls.in_layer and isinstance(out, torch.Tensor):
+            self._weight_layer(func, layer_kind, args, kwargs or {}, out)
+            return out
         kind = _FUNCTIONAL.get(func)
         if kind is not None and not self.calls.in_layer and isinstance(out, torch.Tensor):
             parent = self.calls.stack[-1] if self.calls.stack else ""
@@ -106,11 +114,28 @@ class _ActivationMode(TorchFunctionMode):
             self.calls.collector.observe(self.calls.row(name, kind, f"F.{func.__name__}", attrs=attrs), out)
         return out
 
+    def _weight_layer(self, func, kind: str, args: tuple, kwargs: dict, out: torch.Tensor) -> None:  # noqa: ANN001
+        """A functional weight layer whose weight is one of the model's parameters gets a row of its own."""
+        weight = args[1] if len(args) > 1 else kwargs.get("weight")
+        bias = args[2] if len(args) > 2 and kind != "embedding" else kwargs.get("bias")
+        weight_name = self.calls.param_names.get(id(weight))
+        if weight_name is None:
+            return  # computed weights (not a parameter): nothing to attribute the gradient to
+        params = {"weight": weight_name}
+        if self.calls.param_names.get(id(bias)):
+            params["bias"] = self.calls.param_names[id(bias)]
+        parent = self.calls.stack[-1] if self.calls.stack else ""
+        op = func.__name__
+        name = f"{parent}.{op}" if parent else op
+        with torch._C.DisableTorchFunction():
+            self.calls.collector.observe(self.calls.row(name, kind, f"F.{op}", params=params), out)
+
 
 @contextmanager
 def instrument_modules(model: nn.Module, collector: StatsCollector, *, functional: bool = True) -> Iterator[Any]:
     """Hook every layer module of ``model``; yield the forward function. Hooks are removed on exit."""
     calls = _Calls(collector)
+    calls.param_names = {id(p): name for name, p in model.named_parameters()}
     handles = []
     try:
         for name, module in model.named_modules():
