@@ -49,7 +49,24 @@ def load_onnx_model(path: Path, device: Any) -> LoadedModel:
     )
 
 
+def check_feed(module: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+    """Inputs that cannot feed the graph (unknown names, too many, missing) are a bad input: say which
+    inputs the graph has."""
+    names = [spec[0] for spec in module.input_specs]
+    unknown = [k for k in kwargs if k not in names and k not in module.optional_input_names]
+    given = set(names[: len(args)]) | set(kwargs)
+    missing = [n for n in names if n not in given]
+    if unknown or missing or len(args) > len(names):
+        declared = ", ".join(f"{n} {list(d)} {str(t).removeprefix('torch.')}" for n, d, t in module.input_specs)
+        problem = (f"unknown input name(s) {', '.join(map(repr, unknown))}" if unknown else
+                   f"{len(args)} positional inputs for {len(names)} graph inputs" if len(args) > len(names) else
+                   f"missing graph input(s) {', '.join(map(repr, missing))}")
+        raise InputError(f"the data does not fit the ONNX graph's inputs: {problem}; the graph takes {declared}",
+                         hint="name the data's arrays after the graph inputs, or pass them positionally in that order")
+
+
 def _verified(path: str, module: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> str:
+    check_feed(module, args, kwargs)
     outcome = verify_with_onnxruntime(path, module, args, kwargs)
     return outcome if isinstance(outcome, str) else f"forward output verified against onnxruntime: max abs difference {outcome:.3g}"
 

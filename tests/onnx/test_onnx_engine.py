@@ -130,3 +130,21 @@ def test_verify_declines_graphs_that_sample_random_numbers(tmp_path):
                    training=torch.onnx.TrainingMode.TRAINING, do_constant_folding=False)
     report = analyze(str(path), torch.randn(4, 8), verify=True)
     assert any(n.startswith("not verifiable") and "Dropout" in n for n in report.notes), report.notes
+
+
+def test_data_that_does_not_fit_the_graph_inputs_is_exit_2_listing_them(invoke, tmp_path):
+    import warnings
+
+    import numpy as np
+
+    path = tmp_path / "lin.onnx"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(torch.nn.Sequential(torch.nn.Linear(4, 2)), (torch.randn(3, 4),), str(path),
+                          input_names=["features"], dynamo=False)
+    wrong = tmp_path / "wrong.npz"
+    np.savez(wrong, x=np.zeros((3, 4), dtype="float32"))
+    for extra in ((), ("--verify",)):
+        result = invoke("analyze", path, "-i", wrong, *extra)
+        assert result.exit_code == 2 and result.stderr.count("\n") == 1, result.output
+        assert "unknown input name(s) 'x'" in result.stderr and "the graph takes features [3, 4] float32" in result.stderr

@@ -120,8 +120,10 @@ def instrument_onnx(module: Any, collector: StatsCollector) -> Iterator[Any]:
             rows.observe(index, outputs[0])
 
     def forward(*args: Any, **kwargs: Any) -> Any:
+        from gradcheck_cli.loading.onnx_model import check_feed
         from gradcheck_cli.onnx import OnnxUnsupportedError
 
+        check_feed(module, args, kwargs)
         try:
             return module(*args, **kwargs)
         except OnnxUnsupportedError as exc:  # found only when run (a dtype, a dynamic attribute)
