@@ -1,4 +1,4 @@
-"""The backward signal through time inside a recurrent layer (nn.RNN, nn.LSTM, nn.GRU).
+"""The backward signal through time inside a recurrent layer (nn.RNN, nn.LSTM, nn.GRU; ONNX LSTM/GRU/RNN).
 
 An RNN unrolled over T steps is a T-deep network with shared weights (THEORY.md section 6), but it is
 one module call, so a per-layer row cannot show depth through time. This probe measures it directly:
@@ -51,6 +51,38 @@ def time_profile(module: torch.nn.Module, args: tuple[Any, ...], seed: int) -> t
             r = torch.randn(last.shape, generator=generator, dtype=torch.float32).to(last.device, last.dtype)
             (grad,) = torch.autograd.grad((last * r).sum(), probe)
     except RuntimeError:  # e.g. cuDNN refuses an RNN backward in eval mode
+        return None
+    others = [d for d in range(grad.dim()) if d != time_dim]
+    return grad.detach().float().pow(2).mean(dim=others).sqrt()
+
+
+ONNX_RECURRENT = frozenset({"LSTM", "GRU", "RNN"})
+
+
+def onnx_time_profile(inputs: list[Any], rerun: Any, batch_major: bool, seed: int) -> torch.Tensor | None:
+    """The same profile for an ONNX LSTM/GRU/RNN node, re-run by the interpreter on a detached input.
+
+    ONNX lays X out (seq, batch, input) and Y (seq, directions, batch, hidden); with ``layout=1`` both
+    are batch-major: X (batch, seq, input), Y (batch, seq, directions, hidden).
+    """
+    x = inputs[0] if inputs else None
+    if not isinstance(x, torch.Tensor) or not x.is_floating_point() or x.dim() != 3:
+        return None
+    time_dim = 1 if batch_major else 0
+    steps = x.shape[time_dim]
+    if steps < 2:
+        return None
+    devices = [x.device] if x.device.type == "cuda" else []
+    try:
+        with torch.random.fork_rng(devices=devices), torch.enable_grad(), torch._C.DisableTorchFunction():
+            probe = x.detach().requires_grad_(True)
+            out = rerun([probe, *(_detached(v) for v in inputs[1:])])
+            sequence = out[0] if isinstance(out, tuple) else out
+            last = sequence.select(time_dim, steps - 1)
+            generator = torch.Generator().manual_seed(seed)
+            r = torch.randn(last.shape, generator=generator, dtype=torch.float32).to(last.device, last.dtype)
+            (grad,) = torch.autograd.grad((last * r).sum(), probe)
+    except RuntimeError:
         return None
     others = [d for d in range(grad.dim()) if d != time_dim]
     return grad.detach().float().pow(2).mean(dim=others).sqrt()

@@ -10,7 +10,7 @@ analysis run.
 from __future__ import annotations
 
 from collections import deque
-from typing import Callable, Optional
+from typing import Any, Callable, Optional
 
 import onnx
 import torch
@@ -21,6 +21,9 @@ from .registry import NodeContext, OpImpl, lookup, parse_attributes
 
 Env = dict[str, Optional[torch.Tensor]]
 NodeHook = Callable[[int, onnx.NodeProto, tuple[Optional[torch.Tensor], ...]], None]
+InputHook = Callable[[int, onnx.NodeProto, list, Callable[[list], Any]], None]
+"""(index, node, its input values, a function that runs the node on other inputs): for probes that
+re-run one node (a recurrent op's through-time profile)."""
 
 
 def node_inputs(node: onnx.NodeProto) -> list[str]:
@@ -131,7 +134,7 @@ class CompiledGraph:
         self.__dict__.update(state)
         self.impls = [lookup(c.node.domain, c.node.op_type, c.opset, c.node.name) for c in self.ctxs]
 
-    def run(self, env: Env, hook: Optional[NodeHook] = None) -> Env:
+    def run(self, env: Env, hook: Optional[NodeHook] = None, input_hook: Optional[InputHook] = None) -> Env:
         """Execute the nodes on ``env`` (mutated in place): outputs added, dead values dropped."""
         dev = torch.get_default_device()
         for name, const in self.constants.items():
@@ -158,6 +161,8 @@ class CompiledGraph:
                     env[name] = t
             if hook is not None:
                 hook(i, node, outs[: len(node.output)])
+            if input_hook is not None:
+                input_hook(i, node, args, lambda values, impl=impl, ctx=ctx: impl.fn(ctx, values))
             for name in self.free_after[i]:
                 env.pop(name, None)
             del args, outs, res

@@ -20,7 +20,7 @@ from torch import nn
 from . import ops as _ops  # noqa: F401  (importing registers all op implementations)
 from .dtypes import UnsupportedDtypeError, sparse_to_dense, tensor_proto_to_torch, to_torch_dtype
 from .errors import OnnxUnsupportedError
-from .graph import CompiledGraph, NodeHook
+from .graph import CompiledGraph, InputHook, NodeHook
 
 #: (name, declared dims -- int, symbolic str or None for unknown --, dtype) of a graph input
 InputSpec = tuple[str, list, torch.dtype]
@@ -116,6 +116,8 @@ class OnnxModule(nn.Module):
         self.nodes: list[onnx.NodeProto] = self._graph.nodes
 
         self.node_hook: Optional[NodeHook] = None
+        self.input_hook: Optional[InputHook] = None
+        """``input_hook(i, node, inputs, rerun)`` after every main-graph node (``rerun(values)`` runs it again)."""
 
     @staticmethod
     def _decode(tp: onnx.TensorProto, base_dir: str | None) -> torch.Tensor:
@@ -164,10 +166,10 @@ class OnnxModule(nn.Module):
 
         device = self._device(env)
         if device.type == "cpu":
-            self._graph.run(env, self.node_hook)
+            self._graph.run(env, self.node_hook, self.input_hook)
         else:
             # factory calls inside ops (arange, zeros, tensor, ...) follow the module's device
             with torch.device(device):
-                self._graph.run(env, self.node_hook)
+                self._graph.run(env, self.node_hook, self.input_hook)
         results: tuple[torch.Tensor, ...] = tuple(env[n] for n in self.output_names)  # type: ignore[misc]
         return results[0] if len(results) == 1 else results

@@ -203,3 +203,19 @@ def test_deep_tanh_advice_is_gain_one_and_five_thirds_is_chaotic() -> None:
     assert "init_mismatch" not in _kinds(critical)
     shallow = analyze(_mlp(5, 64, gain(5 / 3), act=nn.Tanh), _x(256, 64))
     assert next(l.init for l in shallow.layers if l.init).gain == pytest.approx(5 / 3)  # textbook advice
+
+
+@pytest.mark.parametrize("cell", ["LSTM", "GRU", "RNN"])
+def test_onnx_recurrent_ops_get_the_same_profile_as_eager(cell: str, tmp_path) -> None:  # noqa: ANN001
+    import warnings
+
+    model, x = LastStep(cell).eval(), _seq(30)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(model, (x,), str(tmp_path / "m.onnx"), dynamo=False)
+    eager = next(l.time for l in analyze(model, x, mode="eval").layers if l.time)
+    onnx_report = analyze(str(tmp_path / "m.onnx"), x, mode="eval")
+    exported = next(l.time for l in onnx_report.layers if l.time)
+    assert exported.steps == eager.steps == 30
+    assert exported.grad_rms == pytest.approx(eager.grad_rms, rel=1e-4)
+    assert any(f.kind == "vanishing_gradient" and "through time" in f.message for f in onnx_report.findings)

@@ -17,6 +17,7 @@ from gradcheck_cli.errors import ModelLoadError, first_line
 from gradcheck_cli.measure.instrument.graph_naming import LazyRows, NodeSpec, decomposed_norms, param_roles
 from gradcheck_cli.layers import NORM_KINDS, ONNX_KINDS, WEIGHT_KINDS
 from gradcheck_cli.measure.collector import StatsCollector
+from gradcheck_cli.measure.through_time import ONNX_RECURRENT, onnx_time_profile
 
 
 def _meta(node: Any) -> dict[str, str]:
@@ -129,9 +130,15 @@ def instrument_onnx(module: Any, collector: StatsCollector) -> Iterator[Any]:
         except OnnxUnsupportedError as exc:  # found only when run (a dtype, a dynamic attribute)
             raise ModelLoadError(first_line(exc), hint="export with another opset") from None
 
-    previous = module.node_hook
-    module.node_hook = hook
+    def recurrent(index: int, node: Any, inputs: list, rerun: Any) -> None:
+        info = rows.rows.get(index)
+        if node.op_type in ONNX_RECURRENT and info is not None and collector.wants_time(info):
+            batch_major = bool(_attr(node, "layout", 0))
+            collector.observe_time(info, onnx_time_profile(inputs, rerun, batch_major, collector.seed + info.index))
+
+    previous, previous_inputs = module.node_hook, module.input_hook
+    module.node_hook, module.input_hook = hook, recurrent
     try:
         yield forward
     finally:
-        module.node_hook = previous
+        module.node_hook, module.input_hook = previous, previous_inputs
