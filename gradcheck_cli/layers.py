@@ -146,6 +146,7 @@ _NAME_HINTS = (
 
 def module_kind(class_name: str) -> str:
     """Kind of an nn.Module class (``"other"`` for anything we do not recognise)."""
+    class_name = class_name.removeprefix("Parametrized")  # torch.nn.utils.parametrize's subclass of the layer
     kind = MODULE_KINDS.get(class_name)
     if kind is not None:
         return kind

@@ -82,6 +82,10 @@ EDGE_OF_CHAOS = ("gain 1, not 5/3: in a plain tanh stack this deep, sigma_w = 1 
                  "al. 2016, Schoenholz et al. 2017); normalisation or shortcuts are the fix that scales with depth")
 
 
+REPARAMETRIZED = ("the weight is reparametrised (weight or spectral norm): its scale comes from the "
+                  "parametrisation, not from the init of the tensor it is computed from")
+
+
 def deep_tanh_stack(layers: Sequence[LayerInfo]) -> bool:
     """A plain (unnormalised) network with at least DEEP_TANH weight layers that feed tanh."""
     if any(layer.kind in NORM_KINDS for layer in layers):
@@ -99,7 +103,9 @@ def init_advice(layers: Sequence[LayerInfo], index: int, weight: WeightSummary, 
     activation, slope, normalized = following_activation(layers, index)
     scheme = init_scheme_for(activation, slope)
     note = None
-    if deep_tanh and activation == "tanh":
+    if layer.attrs.get("reparametrized"):
+        normalized, note = True, REPARAMETRIZED
+    elif deep_tanh and activation == "tanh":
         scheme, note = dataclasses.replace(scheme, gain=1.0), EDGE_OF_CHAOS
     recommended = scheme.recommended_std(fan_in, fan_out)
     return InitAdvice(

@@ -207,3 +207,15 @@ def test_functional_weight_layers_with_module_parameters_get_rows():
     assert row.kind == "linear" and row.init.fan_in == 8 and row.observed
     assert not any(l.kind == "unobserved" for l in report.layers)
     assert row.grad.weight_norm > 0 and row.grad.bias_norm is not None
+
+
+def test_weight_and_spectral_normed_layers_are_layers_and_count_as_normalised():
+    from torch.nn.utils.parametrizations import spectral_norm, weight_norm
+
+    model = nn.Sequential(weight_norm(nn.Conv1d(4, 8, 3)), nn.ReLU(), spectral_norm(nn.Conv1d(8, 8, 3)), nn.ReLU(),
+                          nn.Flatten(), nn.Linear(8 * 16, 2))
+    report = analyze(model, torch.randn(16, 4, 20))
+    convs = [l for l in report.layers if l.type == "ParametrizedConv1d"]
+    assert [l.kind for l in convs] == ["conv", "conv"] and all(l.grad.weight_norm > 0 for l in convs)
+    assert all(l.init.normalized_after and "reparametrised" in l.init.note for l in convs)
+    assert not any(l.kind in ("unobserved", "layernorm") for l in report.layers)  # not the parametrisation modules

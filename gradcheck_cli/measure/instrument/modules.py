@@ -46,12 +46,37 @@ _FUNCTIONAL_LAYERS = {F.linear: "linear", F.conv1d: "conv", F.conv2d: "conv", F.
 code, fused MoE experts): observed like activations, their parameters found by identity."""
 
 
-def is_layer_module(module: nn.Module) -> bool:
-    """Modules that get a row: leaves, and known layers that hold children (MultiheadAttention)."""
+def is_layer_module(module: nn.Module, name: str = "") -> bool:
+    """Modules that get a row: leaves, known layers that hold children (MultiheadAttention), and layers
+    whose weight is reparametrised (weight/spectral norm: ``ParametrizedConv1d``), not the
+    parametrisation modules themselves (they compute a weight, not an activation)."""
+    if ".parametrizations." in f".{name}.":
+        return False
     kind = module_kind(type(module).__name__)
     if kind in TRANSPARENT_KINDS and kind != "pool":
         return False
+    if _reparametrised(module):
+        return kind != "other"
     return next(module.children(), None) is None or type(module).__name__ in MODULE_KINDS
+
+
+def _reparametrised(module: nn.Module) -> bool:
+    return isinstance(getattr(module, "parametrizations", None), nn.ModuleDict)
+
+
+def _params(name: str, module: nn.Module) -> dict[str, str]:
+    """Role -> parameter name. A reparametrised weight's role goes to the tensor it is computed from: the
+    direction ``original1`` of weight norm (``original0`` is its magnitude), or the single ``original``."""
+    params = {role: f"{name}.{role}" for role, p in module._parameters.items() if p is not None}
+    if _reparametrised(module):
+        for role, parametrization in module.parametrizations.items():
+            held = dict(parametrization.named_parameters(recurse=False))
+            source = "original1" if "original1" in held else "original" if "original" in held else None
+            if source is not None:
+                params[role] = f"{name}.parametrizations.{role}.{source}"
+            if "original0" in held:  # weight norm's magnitude g
+                params[f"{role}_magnitude"] = f"{name}.parametrizations.{role}.original0"
+    return params
 
 
 def _attrs(module: nn.Module) -> dict[str, float]:
@@ -139,7 +164,7 @@ def instrument_modules(model: nn.Module, collector: StatsCollector, *, functiona
     handles = []
     try:
         for name, module in model.named_modules():
-            layer = bool(name) and is_layer_module(module)
+            layer = bool(name) and is_layer_module(module, name)
             if functional or layer:
                 handles.append(module.register_forward_pre_hook(_enter(calls, name, layer)))
                 handles.append(module.register_forward_hook(_leave(calls, name, module, layer), always_call=True))
@@ -170,8 +195,8 @@ def _enter(calls: _Calls, name: str, layer: bool):
 def _leave(calls: _Calls, name: str, module: nn.Module, layer: bool):
     type_name = type(module).__name__
     kind = module_kind(type_name)
-    params = {role: f"{name}.{role}" for role, p in module._parameters.items() if p is not None}
-    attrs = _attrs(module)
+    params = _params(name, module)
+    attrs = _attrs(module) | ({"reparametrized": 1.0} if _reparametrised(module) else {})
     recurrent = type_name in RECURRENT_MODULES
 
     def hook(module: nn.Module, args: Any, output: Any) -> None:
