@@ -30,13 +30,9 @@ def _detached(value: Any) -> Any:
     return value
 
 
-def time_profile(module: torch.nn.Module, args: tuple[Any, ...], seed: int) -> torch.Tensor | None:
-    """Per-step RMS of d(r . h_T)/dx_t as a device tensor of T values, or None when not measurable
-    (packed sequences, a single step, a backend that cannot run backward here)."""
-    x = args[0] if args else None
-    if not isinstance(x, torch.Tensor) or not x.is_floating_point() or x.dim() not in (2, 3):
-        return None
-    time_dim = 1 if x.dim() == 3 and getattr(module, "batch_first", False) else 0
+def _profile(x: torch.Tensor, time_dim: int, run: Any, seed: int) -> torch.Tensor | None:
+    """RMS over all but ``time_dim`` of d(r . y_last)/dx, where ``run(probe)`` is the layer's output
+    sequence for a detached, grad-requiring copy of ``x``; the caller's random state is restored."""
     steps = x.shape[time_dim]
     if steps < 2:
         return None
@@ -44,7 +40,7 @@ def time_profile(module: torch.nn.Module, args: tuple[Any, ...], seed: int) -> t
     try:
         with torch.random.fork_rng(devices=devices), torch.enable_grad(), torch._C.DisableTorchFunction():
             probe = x.detach().requires_grad_(True)
-            out = module.forward(probe, *(_detached(a) for a in args[1:]))
+            out = run(probe)
             sequence = out[0] if isinstance(out, tuple) else out
             last = sequence.select(time_dim, steps - 1)
             generator = torch.Generator().manual_seed(seed)
@@ -54,6 +50,17 @@ def time_profile(module: torch.nn.Module, args: tuple[Any, ...], seed: int) -> t
         return None
     others = [d for d in range(grad.dim()) if d != time_dim]
     return grad.detach().float().pow(2).mean(dim=others).sqrt()
+
+
+def time_profile(module: torch.nn.Module, args: tuple[Any, ...], seed: int) -> torch.Tensor | None:
+    """Per-step RMS of d(r . h_T)/dx_t as a device tensor of T values, or None when not measurable
+    (packed sequences, a single step, a backend that cannot run backward here)."""
+    x = args[0] if args else None
+    if not isinstance(x, torch.Tensor) or not x.is_floating_point() or x.dim() not in (2, 3):
+        return None
+    time_dim = 1 if x.dim() == 3 and getattr(module, "batch_first", False) else 0
+    rest = tuple(_detached(a) for a in args[1:])
+    return _profile(x, time_dim, lambda probe: module.forward(probe, *rest), seed)
 
 
 ONNX_RECURRENT = frozenset({"LSTM", "GRU", "RNN"})
@@ -68,21 +75,5 @@ def onnx_time_profile(inputs: list[Any], rerun: Any, batch_major: bool, seed: in
     x = inputs[0] if inputs else None
     if not isinstance(x, torch.Tensor) or not x.is_floating_point() or x.dim() != 3:
         return None
-    time_dim = 1 if batch_major else 0
-    steps = x.shape[time_dim]
-    if steps < 2:
-        return None
-    devices = [x.device] if x.device.type == "cuda" else []
-    try:
-        with torch.random.fork_rng(devices=devices), torch.enable_grad(), torch._C.DisableTorchFunction():
-            probe = x.detach().requires_grad_(True)
-            out = rerun([probe, *(_detached(v) for v in inputs[1:])])
-            sequence = out[0] if isinstance(out, tuple) else out
-            last = sequence.select(time_dim, steps - 1)
-            generator = torch.Generator().manual_seed(seed)
-            r = torch.randn(last.shape, generator=generator, dtype=torch.float32).to(last.device, last.dtype)
-            (grad,) = torch.autograd.grad((last * r).sum(), probe)
-    except RuntimeError:
-        return None
-    others = [d for d in range(grad.dim()) if d != time_dim]
-    return grad.detach().float().pow(2).mean(dim=others).sqrt()
+    rest = [_detached(v) for v in inputs[1:]]
+    return _profile(x, 1 if batch_major else 0, lambda probe: rerun([probe, *rest]), seed)
