@@ -304,7 +304,6 @@ def transformer(blocks: int = 2, d: int = 32, heads: int = 2, vocab: int = 16, l
     final LN, head; nn.MultiheadAttention, bidirectional. PyTorch default init."""
 
     def build() -> Any:
-        import torch
         from torch import nn
 
         class Block(nn.Module):

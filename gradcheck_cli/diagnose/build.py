@@ -43,7 +43,7 @@ def build_report(loaded: LoadedModel, m: Measurements, options: AnalyzeOptions, 
             by_name.setdefault(alias, p)
     infos = [s.info for s in m.layers] + _unobserved(m, by_name, display)
     stats = {s.info.index: s for s in m.layers}
-    batch = min(batch_size or samples or 0, samples or batch_size or 0) or None
+    batch = min((n for n in (batch_size, samples) if n), default=None)  # samples per pass: the first batch's size
     places = _places(infos, m.topology)
     deep_tanh = deep_tanh_stack(infos)
     layers = [_layer(position, stats.get(info.index), infos, by_name, options, places.get(info.index), batch, deep_tanh)

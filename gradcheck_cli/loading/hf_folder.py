@@ -36,6 +36,19 @@ def _config(path: Path) -> dict[str, Any]:
     return data
 
 
+def _token_ids(model: Any, vocab: Any) -> Any:
+    """For a text model: (seed, batch size, range) -> random token ids within its vocabulary; else None."""
+    if not (isinstance(vocab, int) and vocab > 1 and getattr(model, "main_input_name", "") == "input_ids"):
+        return None
+
+    def make(seed: int, batch_size: int | None, value_range: tuple[int, int] | None) -> tuple[Any, ...]:
+        generator = torch.Generator().manual_seed(seed)
+        low, high = value_range or (0, vocab)
+        return (torch.randint(low, high, (batch_size or DEFAULT_BATCH, DEFAULT_TOKENS), generator=generator),)
+
+    return make
+
+
 def load_hf_folder(path: Path, device: torch.device, trust_remote_code: bool = False) -> LoadedModel:
     config = _config(path)
     if config.get("auto_map") and not trust_remote_code:
@@ -49,23 +62,13 @@ def load_hf_folder(path: Path, device: torch.device, trust_remote_code: bool = F
     except ImportError:
         raise ModelLoadError(f"{path} is a Hugging Face model folder", hint="pip install transformers") from None
     architectures = config.get("architectures") or []
-    cls = getattr(transformers, architectures[0], None) if architectures else None
-    if cls is None and not trust_remote_code:
-        cls = transformers.AutoModel
+    loader = (getattr(transformers, architectures[0], None) if architectures else None) or transformers.AutoModel
     try:
-        loader = cls if cls is not None else transformers.AutoModel
         model = loader.from_pretrained(str(path), local_files_only=True, trust_remote_code=trust_remote_code)
     except Exception as exc:  # noqa: BLE001 - transformers raises many kinds; all mean "cannot build it"
         raise ModelLoadError(f"cannot build the model in {path}: {first_line(exc)}",
                              hint="check config.json and that transformers knows the architecture") from None
     model.to(device)
-    vocab = config.get("vocab_size")
-    make = None
-    if isinstance(vocab, int) and vocab > 1 and getattr(model, "main_input_name", "") == "input_ids":
-        def make(seed: int, batch_size: int | None, value_range: tuple[int, int] | None) -> tuple[Any, ...]:
-            generator = torch.Generator().manual_seed(seed)
-            low, high = value_range or (0, vocab)
-            return (torch.randint(low, high, (batch_size or DEFAULT_BATCH, DEFAULT_TOKENS), generator=generator),)
     name = architectures[0] if architectures else type(model).__name__
-    return LoadedModel(model, "hf_folder", str(path), make_inputs=make,
+    return LoadedModel(model, "hf_folder", str(path), make_inputs=_token_ids(model, config.get("vocab_size")),
                        notes=[f"built {name} from {path / 'config.json'} with its saved weights"])

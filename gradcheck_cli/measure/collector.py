@@ -109,7 +109,6 @@ class StatsCollector:
         self._grads: list[tuple[int, int, GradientMoments]] = []  # layer index, numel, moments
         self._channel_first = False
         self._sample_units = sample_units
-        self._seed = seed
         self._samples: dict[tuple[int, int, torch.device], torch.Tensor] = {}
         self._scratch = ScratchPool()
         self.nodes: dict[int, Any] = {}
@@ -118,6 +117,7 @@ class StatsCollector:
         """The first batch's loss node (set by the engine before its backward pass)."""
         self._time: dict[int, torch.Tensor | None] = {}
         self.seed = seed
+        """Seeds the unit sample of --sample-stats and the through-time probes."""
 
     def add_layer(self, name: str, kind: str, type_name: str, **extra: Any) -> LayerInfo:
         info = LayerInfo(index=len(self.layers), name=name, kind=kind, type_name=type_name, **extra)
@@ -154,7 +154,7 @@ class StatsCollector:
         so a unit's dead/alive verdict still rests on every sample it saw."""
         key = (index, units, device)
         if key not in self._samples:
-            generator = torch.Generator().manual_seed(self._seed * 1_000_003 + index)
+            generator = torch.Generator().manual_seed(self.seed * 1_000_003 + index)
             chosen = torch.randperm(units, generator=generator)[: self._sample_units].sort().values
             self._samples[key] = chosen.to(device)
         return self._samples[key]
