@@ -14,11 +14,12 @@ from typing import Any, Protocol
 import torch
 
 from gradcheck_cli.diagnose.build import build_report
-from gradcheck_cli.errors import AnalysisError, GradcheckError, InputError, UsageError, first_line
+from gradcheck_cli.errors import AnalysisError, UsageError
 from gradcheck_cli.analysis.sample import Sample, resolve_sample
 from gradcheck_cli.measure.instrument import instrument
 from gradcheck_cli.loading import LoadedModel, load_model, wrap_object
-from gradcheck_cli.analysis.loss import compute_loss, pick_output, resolve_loss
+from gradcheck_cli.analysis.loss import resolve_loss
+from gradcheck_cli.analysis.passes import forward_backward
 from gradcheck_cli.analysis.options import AnalyzeOptions, DataSpec
 from gradcheck_cli.report.model import Report
 from gradcheck_cli.measure.measurements import Measurements
@@ -87,8 +88,16 @@ def analyze(
                             trust_remote_code=trust_remote_code, factory_args=factory_args)
     else:
         loaded = wrap_object(model)
-    with _on_device(loaded.module, device):
+    with _on_device(loaded.module, device), _rng_kept(device):
         return _analyze_loaded(loaded, device, options, progress, data)
+
+
+@contextmanager
+def _rng_kept(device: torch.device) -> Iterator[None]:
+    """The caller's global RNG state (CPU, and the CUDA device in use) is as it was afterwards: the
+    analysis seeds its own randomness (dropout, random inputs)."""
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else [], device_type=device.type):
+        yield
 
 
 @contextmanager
@@ -116,9 +125,34 @@ def _analyze_loaded(loaded: LoadedModel, device: torch.device, options: AnalyzeO
         progress.stage("verifying the front end against a reference runtime")
         notes.append(loaded.verify(batches[0].args, batches[0].kwargs))
     measurements = run(loaded, batches, loss_name, options, progress)
+    training = _train(loaded, batches, loss_name, options, progress, random_inputs=data.inputs is None, notes=notes)
     progress.stage("diagnosing")
     return build_report(loaded, measurements, options, notes=notes, device=str(device), loss=loss_name,
-                        samples=sample.size(), batch_size=options.batch_size, batches=len(batches))
+                        samples=sample.size(), batch_size=options.batch_size, batches=len(batches), training=training)
+
+
+def _train(loaded: LoadedModel, batches: list[Sample], loss_name: str, options: AnalyzeOptions, progress: Progress,
+           *, random_inputs: bool, notes: list[str]) -> Any:
+    """``--steps N``: train a copy (the model's state is restored afterwards), optionally scan for a stable lr."""
+    if options.training is None:
+        return None
+    from gradcheck_cli.diagnose.over_training import stable
+    from gradcheck_cli.training.loop import scan_learning_rates, train
+
+    train_loss = loss_name
+    if loss_name == "projection" and options.loss == "auto":
+        train_loss = "random-target"
+        notes.append("training without targets: the loss is the MSE to fixed seeded random targets (a projection loss "
+                     "is unbounded below, so minimising it would diverge by design)")
+    t = options.training
+    progress.stage(f"training {t.steps} steps ({t.optimizer}, lr {t.rate:g}), measuring every {t.interval}")
+    with _preserved(loaded.module, options.mode, settable=loaded.mode_settable):
+        result = train(loaded, batches, train_loss, options, t, random_inputs, progress)
+        if t.lr_scan and not stable(result, options.thresholds):
+            progress.stage("scanning learning rates (--lr-scan)")
+            result.scan = scan_learning_rates(loaded, batches, train_loss, options, t,
+                                              lambda r: stable(r, options.thresholds))
+    return result
 
 
 def resolve_device(name: str) -> torch.device:
@@ -148,63 +182,13 @@ def run(loaded: LoadedModel, batches: list[Sample], loss_name: str, options: Ana
         with instrument(loaded, collector, functional=options.functional) as forward:
             for i, batch in enumerate(batches):
                 progress.batch(i, len(batches))
-                _step(module, forward, batch, loss_name, options.seed + i, collector)
+                forward_backward(module, forward, batch, loss_name, options.seed + i, collector)
             progress.batch(len(batches), len(batches))
         layer_stats = collector.finalize()
         measured = parameter_measures(module, params, len(batches), unit_dims(collector.layers))
     topology = analyse_topology(collector.root, collector.nodes)
     collector.root, collector.nodes = None, {}  # the graph's skeleton is not kept
     return Measurements(layer_stats, measured, topology)
-
-
-def _step(module: Any, forward: Any, batch: Sample, loss_name: str, seed: int, collector: StatsCollector) -> None:
-    try:
-        output = forward(*batch.args, **batch.kwargs)
-    except GradcheckError:
-        raise
-    except torch.OutOfMemoryError:
-        raise AnalysisError("out of memory in the forward pass", hint="use a smaller --batch-size") from None
-    except Exception as exc:  # noqa: BLE001 - the user's model raised: say where, not how
-        if isinstance(exc, TypeError) and not collector.layers and "argument" in str(exc) and (
-                "missing" in str(exc) or "positional" in str(exc) or "unexpected keyword" in str(exc)):
-            raise InputError(f"the inputs do not match the model's forward arguments: {first_line(exc)}",
-                             hint="repeat --input-shape once per positional input, or pass a .pt dict of keyword "
-                                  "tensors named as forward's arguments") from None
-        where = f" (after layer {collector.layers[-1].name})" if collector.layers else ""
-        raise AnalysisError(
-            f"the model's forward pass raised {type(exc).__name__}: {first_line(exc)}{where}",
-            hint=_input_hint(module, batch) if not collector.layers else "check the input against what the model expects",
-        ) from exc
-    loss = compute_loss(loss_name, pick_output(output), batch.target, seed)
-    if collector.root is None:
-        collector.root = loss.grad_fn  # the first batch's graph tells the topology
-    try:
-        loss.backward()
-    except torch.OutOfMemoryError:
-        raise AnalysisError("out of memory in the backward pass", hint="use a smaller --batch-size") from None
-    except RuntimeError as exc:
-        raise AnalysisError(f"the backward pass raised: {first_line(exc)}") from exc
-
-
-def _input_hint(module: Any, batch: Sample) -> str:
-    """What the first weight layer expects, next to what was given (the usual cause of a failing first call)."""
-    given = ", ".join(str(tuple(t.shape)) + f" {str(t.dtype).removeprefix('torch.')}" for t in batch.tensors())
-    for name, child in module.named_modules():
-        expected = None
-        if isinstance(child, torch.nn.Linear):
-            expected = f"{child.in_features} features in its last dimension, {_dtype_name(child.weight)}"
-        elif isinstance(child, torch.nn.modules.conv._ConvNd):
-            expected = (f"{child.in_channels} channels in dimension 1 ({child.weight.dim()}-d input incl. batch), "
-                        f"{_dtype_name(child.weight)}")
-        elif isinstance(child, torch.nn.Embedding):
-            expected = f"integer token ids below {child.num_embeddings}"
-        if expected:
-            return f"the first layer {name} ({type(child).__name__}) expects {expected}; the input was {given}"
-    return f"check the input (given: {given}) against what the model expects"
-
-
-def _dtype_name(tensor: torch.Tensor) -> str:
-    return str(tensor.dtype).removeprefix("torch.")
 
 
 @contextmanager

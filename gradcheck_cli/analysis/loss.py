@@ -5,6 +5,11 @@ seeded. Its gradient with respect to every output element is ``r``: unit scale, 
 the output's own magnitude and of any labels, and never zero (``sum`` would give zero gradient
 through a softmax, whose outputs always sum to one). So the backward signal at the output has
 RMS 1, and what the report shows per layer is exactly how the network transforms it.
+
+Training without targets cannot use it: a linear functional is unbounded below, so minimising it
+drives the outputs to infinity by design. ``random-target`` is the mean squared error to a fixed
+seeded N(0, 1) target per batch: bounded below by 0, so a falling loss means the optimiser works
+(the model memorises noise; it says nothing about generalisation).
 """
 
 from __future__ import annotations
@@ -48,6 +53,10 @@ def compute_loss(name: str, output: torch.Tensor, target: torch.Tensor | None, s
         return (output * r).sum()
     if name == "sum":
         return output.sum()
+    if name == "random-target":
+        generator = torch.Generator(device="cpu").manual_seed(seed)
+        r = torch.randn(output.shape, generator=generator, dtype=torch.float32).to(output.device, output.dtype)
+        return F.mse_loss(output, r)
     if target is None:
         raise InputError(f"--loss {name} needs targets", hint="pass --target FILE or use --loss projection")
     target = target.to(output.device)

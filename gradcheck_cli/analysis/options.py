@@ -17,7 +17,7 @@ DEFAULT_FAIL_ON: frozenset[str] = frozenset({"error"})
 activations, NaN/Inf, layers whose units are all dead or all identical)."""
 GATE_TOKENS = ("error", "warning", "info")
 """Severities accepted in ``--fail-on`` beside kinds: each gates its own severity and the worse ones."""
-LOSSES = ("auto", "cross-entropy", "mse", "sum", "projection")
+LOSSES = ("auto", "cross-entropy", "mse", "sum", "projection", "random-target")
 MODES = ("train", "eval")
 
 
@@ -70,6 +70,20 @@ class Thresholds:
     symmetry: float = 1e-6
     """||W - mean unit|| / ||W|| at or below which a layer's units count as identical (float32 copies and
     constant init measure exactly 0; random init about 1)."""
+
+    divergence: float = 4.0
+    """Over training: a loss above this many times its value at step 0 (or non-finite) is diverging. Noisy
+    healthy runs stay under 2x; gradient descent past its stability limit grows geometrically."""
+    train_gradient_growth: float = 10.0
+    """Over training: a global gradient norm above this many times its healthy-phase median is exploding."""
+    dying: float = 0.1
+    """Over training: a rectifier layer losing more than this fraction of its units (alive on the data at
+    step 0, dead at the end) is dying."""
+    update_ratio_high: float = 0.1
+    """Over training: a weight layer whose median |delta W|/|W| per step exceeds this rewrites 10% of itself
+    every step (100x the usual ~1e-3): the learning rate is too high for it."""
+    update_ratio_low: float = 1e-6
+    """... and below this the layer is effectively frozen (1000x under the usual ~1e-3)."""
 
     def replace(self, **changes: float) -> Thresholds:
         """A copy with some thresholds changed; unknown names are a usage error naming the key."""
@@ -144,7 +158,8 @@ class AnalyzeOptions:
     """Everything that shapes one analysis run, besides the model and the data themselves."""
 
     loss: str = "auto"
-    """auto | cross-entropy | mse | sum | projection (see losses.py for why projection is the default)."""
+    """auto | cross-entropy | mse | sum | projection | random-target (see loss.py for why projection is the
+    default at one step, and random-target when training without targets)."""
     batch_size: int | None = None
     """Samples per pass; None means the whole sample is one batch."""
     batches: int = 1
@@ -169,6 +184,9 @@ class AnalyzeOptions:
     sample_stats: int | None = None
     """Forward statistics on this many seeded units (features/channels) per layer instead of all: a cheap
     mode for huge activations. Gradients and parameters are always measured in full. Off by default."""
+    training: Any = None
+    """A :class:`gradcheck_cli.training.TrainOptions`: train a copy for that many steps and report the
+    series (``--steps``); None: the one-shot analysis only."""
 
     def __post_init__(self) -> None:
         if self.loss not in LOSSES:

@@ -27,6 +27,8 @@ from gradcheck_cli.report.model import (
     Summary,
 )
 from gradcheck_cli.diagnose.evaluate import Evidence, evaluate
+from gradcheck_cli.diagnose.over_training import training_report
+from gradcheck_cli.training.loop import TrainingRun
 from gradcheck_cli.diagnose.registry import SEVERITIES, fails
 from gradcheck_cli.diagnose.rules.dead_relu import too_few_samples
 from gradcheck_cli.measure.collector import ForwardSummary, LayerStats
@@ -35,7 +37,8 @@ from gradcheck_cli.measure.topology import Topology, roles
 
 
 def build_report(loaded: LoadedModel, m: Measurements, options: AnalyzeOptions, *, notes: list[str], device: str, loss: str,
-                 samples: int | None, batch_size: int | None, batches: int) -> Report:
+                 samples: int | None, batch_size: int | None, batches: int, training: TrainingRun | None = None) -> Report:
+    """``training``: a run of ``--steps``; its series and findings join the step-0 rows."""
     display = loaded.display_names
     by_name = {p.name: p for p in m.params}
     for p in m.params:
@@ -49,7 +52,9 @@ def build_report(loaded: LoadedModel, m: Measurements, options: AnalyzeOptions, 
     layers = [_layer(position, stats.get(info.index), infos, by_name, options, places.get(info.index), batch, deep_tanh)
               for position, info in enumerate(infos)]
     paths = [[layers[i] for i in path] for path in m.topology.paths]
-    findings, ignored = _split_ignored(evaluate(Evidence(layers, options.thresholds, paths=paths)), options)
+    series = training_report(training, options.thresholds) if training is not None else None
+    evidence = Evidence(layers, options.thresholds, paths=paths, training=series)
+    findings, ignored = _split_ignored(evaluate(evidence), options)
     owner = {name: layer.name for info, layer in zip(infos, layers) for name in info.params.values()}
     parameters = [_parameter(p, owner, display) for p in m.params]
     summary = _summary(layers, findings, options, len(ignored))
@@ -65,9 +70,10 @@ def build_report(loaded: LoadedModel, m: Measurements, options: AnalyzeOptions, 
         parameters=parameters,
         findings=findings,
         summary=summary,
-        notes=notes + _sampling_note(options),
+        notes=notes + _sampling_note(options) + (training.notes if training is not None else []),
         ignored_findings=ignored,
         paths=[[layer.name for layer in path] for path in paths],
+        training=series,
     )
 
 

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 
 from gradcheck_cli.analysis.options import Thresholds
 from gradcheck_cli.diagnose.registry import KINDS, SEVERITIES
-from gradcheck_cli.report.model import Finding, LayerReport
+from gradcheck_cli.report.model import Finding, LayerReport, TrainingReport
 
 
 @dataclass(frozen=True)
@@ -22,6 +22,8 @@ class Evidence:
     """Findings of the kinds evaluated before this one (init_mismatch reads the depth trends)."""
     paths: Sequence[Sequence[LayerReport]] = ()
     """The main paths (measure/topology.py), each in forward order; empty when the graph was not read."""
+    training: TrainingReport | None = None
+    """``--steps N``: the series over training (the rules over training read it; None: one-shot only)."""
 
 
 def evaluate(evidence: Evidence) -> list[Finding]:

@@ -33,12 +33,22 @@ class WeightSummary:
     rms: float
 
 
-def fans(kind: str, shape: Sequence[int], transposed: bool = False) -> tuple[int, int]:
-    """fan_in, fan_out as torch.nn.init computes them (conv: channels x receptive field)."""
+def fans(kind: str, shape: Sequence[int], transposed: bool = False, groups: int = 1) -> tuple[int, int]:
+    """fan_in, fan_out as torch.nn.init computes them (conv: channels x receptive field), except that a
+    grouped conv's fan_out counts only the outputs of its group.
+
+    A conv weight is (out, in/groups, *kernel), so fan_in = in/groups x kernel is right from the shape
+    alone. torch.nn.init takes fan_out = out x kernel whatever the groups, but an input channel only
+    reaches the out/groups outputs of its own group: a depthwise conv (groups = in = out) has fan_out
+    = kernel, not out x kernel. Xavier's fan_out must be what the backward pass actually sums over,
+    or it recommends too small a std for every grouped conv, so we divide by groups here.
+    """
     if len(shape) < 2:
         return (shape[0] if shape else 1), 1
     out_dim, in_dim = (shape[1], shape[0]) if transposed else (shape[0], shape[1])
     receptive = math.prod(shape[2:]) if kind in ("conv", "conv_transpose") else 1
+    if kind == "conv" and groups > 1 and out_dim % groups == 0:
+        out_dim //= groups
     return in_dim * receptive, out_dim * receptive
 
 
@@ -99,7 +109,7 @@ def init_advice(layers: Sequence[LayerInfo], index: int, weight: WeightSummary, 
     """``deep_tanh`` (see :func:`deep_tanh_stack`) makes the tanh advice depth-aware: gain 1."""
     layer = layers[index]
     transposed = layer.type_name == "Conv1D" or bool(layer.attrs.get("transposed_weight"))
-    fan_in, fan_out = fans(layer.kind, weight.shape, transposed)
+    fan_in, fan_out = fans(layer.kind, weight.shape, transposed, int(layer.attrs.get("groups", 1)))
     activation, slope, normalized = following_activation(layers, index)
     scheme = init_scheme_for(activation, slope)
     note = None

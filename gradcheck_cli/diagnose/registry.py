@@ -54,7 +54,8 @@ KINDS: tuple[FindingKind, ...] = (
         "exploding_gradient", "error",
         "the backward signal grows across depth (or is huge): updates there will be huge and unstable",
         "lower the weight scale (He/Xavier init), add normalisation, and clip gradients (torch.nn.utils.clip_grad_norm_)",
-        ("exploding_gradient_ratio", "gradient_abs_max", "min_depth", "layer_gain", "gain_depth", "gain_total"),
+        ("exploding_gradient_ratio", "gradient_abs_max", "min_depth", "layer_gain", "gain_depth", "gain_total",
+         "train_gradient_growth"),
     ),
     FindingKind(
         "vanishing_activation", "warning",
@@ -105,8 +106,27 @@ KINDS: tuple[FindingKind, ...] = (
         "re-initialise with the recommended scheme (see the init table)",
         ("init_ratio", "init_tolerance", "chaos"),
     ),
+    FindingKind(
+        "diverging_loss", "error",
+        "over training (--steps), the loss grows past its starting value or becomes NaN/Inf",
+        "lower the learning rate (the training advice gives a bound; --lr-scan finds one), clip gradients, add warm-up",
+        ("divergence",),
+    ),
+    FindingKind(
+        "dying_relu", "warning",
+        "over training (--steps), rectifier units that fired at step 0 stop firing for good",
+        "lower the learning rate, use LeakyReLU/GELU, or add normalisation before the rectifier",
+        ("dying",),
+    ),
+    FindingKind(
+        "update_ratio", "warning",
+        "over training (--steps), the optimiser's step on a weight is far from ~1e-3 of the weight",
+        "tune the learning rate (per layer with parameter groups if only some layers are off)",
+        ("update_ratio_high", "update_ratio_low"),
+    ),
 )
-"""Every kind, in the order they are evaluated (init_mismatch last: it reads the depth trends)."""
+"""Every kind, in the order they are evaluated (init_mismatch after the depth trends it reads; the kinds
+over training last, as they read only the training series)."""
 
 BY_NAME: dict[str, FindingKind] = {kind.name: kind for kind in KINDS}
 FINDING_KINDS: tuple[str, ...] = tuple(BY_NAME)

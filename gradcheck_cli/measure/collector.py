@@ -16,7 +16,7 @@ those over their concatenation.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -47,6 +47,8 @@ class ForwardSummary:
     dead_ratio: float | None
     units: int | None
     samples_per_unit: float | None
+    alive: np.ndarray | None = field(default=None, compare=False, repr=False)
+    """Rectifier layers: which units fired at least once (what training's dying-unit rule compares)."""
 
 
 @dataclass(frozen=True)
@@ -256,10 +258,11 @@ class StatsCollector:
             same_layout = len({sizes[k] for k in ks}) == 1
             nonfinite = int(np.count_nonzero(_union(broken_units, bounds, ks))) if same_layout else sum(
                 int(np.count_nonzero(broken_units[bounds[k] : bounds[k + 1]])) for k in ks)
-            dead = n_units = samples_per_unit = None
+            dead = n_units = samples_per_unit = alive = None
             if info.kind in RECTIFIER_KINDS and same_layout:
                 n_units = sizes[ks[0]]
-                dead = 1.0 - int(np.count_nonzero(_union(fired_units, bounds, ks))) / n_units
+                alive = _union(fired_units, bounds, ks)
+                dead = 1.0 - int(np.count_nonzero(alive)) / n_units
                 samples_per_unit = sum(numels[k] // sizes[k] for k in ks)
             sat = [saturated[k] for k in ks if k in saturated]
             if len(ks) == 1:
@@ -279,6 +282,7 @@ class StatsCollector:
                 dead_ratio=dead,
                 units=n_units,
                 samples_per_unit=samples_per_unit,
+                alive=alive,
             )
         return out
 

@@ -159,6 +159,72 @@ class Finding:
     threshold: float
     message: str
     hint: str
+    step: int | None = None
+    """For a finding over training (``--steps``): the optimiser step it names (where the growth began,
+    the first non-finite step); None for a finding about the model at the analysed step."""
+
+
+@dataclass(frozen=True)
+class LayerSeries:
+    """One layer over the logged training steps (aligned with :attr:`TrainingReport.logged_steps`);
+    None where the layer was not measured at that step (no gradient reached it, no weight)."""
+
+    name: str
+    kind: str
+    grad_rms: list[float | None]
+    """RMS of dLoss/d(layer output) at each logged step."""
+    weight_ratio: list[float | None] = field(default_factory=list)
+    """|grad W| / |W| of the layer's weight (as the optimiser saw it, after any clipping)."""
+    update_ratio: list[float | None] = field(default_factory=list)
+    """|delta W| / |W|: the step the optimiser actually took, relative to the weight."""
+    dead: list[float | None] = field(default_factory=list)
+    """Rectifier layers: fraction of units that were zero for every sample of the step's batch."""
+    saturation: list[float | None] = field(default_factory=list)
+    """Sigmoid/tanh layers: fraction of outputs within 0.01 of an asymptote."""
+    nonfinite: list[bool] = field(default_factory=list)
+    """The layer's output held NaN/Inf at that step (a non-finite gradient is a non-finite ``grad_rms``;
+    inf also when its squares overflow float32, i.e. values beyond ~1.8e19)."""
+
+
+@dataclass(frozen=True)
+class TrainingAdvice:
+    clip_grad_norm: float | None
+    """A ``max_norm`` for ``torch.nn.utils.clip_grad_norm_`` (README "Training": twice the median global
+    gradient norm of the healthy phase); None when no healthy phase was logged."""
+    clip_reason: str
+    lr_bound: float | None = None
+    """When the run diverged: a learning rate below which it is expected to be stable."""
+    lr_reason: str | None = None
+
+
+@dataclass(frozen=True)
+class TrainingReport:
+    """``analyze --steps N``: the model trained for N optimiser steps on a copy; every ``every``-th logged."""
+
+    steps: int
+    """Optimiser steps requested."""
+    completed: int
+    """Steps taken: fewer than ``steps`` when training stopped at a non-finite loss."""
+    every: int
+    optimizer: str
+    lr: float
+    weight_decay: float
+    momentum: float | None
+    clip_grad_norm: float | None
+    """The clipping applied during this run (None: none)."""
+    data: str
+    """How batches were fed: the sample's batches in a fixed cycle, or seeded random inputs."""
+    loss: list[float]
+    """The loss at every step (before that step's update)."""
+    logged_steps: list[int]
+    grad_norm: list[float]
+    """Global L2 norm of all parameter gradients at each logged step, before clipping."""
+    layers: list[LayerSeries]
+    advice: TrainingAdvice
+    dying: dict[str, float] = field(default_factory=dict)
+    """Rectifier layer -> fraction of its units alive on the data at step 0 and dead after the last step."""
+    lr_scan: dict[str, bool] = field(default_factory=dict)
+    """``--lr-scan``: learning rate (as text) -> whether a run at it stayed stable."""
 
 
 @dataclass(frozen=True)
@@ -217,6 +283,8 @@ class Report:
     """Findings matched by an ignore rule: reported for the record, never part of the verdict."""
     paths: list[list[str]] = field(default_factory=list)
     """Each main path (layer names, forward order): from a source to the loss, through layers every signal crosses."""
+    training: TrainingReport | None = None
+    """``--steps N``: the time series over training; the layer rows above are the model at step 0."""
 
     def to_dict(self) -> dict[str, Any]:
         """The JSON document as Python objects (what ``--format json`` writes)."""

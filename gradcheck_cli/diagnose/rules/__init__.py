@@ -13,11 +13,11 @@ from gradcheck_cli.report.model import Finding
 
 
 def finding(name: str, layer: str, value: float, threshold: float, message: str, severity: str | None = None,
-            hint: str | None = None) -> Finding:
+            hint: str | None = None, step: int | None = None) -> Finding:
     """A finding of kind ``name`` at its registered severity (unless raised) with its registered fix (unless
     the case has a more specific one, as recurrent layers do)."""
     registered = kind(name)
-    return Finding(name, severity or registered.severity, layer, value, threshold, message, hint or registered.hint)
+    return Finding(name, severity or registered.severity, layer, value, threshold, message, hint or registered.hint, step)
 
 
 def finite(*values: float | None) -> bool:

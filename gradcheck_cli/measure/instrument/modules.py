@@ -158,29 +158,45 @@ class _ActivationMode(TorchFunctionMode):
 
 @contextmanager
 def instrument_modules(model: nn.Module, collector: StatsCollector, *, functional: bool = True) -> Iterator[Any]:
-    """Hook every layer module of ``model``; yield the forward function. Hooks are removed on exit."""
+    """Hook every layer module of ``model``; yield the forward function (the model itself: a training
+    loop that calls ``model(x)`` is observed too). Hooks are removed on exit."""
     calls = _Calls(collector)
     calls.param_names = {id(p): name for name, p in model.named_parameters()}
     handles = []
     try:
+        begin, end = _root_hooks(calls, _ActivationMode(calls) if functional else None)
+        handles.append(model.register_forward_pre_hook(begin, prepend=True))
         for name, module in model.named_modules():
             layer = bool(name) and is_layer_module(module, name)
             if functional or layer:
                 handles.append(module.register_forward_pre_hook(_enter(calls, name, layer)))
                 handles.append(module.register_forward_hook(_leave(calls, name, module, layer), always_call=True))
-        mode = _ActivationMode(calls) if functional else None
-
-        def forward(*args: Any, **kwargs: Any) -> Any:
-            calls.begin_batch()
-            if mode is None:
-                return model(*args, **kwargs)
-            with mode:
-                return model(*args, **kwargs)
-
-        yield forward
+        handles.append(model.register_forward_hook(end, always_call=True))  # after the root's own hook
+        yield model
     finally:
         for handle in handles:
             handle.remove()
+
+
+def _root_hooks(calls: _Calls, mode: _ActivationMode | None) -> tuple[Any, Any]:
+    """A call of the model starts a batch's bookkeeping and, for its duration only, the functional
+    mode (entered and left by the root module's own hooks, so it is active exactly while the model
+    runs, however the caller invokes it; ``always_call`` leaves it when the forward raises)."""
+    depth = [0]
+
+    def begin(module: nn.Module, args: Any) -> None:
+        if depth[0] == 0:
+            calls.begin_batch()
+            if mode is not None:
+                mode.__enter__()
+        depth[0] += 1
+
+    def end(module: nn.Module, args: Any, output: Any) -> None:
+        depth[0] -= 1
+        if depth[0] == 0 and mode is not None:
+            mode.__exit__(None, None, None)
+
+    return begin, end
 
 
 def _enter(calls: _Calls, name: str, layer: bool):

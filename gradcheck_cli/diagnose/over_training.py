@@ -1,0 +1,152 @@
+"""A training run's measurements -> the report's training section: per-layer series and advice.
+
+The phases every training rule shares are defined here once: the loss's divergence point, the
+gradient norm's healthy baseline and the step where its growth began (README "Training").
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+from dataclasses import dataclass
+
+from gradcheck_cli.analysis.options import Thresholds
+from gradcheck_cli.report.model import LayerSeries, TrainingAdvice, TrainingReport
+from gradcheck_cli.training.loop import TrainingRun
+
+BASELINE_POINTS = 3
+"""The healthy baseline is the median of the first logged steps (robust to one noisy step)."""
+HEALTHY_BAND = 2.0
+"""A logged step is still healthy while its gradient norm is within this factor of the baseline."""
+CLIP_FACTOR = 2.0
+"""Recommended max_norm = this x the healthy phase's median norm: the typical step passes unclipped,
+the spikes and the runaway growth do not."""
+
+
+@dataclass(frozen=True)
+class Growth:
+    """The global gradient norm ran away from its healthy baseline."""
+
+    baseline: float
+    start: int
+    """The last healthy logged step: the growth began after it."""
+    peak_step: int
+    peak: float
+    rate: float
+    """Per-step growth factor over the second half of the growth (where the fastest mode dominates)."""
+
+
+def divergence(losses: list[float], factor: float) -> tuple[int, float] | None:
+    """(step, loss) of the first step whose loss is non-finite or above ``factor`` x the step-0 loss."""
+    if not losses:
+        return None
+    start = losses[0]
+    for step, value in enumerate(losses):
+        if not math.isfinite(value) or (start > 0 and value > factor * start):
+            return step, value
+    return None
+
+
+def growth(steps: list[int], norms: list[float], limit: float) -> Growth | None:
+    """Where the gradient norm grew past ``limit`` x its baseline, if it did."""
+    finite = [(s, g) for s, g in zip(steps, norms) if math.isfinite(g)]
+    if len(finite) < 2:
+        return None
+    baseline = statistics.median(g for _, g in finite[:BASELINE_POINTS])
+    if baseline <= 0:
+        return None
+    blew_up = len(finite) < len(norms)
+    peak_at = max(range(len(finite)), key=lambda i: finite[i][1])
+    if blew_up:
+        peak_at = len(finite) - 1  # the last finite step before the overflow
+    if not blew_up and finite[peak_at][1] <= limit * baseline:
+        return None
+    start_at = max((i for i in range(peak_at + 1) if finite[i][1] <= HEALTHY_BAND * baseline), default=0)
+    mid_at = (start_at + peak_at + 1) // 2 if peak_at > start_at else start_at
+    (mid_step, mid), (peak_step, peak) = finite[mid_at], finite[peak_at]
+    rate = (peak / mid) ** (1 / (peak_step - mid_step)) if peak_step > mid_step and mid > 0 else math.inf
+    return Growth(baseline, finite[start_at][0], peak_step, peak if not blew_up else math.inf, rate)
+
+
+def first_growing_layer(report: TrainingReport, limit: float) -> str | None:
+    """The layer whose own backward RMS first passed ``limit`` x its baseline (ties: the larger ratio)."""
+    best: tuple[int, float, str] | None = None
+    for series in report.layers:
+        values = [(i, v) for i, v in enumerate(series.grad_rms) if v is not None]
+        base = [v for _, v in values[:BASELINE_POINTS] if math.isfinite(v)]
+        if not base or statistics.median(base) <= 0:
+            continue
+        ref = statistics.median(base)
+        for i, v in values:
+            ratio = v / ref if math.isfinite(v) else math.inf
+            if ratio > limit:
+                key = (i, -ratio, series.name)
+                if best is None or key < best:
+                    best = key
+                break
+    return best[2] if best else None
+
+
+def training_report(run: TrainingRun, thresholds: Thresholds) -> TrainingReport:
+    steps = [p.step for p in run.points]
+    norms = [p.grad_norm for p in run.points]
+    report = TrainingReport(
+        steps=run.options.steps, completed=run.completed, every=run.options.interval, optimizer=run.options.optimizer,
+        lr=run.lr, weight_decay=run.weight_decay, momentum=run.options.momentum if run.options.optimizer == "sgd" else None,
+        clip_grad_norm=run.options.clip_grad_norm, data=run.data, loss=run.losses, logged_steps=steps, grad_norm=norms,
+        layers=_series(run), advice=TrainingAdvice(None, ""), dying=run.dying,
+        lr_scan={f"{lr:.6g}": ok for lr, ok in run.scan.items()},
+    )
+    return _with_advice(report, thresholds, run)
+
+
+def _series(run: TrainingRun) -> list[LayerSeries]:
+    names: dict[str, str] = {}
+    for point in run.points:
+        for name, layer in point.layers.items():
+            names.setdefault(name, layer.kind)
+    out = []
+    for name, kind in names.items():
+        points = [p.layers.get(name) for p in run.points]
+
+        def column(attr: str) -> list[float | None]:
+            return [getattr(p, attr) if p is not None else None for p in points]  # noqa: B023 - used at once
+
+        out.append(LayerSeries(name, kind, column("grad_rms"), column("weight_ratio"), column("update_ratio"),
+                               column("dead"), column("saturation"), [bool(p and p.nonfinite) for p in points]))
+    return out
+
+
+def _with_advice(report: TrainingReport, t: Thresholds, run: TrainingRun) -> TrainingReport:
+    from dataclasses import replace
+
+    grew = growth(report.logged_steps, report.grad_norm, t.train_gradient_growth)
+    diverged = divergence(report.loss, t.divergence)
+    healthy = [g for s, g in zip(report.logged_steps, report.grad_norm)
+               if math.isfinite(g) and (grew is None or s <= grew.start) and (diverged is None or s < diverged[0])]
+    if healthy:
+        clip = CLIP_FACTOR * statistics.median(healthy)
+        clip_reason = (f"{CLIP_FACTOR:g}x the median global gradient norm ({statistics.median(healthy):.3g}) over the "
+                       f"{len(healthy)} healthy logged step{'s' if len(healthy) > 1 else ''}")
+    else:
+        clip, clip_reason = None, "no healthy logged step to derive a threshold from"
+    lr_bound = lr_reason = None
+    if grew is not None or diverged is not None:
+        stable = [lr for lr, ok in run.scan.items() if ok]
+        if stable:
+            lr_bound, lr_reason = max(stable), f"the largest learning rate that stayed stable in --lr-scan ({len(run.scan)} runs)"
+        elif grew is not None and math.isfinite(grew.rate) and grew.rate > 1:
+            lr_bound = 2 * report.lr / (1 + grew.rate)
+            lr_reason = (f"the gradient grew {grew.rate:.3g}x per step; for gradient descent on a quadratic that is "
+                         f"|1 - lr*lambda_max|, so the stability limit 2/lambda_max is 2*lr/(1 + rate) "
+                         f"(an estimate for other optimisers: confirm with --lr-scan)")
+        elif run.scan:
+            lr_reason = f"no learning rate down to {min(run.scan):.3g} stayed stable in --lr-scan"
+    return replace(report, advice=TrainingAdvice(clip, clip_reason, lr_bound, lr_reason))
+
+
+def stable(run: TrainingRun, t: Thresholds) -> bool:
+    """A run neither diverged nor let its gradient norm run away (what ``--lr-scan`` looks for)."""
+    steps = [p.step for p in run.points]
+    norms = [p.grad_norm for p in run.points]
+    return divergence(run.losses, t.divergence) is None and growth(steps, norms, t.train_gradient_growth) is None

@@ -1,0 +1,104 @@
+"""The optimiser of a training run, and the size of the step it took: |delta W| per parameter.
+
+The update/weight ratio needs ``W_before - W_after``. Keeping a copy of every weight on each logged
+step would cost one more model's worth of memory at the peak of the step (where the optimiser's own
+moment buffers and temporaries already sit), so for torch's SGD, Adam and AdamW the step is
+recomputed *after* it was taken, exactly, from the state the optimiser keeps: Adam's update is
+``lr / (1 - b1^t) * m / (sqrt(v / (1 - b2^t)) + eps)`` with the moments it just stored; SGD's is ``lr`` x
+its momentum buffer, or ``lr`` x the gradient; decoupled and L2 weight decay are undone from the new
+weight. One parameter's temporaries exist at a time. Any other optimiser gets the copy, taken by a
+step pre-hook on logged steps only. ``tests/training/test_optim.py`` checks every formula against the copy.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+import torch
+
+from gradcheck_cli.training.options import TrainOptions
+
+
+def make_optimizer(params: Iterable[torch.nn.Parameter], options: TrainOptions) -> torch.optim.Optimizer:
+    kwargs: dict[str, Any] = {"lr": options.rate}
+    if options.weight_decay is not None:
+        kwargs["weight_decay"] = options.weight_decay
+    if options.optimizer == "sgd":
+        return torch.optim.SGD(params, momentum=options.momentum, **kwargs)
+    if options.optimizer == "adam":
+        return torch.optim.Adam(params, **kwargs)
+    return torch.optim.AdamW(params, **kwargs)
+
+
+def weight_decay_of(optimizer: torch.optim.Optimizer) -> float:
+    return float(optimizer.param_groups[0].get("weight_decay", 0.0))
+
+
+class UpdateMeter:
+    """|delta W|^2 of each parameter after ``optimizer.step()``, for the steps it is armed on."""
+
+    def __init__(self, optimizer: torch.optim.Optimizer) -> None:
+        self.optimizer = optimizer
+        self.exact = type(optimizer) in (torch.optim.SGD, torch.optim.Adam, torch.optim.AdamW) and not any(
+            group.get("differentiable") for group in optimizer.param_groups)
+        self.armed = False
+        self._before: dict[int, torch.Tensor] = {}
+        self._handle = None if self.exact else optimizer.register_step_pre_hook(self._snapshot)
+
+    def close(self) -> None:
+        if self._handle is not None:
+            self._handle.remove()
+            self._handle = None
+
+    def _snapshot(self, optimizer: torch.optim.Optimizer, args: Any, kwargs: Any) -> None:
+        if self.armed:
+            self._before = {id(p): p.detach().clone() for group in optimizer.param_groups for p in group["params"]}
+
+    def squares(self, params: list[torch.Tensor]) -> list[torch.Tensor | None]:
+        """Per parameter, |delta W|^2 of the step just taken as a device scalar (None: not stepped)."""
+        groups = {id(p): group for group in self.optimizer.param_groups for p in group["params"]}
+        out: list[torch.Tensor | None] = []
+        with torch.no_grad():
+            for p in params:
+                group = groups.get(id(p))
+                if group is None:
+                    out.append(None)
+                elif self.exact:
+                    delta = _exact_delta(self.optimizer, group, p)
+                    out.append(None if delta is None else delta.float().square().sum())
+                else:
+                    before = self._before.get(id(p))
+                    out.append(None if before is None else (p.detach() - before).float().square().sum())
+        self._before = {}
+        return out
+
+
+def _exact_delta(optimizer: torch.optim.Optimizer, group: dict[str, Any], p: torch.Tensor) -> torch.Tensor | None:
+    """W_after - W_before of the step just taken, from the optimiser's state (see the module docstring)."""
+    state = optimizer.state.get(p)
+    if not state or p.grad is None:
+        return None
+    lr, wd = float(group["lr"]), float(group.get("weight_decay", 0.0))
+    w = p.detach()
+    if isinstance(optimizer, torch.optim.SGD):
+        sign = -1.0 if group.get("maximize") else 1.0
+        buf = state.get("momentum_buffer")
+        momentum = float(group.get("momentum", 0.0))
+        if momentum and buf is not None and not group.get("nesterov"):
+            return -lr * buf
+        pushed = sign * p.grad + (momentum * buf if momentum and buf is not None else 0.0)
+        if not wd:
+            return -lr * pushed
+        before = (w + lr * pushed) / (1.0 - lr * wd)  # W_after = W_before - lr (pushed + wd W_before)
+        return -lr * (pushed + wd * before)  # not W_after - W_before: no cancellation in float32
+    step = float(state["step"])
+    b1, b2 = group["betas"]
+    second = state["max_exp_avg_sq"] if group.get("amsgrad") else state["exp_avg_sq"]
+    denom = (second.sqrt() / (1 - b2**step) ** 0.5).add_(group["eps"])
+    update = state["exp_avg"] / denom * (lr / (1 - b1**step))
+    decoupled = isinstance(optimizer, torch.optim.AdamW) or group.get("decoupled_weight_decay", False)
+    if decoupled and wd:
+        before = (w + update) / (1.0 - lr * wd)  # W_after = W_before (1 - lr wd) - update
+        return -(update + lr * wd * before)
+    return -update

@@ -1,0 +1,127 @@
+"""What is measured on a logged training step, shared by ``analyze --steps`` and :class:`Monitor`.
+
+A logged step runs under the same instrumentation as a one-shot analysis (a fresh
+:class:`~gradcheck_cli.measure.collector.StatsCollector`, so per-layer numbers mean what they mean
+in the layer table) and keeps a few floats per layer: backward RMS, |grad W|/|W|, |delta W|/|W|,
+dead and saturated fractions, whether the output held NaN/Inf (a
+non-finite gradient shows as a non-finite RMS). Weights, gradients and updates are reduced on the
+device and cross to the host once per logged step; activations are never kept. Steps in between run bare.
+"""
+
+from __future__ import annotations
+
+import math
+from contextlib import ExitStack
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+
+from gradcheck_cli.layers import WEIGHT_KINDS
+from gradcheck_cli.loading.base import LoadedModel
+from gradcheck_cli.measure.collector import LayerStats, StatsCollector
+from gradcheck_cli.measure.instrument import instrument
+from gradcheck_cli.measure.params import sums_of_squares
+from gradcheck_cli.training.optim import UpdateMeter
+
+
+@dataclass(frozen=True)
+class LayerPoint:
+    kind: str
+    grad_rms: float | None
+    weight_ratio: float | None
+    update_ratio: float | None
+    dead: float | None
+    saturation: float | None
+    nonfinite: bool
+
+
+@dataclass(frozen=True)
+class StepPoint:
+    step: int
+    grad_norm: float
+    """Global gradient norm before clipping."""
+    layers: dict[str, LayerPoint]
+    """Layer name -> its point, in forward order."""
+
+
+class StepRecorder:
+    """Arms the instrumentation before a logged step's forward pass and reads it after the optimiser step."""
+
+    def __init__(self, loaded: LoadedModel, *, seed: int = 0, functional: bool = True, sample_stats: int | None = None) -> None:
+        self.loaded = loaded
+        self.seed = seed
+        self.functional = functional
+        self.sample_stats = sample_stats
+        self._stack: ExitStack | None = None
+        self._collector: StatsCollector | None = None
+        self.forward: Any = loaded.module
+        self.first_alive: dict[str, np.ndarray] = {}
+        self.last_alive: dict[str, np.ndarray] = {}
+        self.params = dict(loaded.module.named_parameters())
+
+    @property
+    def armed(self) -> bool:
+        return self._stack is not None
+
+    def arm(self) -> Any:
+        """Instrument the model for the next forward + backward; returns the forward to call."""
+        if self._stack is None:
+            self._collector = StatsCollector(self.sample_stats, self.seed)
+            self._stack = ExitStack()
+            self.forward = self._stack.enter_context(instrument(self.loaded, self._collector, functional=self.functional))
+        return self.forward
+
+    def disarm(self) -> list[LayerStats]:
+        """Remove the hooks (always: the caller's ``finally`` calls this) and return what they saw."""
+        stack, collector = self._stack, self._collector
+        self._stack, self._collector, self.forward = None, None, self.loaded.module
+        if stack is None:
+            return []
+        stack.close()
+        return collector.finalize() if collector is not None else []
+
+    def record(self, step: int, meter: UpdateMeter | None, grad_norm: torch.Tensor | float | None = None) -> StepPoint:
+        """Read the step just taken (after ``optimizer.step()``, before ``zero_grad``). ``grad_norm``: the
+        pre-clipping norm when the caller clipped (else it is computed from the gradients)."""
+        stats = self.disarm()
+        weights = {s.info.name: s.info.params.get("weight") for s in stats if s.info.kind in WEIGHT_KINDS}
+        names = [n for n in dict.fromkeys(weights.values()) if n in self.params]
+        tensors = [self.params[n].detach() for n in names]
+        grads = [p.grad.detach() for p in self.params.values() if p.grad is not None]
+        values = sums_of_squares(tensors + grads)
+        weight_sq = dict(zip(names, values[: len(names)]))
+        grad_of = {id(p): v for p, v in zip((p for p in self.params.values() if p.grad is not None), values[len(names):])}
+        update_sq = self._updates(meter, names)
+        total = math.sqrt(sum(values[len(names):])) if grad_norm is None else float(grad_norm)
+        layers = {}
+        for s in stats:
+            weight = weights.get(s.info.name)
+            w2 = weight_sq.get(weight) if weight else None
+            g2 = grad_of.get(id(self.params[weight])) if weight in self.params else None
+            u2 = update_sq.get(weight) if weight else None
+            f = s.forward
+            layers[s.info.name] = LayerPoint(
+                kind=s.info.kind,
+                grad_rms=s.grad_rms,
+                weight_ratio=math.sqrt(g2 / w2) if g2 is not None and w2 else None,
+                update_ratio=math.sqrt(u2 / w2) if u2 is not None and w2 else None,
+                dead=f.dead_ratio if f else None,
+                saturation=f.saturation if f else None,
+                nonfinite=bool(f and f.nonfinite_units),
+            )
+            if f is not None and f.alive is not None:
+                self.last_alive[s.info.name] = f.alive
+                self.first_alive.setdefault(s.info.name, f.alive)
+        return StepPoint(step, total, layers)
+
+    def _updates(self, meter: UpdateMeter | None, names: list[str]) -> dict[str, float]:
+        if meter is None or not names:
+            return {}
+        squares = meter.squares([self.params[n] for n in names])
+        present = [(n, t) for n, t in zip(names, squares) if t is not None]
+        if not present:
+            return {}
+        values = torch.stack([t for _, t in present]).cpu().tolist()
+        return {n: v for (n, _), v in zip(present, values)}
