@@ -10,13 +10,15 @@ from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
 
-__all__ = ["__version__", "analyze", "assert_healthy", "AnalyzeOptions", "Thresholds", "Report"]
+__all__ = ["__version__", "analyze", "assert_healthy", "AnalyzeOptions", "Thresholds", "Report", "Monitor", "TrainOptions"]
 
 if TYPE_CHECKING:  # pragma: no cover - for type checkers only
     from gradcheck_cli.analysis.engine import analyze
     from gradcheck_cli.testing.health import assert_healthy
     from gradcheck_cli.analysis.options import AnalyzeOptions, Thresholds
     from gradcheck_cli.report.model import Report
+    from gradcheck_cli.training.monitor import Monitor
+    from gradcheck_cli.training.options import TrainOptions
 
 _LAZY = {
     "analyze": "gradcheck_cli.analysis.engine",
@@ -24,6 +26,8 @@ _LAZY = {
     "AnalyzeOptions": "gradcheck_cli.analysis.options",
     "Thresholds": "gradcheck_cli.analysis.options",
     "Report": "gradcheck_cli.report.model",
+    "Monitor": "gradcheck_cli.training.monitor",
+    "TrainOptions": "gradcheck_cli.training.options",
 }
 
 

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from gradcheck_cli.errors import UsageError
+from gradcheck_cli.training.options import OPTIMIZERS
 from gradcheck_cli.analysis.options import LOSSES, MODES, Thresholds, parse_fail_on, parse_ignore
 
 if sys.version_info >= (3, 11):
@@ -111,6 +112,12 @@ def _range(value: Any) -> str:
     return text
 
 
+def _positive_number(value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
+        raise TypeError("a positive number")
+    return float(value)
+
+
 def _thresholds(value: Any) -> dict[str, float]:
     if not isinstance(value, dict):
         raise TypeError("a table of NAME = number")
@@ -138,6 +145,11 @@ KEYS: dict[str, Callable[[Any], Any]] = {
     "batches": _positive,
     "factory": _string,
     "sample-stats": _positive,
+    "steps": _positive,
+    "every": _positive,
+    "optimizer": _choice(*OPTIMIZERS),
+    "lr": _positive_number,
+    "clip-grad-norm": _positive_number,
 }
 """Every key ``[tool.gradcheck]`` accepts, with the reader that checks and normalises its value.
 Values come out in the command line's own form (``"8,3,32,32"``), so the same parsers judge them."""

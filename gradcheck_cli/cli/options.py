@@ -21,6 +21,13 @@ class Loss(str, Enum):
     mse = "mse"
     sum = "sum"
     projection = "projection"
+    random_target = "random-target"
+
+
+class Optimizer(str, Enum):
+    sgd = "sgd"
+    adam = "adam"
+    adamw = "adamw"
 
 
 class Mode(str, Enum):
@@ -86,3 +93,21 @@ ConfigOpt = Annotated[Optional[Path], typer.Option(
 NoConfigOpt = Annotated[bool, typer.Option("--no-config", help="Ignore any config file.")]
 QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="Print only the verdict line.")]
 DebugOpt = Annotated[bool, typer.Option("--debug", help="Show Python tracebacks for errors.")]
+StepsOpt = Annotated[Optional[int], typer.Option(
+    "--steps", min=1, metavar="N", show_default=False,
+    help="Also train a copy of the model for N optimiser steps and report gradient health over training "
+         "(divergence, runaway gradients, dying units, update/weight ratios). The model file is never changed.")]
+EveryOpt = Annotated[Optional[int], typer.Option(
+    "--every", min=1, metavar="K", show_default=False,
+    help="With --steps: measure every K-th step (and the first and last); default: about 200 logged steps.")]
+OptimizerOpt = Annotated[Optional[Optimizer], typer.Option("--optimizer", show_default=False,
+                                                           help="With --steps: sgd, adam or adamw (default adamw).")]
+LrOpt = Annotated[Optional[float], typer.Option("--lr", min=0.0, show_default=False,
+                                                help="With --steps: learning rate (default 1e-3; 1e-2 for sgd).")]
+WeightDecayOpt = Annotated[Optional[float], typer.Option("--weight-decay", min=0.0, show_default=False,
+                                                         help="With --steps: weight decay (default: the optimiser's; AdamW 0.01).")]
+MomentumOpt = Annotated[float, typer.Option("--momentum", min=0.0, max=0.999999, help="With --steps --optimizer sgd: momentum.")]
+ClipOpt = Annotated[Optional[float], typer.Option("--clip-grad-norm", min=0.0, metavar="MAX_NORM", show_default=False,
+                                                  help="With --steps: clip the global gradient norm before each step.")]
+LrScanOpt = Annotated[bool, typer.Option("--lr-scan", help="With --steps: when training diverges, retrain at halved "
+                                         "learning rates (up to 6 times) and report the largest stable one.")]

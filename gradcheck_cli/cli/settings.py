@@ -15,9 +15,10 @@ import typer
 
 from gradcheck_cli.analysis.options import AnalyzeOptions, DataSpec, Thresholds, parse_fail_on, parse_ignore
 from gradcheck_cli.errors import UsageError
+from gradcheck_cli.training.options import TrainOptions
 
 CONFIGURABLE = ("fail_on", "input_shape", "input_range", "dtype", "loss", "device", "mode", "seed", "batch_size",
-                "batches", "factory", "sample_stats")
+                "batches", "factory", "sample_stats", "steps", "every", "optimizer", "lr", "clip_grad_norm")
 """``analyze`` parameters that ``[tool.gradcheck]`` may set (besides thresholds and ignore, which merge)."""
 
 
@@ -55,18 +56,35 @@ def resolve_settings(ctx: typer.Context, config: Path | None, no_config: bool, *
         settings["factory"] = None
     thresholds = file.values.get("thresholds", {}) | _parse_thresholds(params["threshold"] or [])
     ignore = [*file.values.get("ignore", []), *(params["ignore"] or [])]
-    return Settings(_options(settings, thresholds, ignore, file.path, verify), _data(params, settings), settings["factory"])
+    options = _options(settings, thresholds, ignore, file.path, verify, _training(settings, params))
+    return Settings(options, _data(params, settings), settings["factory"])
 
 
 def _options(settings: dict, thresholds: dict[str, float], ignore: list[str], path: Path | None,
-             verify: bool) -> AnalyzeOptions:
+             verify: bool, training: TrainOptions | None) -> AnalyzeOptions:
     return AnalyzeOptions(
         loss=settings["loss"], batch_size=settings["batch_size"], batches=settings["batches"],
         device=settings["device"], seed=settings["seed"], mode=settings["mode"],
         fail_on=parse_fail_on(settings["fail_on"]), thresholds=Thresholds().replace(**thresholds),
         verify=verify, ignore=tuple(parse_ignore(rule) for rule in ignore),
         config=str(path) if path is not None else None, sample_stats=settings["sample_stats"],
+        training=training,
     )
+
+
+def _training(settings: dict, params: dict) -> TrainOptions | None:
+    """``--steps N`` and its companions; the companions without ``--steps`` are a usage error."""
+    if settings["steps"] is None:
+        given = [f"--{name.replace('_', '-')}" for name in ("weight_decay", "momentum", "lr_scan")
+                 if params.get(name) not in (None, False, 0.0)]
+        given += [f"--{name.replace('_', '-')}" for name in ("every", "lr", "clip_grad_norm", "optimizer")
+                  if settings[name] is not None]
+        if given:
+            raise UsageError(f"{', '.join(dict.fromkeys(given))} needs --steps N", hint="e.g. --steps 200 --every 10")
+        return None
+    return TrainOptions(steps=settings["steps"], every=settings["every"], optimizer=settings["optimizer"] or "adamw",
+                        lr=settings["lr"], weight_decay=params.get("weight_decay"), momentum=params.get("momentum") or 0.0,
+                        clip_grad_norm=settings["clip_grad_norm"], lr_scan=bool(params.get("lr_scan")))
 
 
 def _data(params: dict, settings: dict) -> DataSpec:

@@ -37,10 +37,14 @@ SCAN_HALVINGS = 6
 class TrainingRun:
     """What a training run measured (diagnose/over_training.py turns it into the report's section)."""
 
-    options: TrainOptions
+    steps: int
+    every: int
+    optimizer: str
     lr: float
     weight_decay: float
     data: str
+    momentum: float | None = None
+    clip_grad_norm: float | None = None
     losses: list[float] = field(default_factory=list)
     points: list[StepPoint] = field(default_factory=list)
     dying: dict[str, float] = field(default_factory=dict)
@@ -88,7 +92,8 @@ def _train_once(loaded: LoadedModel, batches: list[Sample], loss_name: str, opti
     optimizer = make_optimizer(params, train)
     meter = UpdateMeter(optimizer)
     recorder = StepRecorder(loaded, seed=options.seed, functional=options.functional, sample_stats=options.sample_stats)
-    result = TrainingRun(train, train.rate, weight_decay_of(optimizer), "")
+    result = TrainingRun(train.steps, train.interval, train.optimizer, train.rate, weight_decay_of(optimizer), "",
+                         train.momentum if train.optimizer == "sgd" else None, train.clip_grad_norm)
     pending: list[torch.Tensor] = []
     norms: list[torch.Tensor] = []
     torch.manual_seed(options.seed)

@@ -22,7 +22,9 @@ from gradcheck_cli.layers import WEIGHT_KINDS
 from gradcheck_cli.loading.base import LoadedModel
 from gradcheck_cli.measure.collector import LayerStats, StatsCollector
 from gradcheck_cli.measure.instrument import instrument
-from gradcheck_cli.measure.params import sums_of_squares
+from gradcheck_cli.measure.measurements import Measurements
+from gradcheck_cli.measure.params import parameter_measures, sums_of_squares, unit_dims
+from gradcheck_cli.measure.topology import analyse as analyse_topology
 from gradcheck_cli.training.optim import UpdateMeter
 
 
@@ -60,6 +62,8 @@ class StepRecorder:
         self.first_alive: dict[str, np.ndarray] = {}
         self.last_alive: dict[str, np.ndarray] = {}
         self.params = dict(loaded.module.named_parameters())
+        self.initial: Measurements | None = None
+        """The first kept step's measurements (see :meth:`disarm`)."""
 
     @property
     def armed(self) -> bool:
@@ -73,19 +77,26 @@ class StepRecorder:
             self.forward = self._stack.enter_context(instrument(self.loaded, self._collector, functional=self.functional))
         return self.forward
 
-    def disarm(self) -> list[LayerStats]:
-        """Remove the hooks (always: the caller's ``finally`` calls this) and return what they saw."""
+    def disarm(self, root: Any = None) -> list[LayerStats]:
+        """Remove the hooks (always: the caller's ``finally`` calls this) and return what they saw. With the
+        loss's graph node ``root`` and no step kept yet, the step's full measurements are kept as
+        :attr:`initial` (what a one-shot analysis of it would report)."""
         stack, collector = self._stack, self._collector
         self._stack, self._collector, self.forward = None, None, self.loaded.module
-        if stack is None:
+        if stack is None or collector is None:
             return []
         stack.close()
-        return collector.finalize() if collector is not None else []
+        stats = collector.finalize()
+        if root is not None and self.initial is None:
+            params = parameter_measures(self.loaded.module, self.params, 1, unit_dims(collector.layers))
+            self.initial = Measurements(stats, params, analyse_topology(root, collector.nodes))
+        return stats
 
-    def record(self, step: int, meter: UpdateMeter | None, grad_norm: torch.Tensor | float | None = None) -> StepPoint:
+    def record(self, step: int, meter: UpdateMeter | None, grad_norm: torch.Tensor | float | None = None,
+               root: Any = None) -> StepPoint:
         """Read the step just taken (after ``optimizer.step()``, before ``zero_grad``). ``grad_norm``: the
         pre-clipping norm when the caller clipped (else it is computed from the gradients)."""
-        stats = self.disarm()
+        stats = self.disarm(root)
         weights = {s.info.name: s.info.params.get("weight") for s in stats if s.info.kind in WEIGHT_KINDS}
         names = [n for n in dict.fromkeys(weights.values()) if n in self.params]
         tensors = [self.params[n].detach() for n in names]

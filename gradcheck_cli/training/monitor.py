@@ -1,0 +1,123 @@
+"""Gradient health inside a hand-written training loop: ``Monitor(model).step(loss, optimizer)``.
+
+The same measurements and rules as ``analyze --steps``, on the user's own loop, data and optimiser::
+
+    with Monitor(model, every=10) as monitor:
+        for x, y in loader:
+            loss = loss_fn(model(x), y)
+            loss.backward()
+            optimizer.step()
+            monitor.step(loss, optimizer)   # after the optimiser's step, before zero_grad
+            optimizer.zero_grad()
+            if monitor.should_stop:         # a finding in the fail set appeared
+                break
+    report = monitor.report()               # a Report, as analyze returns (JSON: report.to_json())
+
+The hooks are on the model only during logged steps (armed at the previous ``step`` call, removed at
+this one, and always on ``close``). Losses stay on the device between logged steps.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import torch
+
+from gradcheck_cli.analysis.options import AnalyzeOptions, Thresholds, parse_fail_on
+from gradcheck_cli.diagnose.registry import fails
+from gradcheck_cli.errors import UsageError
+from gradcheck_cli.loading import wrap_object
+from gradcheck_cli.report.model import Report
+from gradcheck_cli.training.loop import TrainingRun, dying_fractions
+from gradcheck_cli.training.optim import UpdateMeter, weight_decay_of
+from gradcheck_cli.training.recorder import StepRecorder
+
+
+class Monitor:
+    """Watches a training loop; see the module docstring. ``fail_on`` decides :attr:`should_stop` and the
+    report's exit code, as ``--fail-on`` does."""
+
+    def __init__(self, model: torch.nn.Module, every: int = 10, *, fail_on: str | frozenset[str] | None = None,
+                 thresholds: Thresholds | None = None, functional: bool = True, seed: int = 0) -> None:
+        if every < 1:
+            raise UsageError(f"every must be at least 1, got {every}")
+        self.every = every
+        fail = parse_fail_on(fail_on) if fail_on is None or isinstance(fail_on, str) else frozenset(fail_on)
+        self.options = AnalyzeOptions(fail_on=fail, thresholds=thresholds or Thresholds(), functional=functional, seed=seed)
+        self.loaded = wrap_object(model)
+        self._recorder = StepRecorder(self.loaded, seed=seed, functional=functional)
+        self._meter: UpdateMeter | None = None
+        self._optimizer: Any = None
+        self._pending: list[torch.Tensor] = []
+        self._run: TrainingRun | None = None
+        self.steps = 0
+        self.should_stop = False
+        """A finding in the fail set has appeared (checked at logged steps)."""
+        self._recorder.arm()
+
+    # -- the loop ---------------------------------------------------------------------------------
+    def step(self, loss: torch.Tensor, optimizer: torch.optim.Optimizer) -> None:
+        """Record the step just taken: call after ``optimizer.step()`` and before ``zero_grad``."""
+        run = self._start(optimizer)
+        self._pending.append(loss.detach().reshape(()).float())
+        logged = self._recorder.armed
+        if logged:
+            run.points.append(self._recorder.record(self.steps, self._meter, root=loss.grad_fn))
+            self._flush()
+        self.steps += 1
+        if self.steps % self.every == 0:
+            self._meter.armed = True
+            self._recorder.arm()
+        else:
+            self._meter.armed = False
+        if logged:
+            self.should_stop = self._failing()
+
+    def _start(self, optimizer: torch.optim.Optimizer) -> TrainingRun:
+        if self._run is None:
+            self._optimizer = optimizer
+            self._meter = UpdateMeter(optimizer)
+            group = optimizer.param_groups[0]
+            self._run = TrainingRun(0, self.every, type(optimizer).__name__, float(group.get("lr", math.nan)),
+                                    weight_decay_of(optimizer), "the training loop's own batches",
+                                    momentum=group.get("momentum"))
+        elif optimizer is not self._optimizer:
+            raise UsageError("Monitor.step was given a different optimizer than before", hint="use one Monitor per optimizer")
+        return self._run
+
+    def _flush(self) -> None:
+        if self._pending and self._run is not None:
+            self._run.losses += torch.stack(self._pending).double().cpu().tolist()
+            self._pending = []
+
+    def _failing(self) -> bool:
+        report = self.report()
+        return any(fails(f, self.options.fail_on) for f in report.findings)
+
+    # -- results ----------------------------------------------------------------------------------
+    def report(self) -> Report:
+        """The report so far: the first logged step's layer rows, and the training series and findings."""
+        from gradcheck_cli.diagnose.build import build_report
+
+        run, initial = self._run, self._recorder.initial
+        if run is None or initial is None:
+            raise UsageError("Monitor.report() needs at least one Monitor.step(loss, optimizer) call")
+        self._flush()
+        run.steps = self.steps
+        run.dying = dying_fractions(self._recorder.first_alive, self._recorder.last_alive)
+        device = str(next(iter(self.loaded.module.parameters())).device)
+        return build_report(self.loaded, initial, self.options, notes=[], device=device, loss="(the training loop's)",
+                            samples=None, batch_size=None, batches=1, training=run)
+
+    def close(self) -> None:
+        """Remove every hook (idempotent)."""
+        self._recorder.disarm()
+        if self._meter is not None:
+            self._meter.close()
+
+    def __enter__(self) -> Monitor:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
