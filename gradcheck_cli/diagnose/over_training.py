@@ -91,9 +91,8 @@ def training_report(run: TrainingRun, thresholds: Thresholds) -> TrainingReport:
     steps = [p.step for p in run.points]
     norms = [p.grad_norm for p in run.points]
     report = TrainingReport(
-        steps=run.options.steps, completed=run.completed, every=run.options.interval, optimizer=run.options.optimizer,
-        lr=run.lr, weight_decay=run.weight_decay, momentum=run.options.momentum if run.options.optimizer == "sgd" else None,
-        clip_grad_norm=run.options.clip_grad_norm, data=run.data, loss=run.losses, logged_steps=steps, grad_norm=norms,
+        steps=run.steps, completed=run.completed, every=run.every, optimizer=run.optimizer,
+        lr=run.lr, weight_decay=run.weight_decay, momentum=run.momentum, clip_grad_norm=run.clip_grad_norm, data=run.data, loss=run.losses, logged_steps=steps, grad_norm=norms,
         layers=_series(run), advice=TrainingAdvice(None, ""), dying=run.dying,
         lr_scan={f"{lr:.6g}": ok for lr, ok in run.scan.items()},
     )
