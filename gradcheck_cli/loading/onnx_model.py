@@ -6,6 +6,8 @@ Kept apart from the interpreter (``gradcheck_cli.onnx``) so that package stays a
 
 from __future__ import annotations
 
+from collections import Counter
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +20,8 @@ DEFAULT_BATCH = 8
 """Symbolic first dimensions (the batch) become this, unless --batch-size says otherwise."""
 DEFAULT_DIM = 16
 """Other symbolic dimensions (sequence length...) become this."""
+_FLOAT_TYPES = frozenset({1, 10, 11, 16})
+"""TensorProto FLOAT, FLOAT16, DOUBLE, BFLOAT16 (kept as numbers: onnx is imported only when loading)."""
 VERIFY_ATOL = 1e-4
 VERIFY_RTOL = 1e-3
 
@@ -27,26 +31,122 @@ def load_onnx_model(path: Path, device: Any) -> LoadedModel:
 
     try:
         proto = load_onnx(str(path))
-        split = unshare_initializers(proto)
-        module = OnnxModule(proto, base_dir=str(path.parent))
+        prepared = prepare_graph(proto, str(path.parent))
+        module = OnnxModule(proto, base_dir=str(path.parent), trainable=prepared.trainable)
     except (OnnxLoadError, OnnxUnsupportedError) as exc:
         message = first_line(exc)
         if str(path) not in message:  # say which file (external-data errors name only the tensor)
             message = f"{path}: {message}"
         raise ModelLoadError(message, hint=_hint(exc)) from None
     module.to(device)
-    notes = _exporter_notes(module)
-    if split:
-        notes.append(
-            f"{split} initializer(s) were shared by several layers of one op type (exporters merge identical "
-            "tensors: LayerNorm's initial ones, zero biases, deep-copied layers); each layer got its own copy, so "
-            "its gradient is its own, as in the PyTorch model (a model that truly ties them sums those gradients)")
+    notes = _exporter_notes(module) + prepared.notes()
     return LoadedModel(
         module, "onnx", str(path), frontend="onnx", notes=notes,
         make_inputs=lambda seed, batch_size, value_range: random_onnx_inputs(module, seed, batch_size, value_range),
         verify=lambda args, kwargs: _verified(str(path), module, args, kwargs),
         display_names=dict(module.onnx_name),
     )
+
+
+@dataclass
+class PreparedGraph:
+    """What :func:`prepare_graph` changed, for the notes."""
+
+    folded: list[str] = field(default_factory=list)
+    """Weights computed at load time from constant nodes."""
+    tied: dict[str, str] = field(default_factory=dict)
+    """Pre-transposed copy -> the initializer it copies (now read through a Transpose)."""
+    split: int = 0
+    """Initializers shared by several layers of one op type, now one copy per layer."""
+    trainable: set[str] = field(default_factory=set)
+    """The float initializers that are weights (the others, masks and scalars, are constants)."""
+
+    def notes(self) -> list[str]:
+        notes = []
+        if self.folded:
+            notes.append(f"{len(self.folded)} weight(s) held in Constant nodes or computed from constants (such as a "
+                         f"Transpose of an initializer) were evaluated at load time and count as parameters: "
+                         f"{', '.join(self.folded[:3])}{', ...' if len(self.folded) > 3 else ''}")
+        if self.tied:
+            notes.append(f"{len(self.tied)} initializer(s) held a transposed copy of another "
+                         f"({', '.join(sorted(set(self.tied.values())))}): read as its transpose, so the tied weight "
+                         "gets the sum of its uses' gradients, as in PyTorch")
+        if self.split:
+            notes.append(
+                f"{self.split} initializer(s) were shared by several layers of one op type (exporters merge identical "
+                "tensors: LayerNorm's initial ones, zero biases, deep-copied layers); each layer got its own copy, so "
+                "its gradient is its own, as in the PyTorch model (a model that truly ties them sums those gradients)")
+        return notes
+
+
+def prepare_graph(proto: Any, base_dir: str) -> PreparedGraph:
+    """Rewrite an exported graph so that its initializers are the model's weights, one tensor per weight,
+    under the model's names where the file tells them.
+
+    Constant subgraphs are folded (weights in ``Constant`` nodes or behind a ``Transpose``), tied
+    weights stored as transposed copies are tied again, merged per-layer initializers are split,
+    folded copies take the name of the parameter they hold, and only the tensors used or recorded
+    as weights are trainable (a causal mask is a constant).
+    """
+    from gradcheck_cli.onnx.fold import fold_constants
+    from gradcheck_cli.onnx.weights import (
+        mark_folded_embeddings,
+        rename_initializers,
+        retie_transposed_copies,
+        trainable_initializers,
+    )
+
+    graph = proto.graph
+    floats = {t.name for t in graph.initializer if t.data_type in _FLOAT_TYPES}
+    folded = fold_constants(proto, base_dir, keep=_layer_keeper(graph, floats))
+    tied = retie_transposed_copies(graph, base_dir)
+    mark_folded_embeddings(graph)
+    split = unshare_initializers(proto, among=trainable_initializers(graph))
+    trainable = trainable_initializers(graph)
+    names = rename_initializers(graph, _model_names(graph, {name: [s for s in sources if s in floats]
+                                                            for name, sources in folded.sources.items()}))
+    trainable = {names.get(name, name) for name in trainable}
+    weights = sorted(names.get(name, name) for name in folded.sources if names.get(name, name) in trainable)
+    return PreparedGraph(weights, tied, split, trainable)
+
+
+def _layer_keeper(graph: Any, floats: set[str]) -> Any:
+    """Folding leaves layer ops live (a Gather on constant positions is still the embedding), and the
+    views of a weight that layers of different op types read: ``Transpose(wte)`` of a tied LM head
+    next to the embedding's Gather is a real tie, kept so that both uses reach one tensor. A weight
+    reached by layers of one op type only (the legacy exporter's ``Identity(0.bias)`` for every
+    zero bias) is merged identical tensors: its views fold into copies, one per layer."""
+    from gradcheck_cli.onnx.fold import VIEW_OPS
+    from gradcheck_cli.onnx.weights import WEIGHT_OPERANDS
+
+    readers: dict[str, list[Any]] = {}
+    for node in graph.node:
+        for x in node.input:
+            readers.setdefault(x, []).append(node)
+
+    def layer_types(name: str) -> set[str]:
+        found = set()
+        for node in readers.get(name, []):
+            found |= layer_types(node.output[0]) if node.op_type in VIEW_OPS and node.output else {node.op_type}
+        return found
+
+    tied = {x for x in floats if len(layer_types(x) & set(WEIGHT_OPERANDS)) > 1}
+    return lambda node: node.op_type in WEIGHT_OPERANDS or any(x in tied for x in node.input)
+
+
+def _model_names(graph: Any, folded_from: dict[str, list[str]]) -> dict[str, str]:
+    """Folded initializer -> the parameter it holds, when that is one tensor no longer in the graph:
+    ``W_t`` (our fold of ``Transpose(W)``) -> ``W``; ``val_37`` (the exporter's pre-transposed copy)
+    -> ``encoder.layer.0.attention.self.query.weight``. A name two tensors would share is not given."""
+    from gradcheck_cli.onnx.weights import exporter_origins, parameter_origin
+
+    present = {t.name for t in graph.initializer}
+    origins = exporter_origins(graph)
+    names = {name: sources[0] for name, sources in folded_from.items() if len(sources) == 1}
+    names |= {name: parameter_origin(graph, name, origins) for name in origins}
+    names = {name: model for name, model in names.items() if model and name in present and model not in present}
+    shown = Counter(names.values())
+    return {name: model for name, model in names.items() if shown[model] == 1}
 
 
 def check_feed(module: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
@@ -78,19 +178,20 @@ SPLITTABLE = frozenset({
 """Op types whose float initializer operands are per-layer parameters (weights, biases, norm scales)."""
 
 
-def unshare_initializers(model: Any) -> int:
+def unshare_initializers(model: Any, among: set[str] | None = None) -> int:
     """Give each consumer its own copy of a float initializer that several nodes of one op type share.
 
     Exporters deduplicate identical initializers, so twelve LayerNorms initialised to ones read one
     tensor and each row would show the sum of all twelve gradients. A tensor consumed by nodes of
     different op types (an embedding table reused as the LM head: Gather and MatMul) is a real tie and
-    stays shared. Returns how many initializers were split; the graph is rewritten in place.
+    stays shared. Only the initializers ``among`` are split (default: all), so a constant such as a
+    mask is not copied. Returns how many initializers were split; the graph is rewritten in place.
     """
     import onnx
 
-    float_types = {onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16, onnx.TensorProto.BFLOAT16, onnx.TensorProto.DOUBLE}
     graph = model.graph
-    inits = {t.name: t for t in graph.initializer if t.data_type in float_types and len(t.dims) >= 1}
+    inits = {t.name: t for t in graph.initializer if t.data_type in _FLOAT_TYPES and len(t.dims) >= 1
+             and (among is None or t.name in among)}
     consumers: dict[str, list[tuple[Any, int]]] = {}
     for node in graph.node:
         for position, name in enumerate(node.input):

@@ -11,7 +11,7 @@ natural per-node hook for activation statistics.
 from __future__ import annotations
 
 import re
-from typing import Optional
+from typing import Collection, Optional
 
 import onnx
 import torch
@@ -64,7 +64,10 @@ class OnnxModule(nn.Module):
     every main-graph node.
     """
 
-    def __init__(self, model: onnx.ModelProto, base_dir: str | None = None) -> None:
+    def __init__(self, model: onnx.ModelProto, base_dir: str | None = None,
+                 trainable: Optional[Collection[str]] = None) -> None:
+        """``trainable``: the float initializers to make Parameters (default: all of them); the other
+        float initializers become buffers, constants that get no gradient (an attention mask)."""
         super().__init__()
         if model.functions:
             # Model-local functions (custom-domain subgraphs) are expanded so that
@@ -97,7 +100,7 @@ class OnnxModule(nn.Module):
             while attr in used or hasattr(self, attr):
                 attr, k = f"{base}_{k}", k + 1
             used.add(attr)
-            if t.dtype in _FLOAT_DTYPES:
+            if t.dtype in _FLOAT_DTYPES and (trainable is None or name in trainable):
                 self.register_parameter(attr, nn.Parameter(t, requires_grad=True))
                 self.onnx_name[attr] = name
             else:

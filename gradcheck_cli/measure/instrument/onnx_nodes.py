@@ -44,7 +44,25 @@ def _attr(node: Any, name: str, default: float) -> float:
     return default
 
 
-def _bias_adds(module: Any, params: dict[str, str]) -> dict[int, int]:
+def _reads(module: Any, params: dict[str, str]) -> list[tuple[list[str], bool]]:
+    """Per node: the parameters it reads (directly, or through views: a tied LM head reads
+    ``Transpose(wte)``), and whether one of them arrives with its two last axes swapped."""
+    from gradcheck_cli.onnx.fold import view_source
+
+    producers = {o: node for node in module.nodes for o in node.output if o}
+    reads = []
+    for node in module.nodes:
+        names, swapped = [], False
+        for x in node.input:
+            leaf, flip = view_source(producers, x, params.__contains__) if x else (None, False)
+            if leaf is not None and params[leaf] not in names:
+                names.append(params[leaf])
+                swapped |= flip
+        reads.append((names, swapped))
+    return reads
+
+
+def _bias_adds(module: Any, reads: list[tuple[list[str], bool]]) -> dict[int, int]:
     """MatMul (weight initializer) -> the Add of a bias initializer that completes it as a Linear.
 
     Exporters write ``x @ W + b`` for Linear layers on >2-d inputs; the layer's output is the Add's.
@@ -55,41 +73,72 @@ def _bias_adds(module: Any, params: dict[str, str]) -> dict[int, int]:
             consumers.setdefault(name, []).append(i)
     fused = {}
     for i, node in enumerate(module.nodes):
-        if node.op_type != "MatMul" or not any(n in params for n in node.input):
+        if node.op_type != "MatMul" or not reads[i][0]:
             continue
         users = consumers.get(node.output[0], [])
-        if len(users) == 1:
-            add = module.nodes[users[0]]
-            if add.op_type == "Add" and any(n in params for n in add.input if n != node.output[0]):
-                fused[i] = users[0]
+        if len(users) == 1 and module.nodes[users[0]].op_type == "Add" and reads[users[0]][0]:
+            fused[i] = users[0]
     return fused
+
+
+def _weight_path(kind: str, weights: list[str], names: dict[str, str]) -> str | None:
+    """A layer's module path from its weight's name (``encoder.fc.weight`` -> ``encoder.fc``), for graphs
+    without the exporter's module scopes: the name torch gave the parameter is the eager name."""
+    if kind not in WEIGHT_KINDS | NORM_KINDS | {"embedding"} or not weights:
+        return None
+    name = names[weights[0]]
+    return name.removesuffix(".weight") if name.endswith(".weight") and name != ".weight" else None
+
+
+def _layer_attrs(node: Any, kind: str, swapped: bool) -> dict[str, float]:
+    attrs: dict[str, float] = {}
+    if kind == "leaky_relu":
+        attrs["negative_slope"] = _attr(node, "alpha", 0.01)
+    if (node.op_type == "MatMul" or (node.op_type == "Gemm" and not _attr(node, "transB", 0))) != swapped:
+        attrs["transposed_weight"] = 1.0  # weight stored (in, out)
+    if node.op_type in ("Conv", "ConvTranspose") and _attr(node, "group", 1) > 1:
+        attrs["groups"] = _attr(node, "group", 1)
+    return attrs
+
+
+def _folded_embedding(node: Any, weights: list[str]) -> NodeSpec | None:
+    """The row of an embedding lookup the exporter folded into a constant (see ``mark_folded_embeddings``)."""
+    from gradcheck_cli.onnx.weights import FOLDED_EMBEDDING
+
+    path = _meta(node).get(FOLDED_EMBEDDING)
+    if path is None or not weights:
+        return None
+    return NodeSpec("embedding", "embedding", path, "Embedding", {"weight": weights[0]}, own=True, op_label="onnx.Gather")
 
 
 def plan_onnx(module: Any) -> list[NodeSpec | None]:
     """One spec per interpreter node (None: not a layer)."""
     params = {onnx: attr for attr, onnx in module.onnx_name.items()}
-    fused = _bias_adds(module, params)
+    reads = _reads(module, params)
+    fused = _bias_adds(module, reads)
     moved = {add: matmul for matmul, add in fused.items()}
-    candidates: list[tuple[Any, str, list[str]]] = []
+    candidates: list[tuple[Any, str, list[str], bool]] = []
     for i, node in enumerate(module.nodes):
         kind = ONNX_KINDS.get(node.op_type)
-        weights = [params[n] for n in node.input if n in params]
+        weights, swapped = reads[i]
         if i in fused:  # observed at its bias Add instead
-            candidates.append((node, "", []))
+            candidates.append((node, "", [], False))
         elif i in moved:  # the Add that finishes a MatMul layer: named and weighted as the MatMul
-            matmul = module.nodes[moved[i]]
-            candidates.append((matmul, "linear", [params[n] for n in matmul.input if n in params] + weights))
+            candidates.append((module.nodes[moved[i]], "linear", reads[moved[i]][0] + weights, reads[moved[i]][1]))
         elif kind is None or (node.op_type in ("MatMul", "Gather") and not weights):
-            candidates.append((node, "", []))
+            candidates.append((node, "", [], False))
         else:
-            candidates.append((node, kind, weights))
-    paths = Counter(_scope(n)[0] for n, kind, _ in candidates if kind)
-    unobserved = [i for i, (_, kind, _) in enumerate(candidates) if not kind]
-    norms = decomposed_norms([(*_scope(candidates[i][0]), [params[n] for n in candidates[i][0].input if n in params])
-                              for i in unobserved], set(paths))
+            candidates.append((node, kind, weights, swapped))
+    paths = Counter(_scope(n)[0] for n, kind, _, _ in candidates if kind)
+    unobserved = [i for i, (_, kind, _, _) in enumerate(candidates) if not kind]
+    norms = decomposed_norms([(*_scope(candidates[i][0]), reads[i][0]) for i in unobserved], set(paths))
     specs: list[NodeSpec | None] = []
     decomposed = {unobserved[position]: norm for position, norm in norms.items()}
-    for i, (node, kind, weights) in enumerate(candidates):
+    for i, (node, kind, weights, swapped) in enumerate(candidates):
+        folded = _folded_embedding(node, reads[i][0]) if not kind else None
+        if folded is not None:
+            specs.append(folded)
+            continue
         if i in decomposed:
             kind, path, type_name, names = decomposed[i]
             specs.append(NodeSpec(node.op_type.lower(), kind, path, type_name, param_roles(kind, names), own=True,
@@ -100,14 +149,12 @@ def plan_onnx(module: Any) -> list[NodeSpec | None]:
             continue
         path, type_name = _scope(node)
         own = None if type_name is not None else paths[path] == 1  # legacy export: a lone op is its module's
-        attrs: dict[str, float] = {}
-        if kind == "leaky_relu":
-            attrs["negative_slope"] = _attr(node, "alpha", 0.01)
-        if node.op_type == "MatMul" or (node.op_type == "Gemm" and not _attr(node, "transB", 0)):
-            attrs["transposed_weight"] = 1.0  # weight stored (in, out)
+        if type_name is None:
+            named = _weight_path(kind, weights, module.onnx_name)
+            path, own = (named, True) if named is not None else (path, own)
         roles = param_roles(kind, weights) if kind in WEIGHT_KINDS | NORM_KINDS | {"embedding"} else {}
-        specs.append(NodeSpec(node.op_type.lower(), kind, path, type_name or node.op_type, roles, attrs, own,
-                              op_label=f"onnx.{node.op_type}"))
+        specs.append(NodeSpec(node.op_type.lower(), kind, path, type_name or node.op_type, roles,
+                              _layer_attrs(node, kind, swapped), own, op_label=f"onnx.{node.op_type}"))
     return specs
 
 
