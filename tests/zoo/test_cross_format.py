@@ -70,3 +70,29 @@ def test_onnx_norms_get_their_own_gradients_where_the_exporter_merged_them(tmp_p
     for name, value in expected.items():
         assert norms[name] == pytest.approx(value, rel=1e-4), name
     assert any("shared by several layers" in note for note in onnx_report.notes)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["gpt2", "bert", "llama"])
+def test_onnx_rows_match_eager(name: str, tmp_path: Path) -> None:
+    """torch.onnx.export(dynamo=True) in eval mode: the same weight/norm/embedding rows under the eager names,
+    the tied LM head and the folded position embedding included, with eager's weight gradients. (T5 does not
+    export with torch 2.13; BERT's pooler is not part of the exported first output, so it has no row.)"""
+    model, inputs = built(name)
+    model = FirstOutput(model, list(inputs)).eval()
+    args = tuple(inputs.values())
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(model, args, str(tmp_path / "m.onnx"), input_names=list(inputs), dynamo=True, verbose=False)
+    eager = {layer: row for layer, row in _rows(analyze(model, args, mode="eval")).items() if row.grad.output_rms}
+    report = analyze(str(tmp_path / "m.onnx"), args, mode="eval")
+    other = _rows(report)
+    assert set(other) == set(eager), sorted(set(eager) ^ set(other))[:6]
+    for layer, row in eager.items():
+        if row.grad.weight_norm:
+            assert other[layer].grad.weight_norm == pytest.approx(row.grad.weight_norm, rel=1e-4), layer
+        if row.init is not None:
+            assert (other[layer].init.fan_in, other[layer].init.fan_out) == (row.init.fan_in, row.init.fan_out), layer
+    if name == "gpt2":
+        assert {"model.lm_head", "model.transformer.wpe", "model.transformer.wte"} <= set(other)
+        assert not any(p.name.startswith("val_") for p in report.parameters)  # the causal mask is no parameter
