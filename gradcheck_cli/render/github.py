@@ -10,6 +10,7 @@ the way the runner decodes it, so a layer name cannot end the line and inject a 
 from __future__ import annotations
 
 from gradcheck_cli.render.common import FindingGroup, group_findings
+from gradcheck_cli.render.training import step_note
 from gradcheck_cli.report.model import Finding, Report
 
 
@@ -35,7 +36,7 @@ def level(finding: Finding) -> str:
 
 def annotation(group: FindingGroup) -> str:
     first = group.first
-    where = first.layer if len(group.findings) == 1 else f"{len(group.findings)} layers"
+    where = (first.layer if len(group.findings) == 1 else f"{len(group.findings)} layers") + step_note(first)
     listed = "" if len(group.findings) == 1 else f" ({group.layers()})"
     return command(level(first), f"gradcheck {first.kind}: {where}", f"{group.message()}{listed}. Fix: {first.hint}")
 

@@ -14,6 +14,7 @@ import html
 import math
 
 from gradcheck_cli.render import plots
+from gradcheck_cli.render import training as tr
 from gradcheck_cli.render.common import group_findings
 from gradcheck_cli.render.numbers import num, pct
 from gradcheck_cli.report.model import Report
@@ -31,6 +32,8 @@ tr.flag td.name{color:#b42318;font-weight:600}
 figure.plot{margin:1em 0}
 svg.gc-plot{display:block;max-width:100%;height:auto}
 """
+_TRAINING_CSS = "h3{font-size:1em}td.bad{color:#b42318;font-weight:600}\n"
+"""Added only to pages of training reports, so other pages stay byte for byte as they were."""
 
 
 def _e(value: object) -> str:
@@ -45,11 +48,16 @@ def _bar(value: float | None, low: float, high: float) -> str:
     return f'<span class="bar" style="width:{max(2, round(fraction * 160))}px"></span>'
 
 
-def _table(headers: list[str], rows: list[list[str]], left: set[int]) -> str:
+def _table(headers: list[str], rows: list[list[str]], left: set[int], bad: list[list[bool]] | None = None) -> str:
+    """``bad`` (optional, one flag per cell): cells to mark as non-finite (red)."""
     head = "".join(f'<th class="{"l" if i in left else ""}">{_e(h)}</th>' for i, h in enumerate(headers))
+
+    def cls(r: int, i: int) -> str:
+        return " ".join(c for c in ("l" if i in left else "", "bad" if bad and bad[r][i] else "") if c)
+
     body = "".join(
-        "<tr>" + "".join(f'<td class="{"l" if i in left else ""}">{cell}</td>' for i, cell in enumerate(row)) + "</tr>"
-        for row in rows
+        "<tr>" + "".join(f'<td class="{cls(r, i)}">{cell}</td>' for i, cell in enumerate(row)) + "</tr>"
+        for r, row in enumerate(rows)
     )
     return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
 
@@ -63,6 +71,27 @@ def _plots(report: Report) -> list[str]:
     return ["<h2>Plots</h2>", *figures]
 
 
+def _training(report: Report) -> list[str]:
+    """The training run: header line, per-step summary, per-layer table, advice (plots sit in Plots)."""
+    t = report.training
+    assert t is not None
+    summary = tr.step_summary(report)
+    rows = [[_e(row.step), _e(row.loss), _e(row.grad_norm), _e(row.worst), _e(row.marks)] for row in summary.rows]
+    steps = _table(["step", "loss", "grad norm", "worst layer (grad rms vs step 0)", "findings"], rows, {3, 4},
+                   [[row.bad] * 5 for row in summary.rows])
+    parts = ["<h2>Training</h2>", f'<p class="dim training-run">{_e(tr.header_line(t))}</p>', "<h3>Steps</h3>", steps]
+    if caption := summary.caption():
+        parts.append(f'<p class="dim">{_e(caption)}</p>')
+    layers = tr.layer_table(t)
+    parts += ["<h3>Layers at the first and last logged steps</h3>",
+              _table(layers.headers, [[_e(c.text) for c in row] for row in layers.rows], {0, 1},
+                     [[c.bad for c in row] for row in layers.rows])]
+    if t.dying:
+        parts.append(f'<p class="dim">{_e(tr.DYING_NOTE)}</p>')
+    advice = "".join(f"<li><b>{_e(label)}</b>: {_e(line)}</li>" for label, line in tr.advice_lines(t))
+    return parts + ["<h3>Advice</h3>", f'<ul class="training-advice">{advice}</ul>']
+
+
 def render_html(report: Report) -> str:
     s, m, r = report.summary, report.model, report.run
     parts = [
@@ -72,13 +101,15 @@ def render_html(report: Report) -> str:
     ]
     parts += [f'<p class="dim">note: {_e(note)}</p>' for note in report.notes]
     if report.findings:
+        stepped = any(f.step is not None for f in report.findings)  # findings over training: the step they name
         rows = []
         for group in group_findings(report.findings):
             f = group.first
             rows.append([f'<span class="{_e(f.severity)}">{_e(f.severity)}</span>', _e(f.kind), _e(group.layers()),
-                         _e(group.value()), _e(num(f.threshold)),
+                         _e(group.value()), _e(num(f.threshold)), *([_e(num(f.step))] if stepped else []),
                          f'{_e(group.message())}<br><span class="dim">fix: {_e(f.hint)}</span>'])
-        parts += ["<h2>Findings</h2>", _table(["severity", "kind", "layer", "value", "threshold", "detail"], rows, {0, 1, 2, 5})]
+        headers = ["severity", "kind", "layer", "value", "threshold", *(["step"] if stepped else []), "detail"]
+        parts += ["<h2>Findings</h2>", _table(headers, rows, {0, 1, 2, len(headers) - 1})]
     parts += _plots(report)
     values = [l.grad.output_rms for l in report.layers if l.grad.output_rms and math.isfinite(l.grad.output_rms)]
     low, high = (min(values), max(values)) if values else (1.0, 1.0)
@@ -107,6 +138,8 @@ def render_html(report: Report) -> str:
         parts += ["<h2>Init variance</h2>", _table(
             ["layer", "fan_in", "fan_out", "followed by", "scheme", "current std", "looks like", "recommended std", "ratio",
              "apply"], init_rows, {0, 3, 4, 6, 9})]
+    if report.training is not None:
+        parts += _training(report)
     title = _e(f"gradcheck: {m.source}")
     return (f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8"><title>{title}</title>'
-            f"<style>{_CSS}</style></head><body>\n" + "\n".join(parts) + "\n</body></html>\n")
+            f"<style>{_CSS}{_TRAINING_CSS if report.training else ''}</style></head><body>\n" + "\n".join(parts) + "\n</body></html>\n")

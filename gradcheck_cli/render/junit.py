@@ -12,6 +12,7 @@ import re
 import xml.etree.ElementTree as ET
 
 from gradcheck_cli.diagnose.registry import FINDING_KINDS, fails
+from gradcheck_cli.render.training import step_note
 from gradcheck_cli.report.model import Finding, Report
 
 _NOT_XML = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ufffe\uffff]")
@@ -22,7 +23,7 @@ def _clean(text: str) -> str:
 
 
 def _line(f: Finding) -> str:
-    return f"[{f.severity}] {f.layer}: {f.message} (value {f.value:.4g}, threshold {f.threshold:.4g}). Fix: {f.hint}"
+    return f"[{f.severity}] {f.layer}{step_note(f)}: {f.message} (value {f.value:.4g}, threshold {f.threshold:.4g}). Fix: {f.hint}"
 
 
 def render_junit(report: Report) -> str:
@@ -40,7 +41,7 @@ def render_junit(report: Report) -> str:
         if any(fails(f, fail_on) for f in found):
             failures += 1
             failure = ET.SubElement(case, "failure", type=kind,
-                                    message=_clean(f"{len(found)} layer(s): {found[0].layer}: {found[0].message}"))
+                                    message=_clean(f"{len(found)} layer(s): {found[0].layer}{step_note(found[0])}: {found[0].message}"))
             failure.text = _clean("\n".join(_line(f) for f in found))
         elif found:
             ET.SubElement(case, "system-out").text = _clean("not in the fail set:\n" + "\n".join(_line(f) for f in found))

@@ -10,6 +10,7 @@ from __future__ import annotations
 import html
 
 from gradcheck_cli.diagnose.registry import fails
+from gradcheck_cli.render import training as tr
 from gradcheck_cli.render.common import group_findings
 from gradcheck_cli.render.numbers import num, pct
 from gradcheck_cli.report.model import Report
@@ -46,12 +47,15 @@ def render_markdown(report: Report) -> str:
     out += [f"> note: {escape(note)}" for note in report.notes]
     if report.findings:
         fail_on = set(r.fail_on)
+        stepped = any(f.step is not None for f in report.findings)  # findings over training: the step they name
         rows = []
         for group in group_findings(report.findings):
             f = group.first
             rows.append([f.severity + (" (fails)" if fails(f, fail_on) else ""), code(f.kind), escape(group.layers()),
-                         group.value(), num(f.threshold), escape(group.message()) + "<br>*fix:* " + escape(f.hint)])
-        out += ["", "#### Findings", ""] + _table(["severity", "kind", "layer", "value", "threshold", "detail"], rows, "lllrrl")
+                         group.value(), num(f.threshold), *([num(f.step)] if stepped else []),
+                         escape(group.message()) + "<br>*fix:* " + escape(f.hint)])
+        header = ["severity", "kind", "layer", "value", "threshold", *(["step"] if stepped else []), "detail"]
+        out += ["", "#### Findings", ""] + _table(header, rows, "lllrr" + ("r" if stepped else "") + "l")
     rows = [
         [str(l.index), escape(l.name), escape(l.kind),
          num(l.activation.std) if l.activation else "-", pct(l.activation.dead_ratio) if l.activation else "-",
@@ -79,4 +83,33 @@ def render_markdown(report: Report) -> str:
         out += ["", "<details><summary>Through time (recurrent layers)</summary>", ""]
         out += _table(["layer", "steps", "first step", "last step", "first/last"], time_rows, "lrrrr")
         out += ["", "</details>"]
+    if report.training is not None:
+        out += training_section(report)
     return "\n".join(out) + "\n"
+
+
+def training_section(report: Report) -> list[str]:
+    """Header line, per-step summary, per-layer table at the first and last logged steps, advice."""
+    t = report.training
+    assert t is not None
+    summary = tr.step_summary(report)
+    out = ["", "#### Training", "", escape(tr.header_line(t)), ""]
+    rows = [[_bad(str(row.step), row.bad), row.loss, row.grad_norm, escape(row.worst), code(row.marks) if row.marks else ""]
+            for row in summary.rows]
+    out += _table(["step", "loss", "grad norm", "worst layer (grad rms vs step 0)", "findings"], rows, "rrrll")
+    if caption := summary.caption():
+        out += ["", f"*{escape(caption)}*"]
+    layers = tr.layer_table(t)
+    cells = [[_bad(escape(c.text), c.bad) for c in row] for row in layers.rows]
+    out += ["", "<details><summary>Training: layers at the first and last logged steps</summary>", ""]
+    out += _table([escape(h) for h in layers.headers], cells, "ll" + "r" * (len(layers.headers) - 2))
+    if t.dying:
+        out += ["", f"*{escape(tr.DYING_NOTE)}*"]
+    out += ["", "</details>", ""]
+    out += [f"- **{escape(label)}**: {escape(line)}" for label, line in tr.advice_lines(t)]
+    return out
+
+
+def _bad(text: str, bad: bool) -> str:
+    """Non-finite values in bold, so they stand out in a long column."""
+    return f"**{text}**" if bad else text

@@ -13,6 +13,7 @@ from rich.text import Text
 
 from gradcheck_cli.diagnose.registry import fails
 from gradcheck_cli.render.common import group_findings
+from gradcheck_cli.render import training as tr
 from gradcheck_cli.render.numbers import log_bar, num, pct
 from gradcheck_cli.report.model import ActivationStats, LayerReport, Report
 
@@ -34,6 +35,8 @@ def render_rich(report: Report, width: int | None = None) -> RenderableType:
         parts.append(init_table(report, compact=compact))
     if any(layer.time for layer in report.layers):
         parts.append(time_table(report))
+    if report.training is not None:
+        parts += training_parts(report, compact=compact)
     parts.append(verdict(report))
     return Group(*parts)
 
@@ -119,14 +122,18 @@ def findings_table(report: Report) -> Table:
     table.add_column("layer", overflow="fold")
     table.add_column("value", justify="right", no_wrap=True)
     table.add_column("threshold", justify="right", no_wrap=True)
+    stepped = any(f.step is not None for f in report.findings)
+    if stepped:  # findings over training: the step they name
+        table.add_column("step", justify="right", no_wrap=True)
     table.add_column("what it means / what to do", overflow="fold", ratio=1)
     fail_on = set(report.run.fail_on)
     for group in group_findings(report.findings):
         f = group.first
         marker = " (fails)" if fails(f, fail_on) else ""
+        step = [num(f.step)] if stepped else []
         table.add_row(
             Text(f.severity + marker, SEVERITY_STYLE[f.severity]), f.kind, group.layers(), group.value(), num(f.threshold),
-            Text.assemble(group.message(), "\n", ("fix: " + f.hint, "dim")),
+            *step, Text.assemble(group.message(), "\n", ("fix: " + f.hint, "dim")),
         )
     return table
 
@@ -139,7 +146,7 @@ def findings_list(report: Report) -> RenderableType:
         f = group.first
         text.append("\n")
         text.append(f.severity + (" (fails)" if fails(f, fail_on) else ""), SEVERITY_STYLE[f.severity])
-        text.append(f"  {f.kind}  {group.layers()}  value {group.value()} (threshold {num(f.threshold)})")
+        text.append(f"  {f.kind}  {group.layers()}{tr.step_note(f)}  value {group.value()} (threshold {num(f.threshold)})")
         text.append(f"\n    {group.message()}")
         text.append(f"\n    fix: {f.hint}", style="dim")
     return text
@@ -195,6 +202,55 @@ def time_table(report: Report) -> Table:
         table.add_row(Text(layer.name, "bold red" if layer.name in flagged else ""), str(t.steps), num(t.grad_rms[0]),
                       num(t.grad_rms[t.steps // 2]), num(t.grad_rms[-1]), num(t.ratio), num(per_step))
     return table
+
+
+def training_parts(report: Report, compact: bool = False) -> list[RenderableType]:
+    """The training run: what was run, the per-step summary, the per-layer table, the advice."""
+    assert report.training is not None
+    return [training_header(report), step_table(report), training_layer_table(report, compact), training_advice(report)]
+
+
+def training_header(report: Report) -> Text:
+    assert report.training is not None
+    text = Text("Training: ", style="bold")
+    text.append(tr.header_line(report.training), style="dim")
+    return text
+
+
+def step_table(report: Report) -> Table:
+    """Loss, global gradient norm and the worst layer per logged step (elided to tr.SUMMARY_ROWS)."""
+    summary = tr.step_summary(report)
+    table = Table(title="Training steps", title_justify="left", box=box.SIMPLE_HEAD,
+                  caption=summary.caption() or None, caption_justify="left")
+    for title in ("step", "loss", "grad norm", "worst layer (grad rms vs step 0)", "findings"):
+        table.add_column(title, justify="left" if title[0] in "wf" else "right", overflow="fold")
+    for row in summary.rows:
+        table.add_row(str(row.step), row.loss, row.grad_norm, row.worst, Text(row.marks, "bold red"),
+                      style="red" if row.bad else "")
+    return table
+
+
+def training_layer_table(report: Report, compact: bool = False) -> Table:
+    """Per-layer metrics at the first and the last logged step, side by side."""
+    assert report.training is not None
+    layers = tr.layer_table(report.training)
+    table = Table(title="Training: layers at the first and last logged steps", title_justify="left",
+                  box=box.SIMPLE_HEAD if compact else box.HEAVY_HEAD,
+                  caption=tr.DYING_NOTE if report.training.dying else None, caption_justify="left")
+    for i, title in enumerate(layers.headers):
+        table.add_column(title, justify="left" if i < 2 else "right", overflow="fold")
+    for row in layers.rows:
+        table.add_row(*(Text(c.text, "bold red" if c.bad else "") for c in row))
+    return table
+
+
+def training_advice(report: Report) -> Text:
+    assert report.training is not None
+    text = Text("Training advice", style="italic")
+    for label, line in tr.advice_lines(report.training):
+        text.append(f"\n{label}: ", style="bold")
+        text.append(line)
+    return text
 
 
 def verdict(report: Report) -> Text:
