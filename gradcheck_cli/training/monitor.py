@@ -39,10 +39,14 @@ class Monitor:
     report's exit code, as ``--fail-on`` does."""
 
     def __init__(self, model: torch.nn.Module, every: int = 10, *, fail_on: str | frozenset[str] | None = None,
-                 thresholds: Thresholds | None = None, functional: bool = True, seed: int = 0) -> None:
+                 thresholds: Thresholds | None = None, functional: bool = True, seed: int = 0,
+                 clip_grad_norm: float | None = None) -> None:
         if every < 1:
             raise UsageError(f"every must be at least 1, got {every}")
         self.every = every
+        self.clip_grad_norm = clip_grad_norm
+        """The ``max_norm`` the loop clips at, if it does (the report states it; pass the pre-clipping norm
+        to :meth:`step` so the gradient series is not capped by it)."""
         fail = parse_fail_on(fail_on) if fail_on is None or isinstance(fail_on, str) else frozenset(fail_on)
         self.options = AnalyzeOptions(fail_on=fail, thresholds=thresholds or Thresholds(), functional=functional, seed=seed)
         self.loaded = wrap_object(model)
@@ -54,16 +58,25 @@ class Monitor:
         self.steps = 0
         self.should_stop = False
         """A finding in the fail set has appeared (checked at logged steps)."""
+        self._paused = False
         self._recorder.arm()
 
     # -- the loop ---------------------------------------------------------------------------------
-    def step(self, loss: torch.Tensor, optimizer: torch.optim.Optimizer) -> None:
-        """Record the step just taken: call after ``optimizer.step()`` and before ``zero_grad``."""
+    @property
+    def measuring(self) -> bool:
+        """The step in progress is a logged one (its hooks are on): worth computing a pre-clipping norm for."""
+        return self._recorder.armed
+
+    def step(self, loss: torch.Tensor, optimizer: torch.optim.Optimizer,
+             grad_norm: torch.Tensor | float | None = None) -> None:
+        """Record the step just taken: call after ``optimizer.step()`` and before ``zero_grad``. ``grad_norm``:
+        the global gradient norm before clipping, when the loop clipped (else it is read from the gradients)."""
         run = self._start(optimizer)
+        self._paused = False  # a pause before this step is over; the arming below decides the next one
         self._pending.append(loss.detach().reshape(()).float())
         logged = self._recorder.armed
         if logged:
-            run.points.append(self._recorder.record(self.steps, self._meter, root=loss.grad_fn))
+            run.points.append(self._recorder.record(self.steps, self._meter, grad_norm, root=loss.grad_fn))
             self._flush()
         self.steps += 1
         if self.steps % self.every == 0:
@@ -74,6 +87,18 @@ class Monitor:
         if logged:
             self.should_stop = self._failing()
 
+    def pause(self) -> None:
+        """Take the hooks off between two steps: an evaluation pass there would otherwise be measured as
+        part of the next logged step. :meth:`resume` puts them back."""
+        self._paused = self._paused or self._recorder.armed
+        self._recorder.disarm()
+
+    def resume(self) -> None:
+        """Undo :meth:`pause` before the next step's forward (a no-op when the next step is not logged)."""
+        if self._paused:
+            self._paused = False
+            self._recorder.arm()
+
     def _start(self, optimizer: torch.optim.Optimizer) -> TrainingRun:
         if self._run is None:
             self._optimizer = optimizer
@@ -81,7 +106,7 @@ class Monitor:
             group = optimizer.param_groups[0]
             self._run = TrainingRun(0, self.every, type(optimizer).__name__, float(group.get("lr", math.nan)),
                                     weight_decay_of(optimizer), "the training loop's own batches",
-                                    momentum=group.get("momentum"))
+                                    momentum=group.get("momentum"), clip_grad_norm=self.clip_grad_norm)
         elif optimizer is not self._optimizer:
             raise UsageError("Monitor.step was given a different optimizer than before", hint="use one Monitor per optimizer")
         return self._run
