@@ -56,6 +56,8 @@ _BLUE, _GREEN, _ORANGE, _GREY, _RED = "#175cd3", "#067647", "#b54708", "#6e7781"
 _MAX_TICKS = 40
 """More layers than this get every k-th tick label, so labels never overlap into a black band."""
 _MAX_LABEL = 32
+_HEIGHT = 4.6
+"""Inches: one figure's height (a training heat map grows with the layer count)."""
 
 
 def plots_available() -> bool:
@@ -70,16 +72,39 @@ def plots_available() -> bool:
 
 
 def render_plot(report: Report, fmt: str = "png") -> bytes:
-    """The gradient-flow figure as a standalone SVG or PNG file (what ``--plot FILE`` writes)."""
+    """The gradient-flow figure as a standalone SVG or PNG file (what ``--plot FILE`` writes); for a
+    training report, one tall file with the training figures below it."""
     if fmt not in FORMATS:
         raise ValueError(f"plot format must be one of {', '.join(FORMATS)}, got {fmt!r}")
-    return _render(_gradient_flow, report, fmt)
+    if report.training is None:
+        return _render(_gradient_flow, report, fmt)
+    from gradcheck_cli.render import training_plots
+
+    builds = [_gradient_flow] + [build for _, _, build in training_plots.FIGURES]
+    heights = [_HEIGHT, _HEIGHT, training_plots.heat_map_height(report), _HEIGHT]
+
+    def stacked(figure: Figure, report: Report) -> None:
+        for sub, build in zip(figure.subfigures(len(builds), 1, height_ratios=heights), builds):
+            build(sub, report)
+
+    return _render(stacked, report, fmt, height=sum(heights))
 
 
 def svg_figures(report: Report) -> list[tuple[str, str]]:
     """(title, inline ``<svg>`` text) for every figure, ready to paste into an HTML page."""
-    return [(title, inline_svg(_render(build, report, "svg").decode("utf-8"), prefix, title))
-            for prefix, title, build in _FIGURES]
+    return [(title, inline_svg(_render(build, report, "svg", height).decode("utf-8"), prefix, title))
+            for prefix, title, build, height in _figures(report)]
+
+
+def _figures(report: Report) -> list[tuple[str, str, Callable[[Figure, Report], None], float]]:
+    """(id prefix, title, builder, height) of a report's figures: the training ones follow for ``--steps``."""
+    figures = [(prefix, title, build, _HEIGHT) for prefix, title, build in _FIGURES]
+    if report.training is not None:
+        from gradcheck_cli.render import training_plots
+
+        figures += [(prefix, title, build, training_plots.heat_map_height(report) if "heat" in prefix else _HEIGHT)
+                    for prefix, title, build in training_plots.FIGURES]
+    return figures
 
 
 def inline_svg(svg: str, prefix: str, title: str) -> str:
@@ -106,7 +131,7 @@ def _prefix_ids(tag: str, prefix: str) -> str:
     return re.sub(r"url\(#([^)]+)\)", rf"url(#{prefix}-\1)", tag)
 
 
-def _render(build: Callable[[Figure, Report], None], report: Report, fmt: str) -> bytes:
+def _render(build: Callable[[Figure, Report], None], report: Report, fmt: str, height: float | None = None) -> bytes:
     """Build one figure with ``build`` and save it, all inside the fixed style (text objects read
     rcParams when created, the SVG writer when saving)."""
     import matplotlib
@@ -117,7 +142,8 @@ def _render(build: Callable[[Figure, Report], None], report: Report, fmt: str) -
     with matplotlib.style.context("default"), matplotlib.rc_context(_RC), warnings.catch_warnings():
         # A name with characters DejaVu Sans lacks would warn once per glyph; the text stays readable.
         warnings.filterwarnings("ignore", message=r"Glyph \d+ .*missing from", category=UserWarning)
-        figure = Figure(figsize=_figsize(len(report.layers)), layout="constrained")
+        width, default_height = _figsize(len(report.layers))
+        figure = Figure(figsize=(width, height or default_height), layout="constrained")
         FigureCanvasAgg(figure)
         build(figure, report)
         buffer = io.BytesIO()
@@ -130,7 +156,7 @@ def _render(build: Callable[[Figure, Report], None], report: Report, fmt: str) -
 
 def _figsize(layers: int) -> tuple[float, float]:
     """Wider for more layers (up to the _MAX_TICKS labels shown), so labels keep their room."""
-    return (min(14.0, max(8.0, 3.0 + 0.25 * min(layers, _MAX_TICKS))), 4.6)
+    return (min(14.0, max(8.0, 3.0 + 0.25 * min(layers, _MAX_TICKS))), _HEIGHT)
 
 
 # -- shared pieces ---------------------------------------------------------------------------
