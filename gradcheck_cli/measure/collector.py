@@ -120,6 +120,8 @@ class StatsCollector:
         self._time: dict[int, torch.Tensor | None] = {}
         self.seed = seed
         """Seeds the unit sample of --sample-stats and the through-time probes."""
+        self.through_time = True
+        """Probe recurrent layers through time (off on training steps: the one-shot analysis has the profile)."""
 
     def add_layer(self, name: str, kind: str, type_name: str, **extra: Any) -> LayerInfo:
         info = LayerInfo(index=len(self.layers), name=name, kind=kind, type_name=type_name, **extra)
@@ -184,7 +186,7 @@ class StatsCollector:
 
     def wants_time(self, info: LayerInfo) -> bool:
         """Whether this recurrent row still needs its through-time profile (measured once, first call)."""
-        return info.index not in self._time
+        return self.through_time and info.index not in self._time
 
     def observe_time(self, info: LayerInfo, profile: torch.Tensor | None) -> None:
         """Keep a recurrent layer's per-step backward profile (a device tensor; moved in finalize)."""

@@ -189,8 +189,8 @@ class LayerSeries:
 @dataclass(frozen=True)
 class TrainingAdvice:
     clip_grad_norm: float | None
-    """A ``max_norm`` for ``torch.nn.utils.clip_grad_norm_`` (README "Training": twice the median global
-    gradient norm of the healthy phase); None when no healthy phase was logged."""
+    """A ``max_norm`` for ``torch.nn.utils.clip_grad_norm_`` (README "Training": the median global gradient
+    norm of the healthy phase); None when no healthy phase was logged."""
     clip_reason: str
     lr_bound: float | None = None
     """When the run diverged: a learning rate below which it is expected to be stable."""

@@ -140,6 +140,7 @@ def _train_once(loaded: LoadedModel, batches: list[Sample], loss_name: str, opti
 def probe_alive(loaded: LoadedModel, batches: list[Sample], options: AnalyzeOptions) -> dict[str, np.ndarray]:
     """Rectifier layer -> which of its units fire on at least one sample of the data (forward only)."""
     collector = StatsCollector(options.sample_stats, options.seed)
+    collector.through_time = False
     with torch.no_grad(), instrument(loaded, collector, functional=options.functional) as forward:
         for batch in batches:
             forward(*batch.args, **batch.kwargs)
@@ -158,12 +159,11 @@ def dying_fractions(before: dict[str, np.ndarray], after: dict[str, np.ndarray])
 
 def _data_note(batches: list[Sample], random_inputs: bool, loss_name: str) -> str:
     cycle = f"{len(batches)} batch{'es' if len(batches) > 1 else ''} in a fixed cycle"
-    if not random_inputs:
-        return f"the sample's {cycle}"
+    source = f"seeded random inputs, {cycle}" if random_inputs else f"the sample's {cycle}"
     if loss_name == "random-target":
-        return (f"seeded random inputs, {cycle}, regressed onto fixed random targets (MSE): a falling loss shows "
-                "the optimiser works on this model, not that it would learn real data")
-    return f"seeded random inputs, {cycle}"
+        return (f"{source}, regressed onto fixed random targets (MSE): a falling loss shows the optimiser works "
+                "on this model, not that it would learn real data")
+    return source
 
 
 @contextmanager

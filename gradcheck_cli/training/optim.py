@@ -76,9 +76,9 @@ class UpdateMeter:
 
 def _exact_delta(optimizer: torch.optim.Optimizer, group: dict[str, Any], p: torch.Tensor) -> torch.Tensor | None:
     """W_after - W_before of the step just taken, from the optimiser's state (see the module docstring)."""
-    state = optimizer.state.get(p)
-    if not state or p.grad is None:
-        return None
+    state = optimizer.state.get(p, {})
+    if p.grad is None or (not state and not isinstance(optimizer, torch.optim.SGD)):
+        return None  # (plain SGD keeps no state: its step is the gradient's)
     lr, wd = float(group["lr"]), float(group.get("weight_decay", 0.0))
     w = p.detach()
     if isinstance(optimizer, torch.optim.SGD):

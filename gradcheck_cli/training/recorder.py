@@ -73,6 +73,7 @@ class StepRecorder:
         """Instrument the model for the next forward + backward; returns the forward to call."""
         if self._stack is None:
             self._collector = StatsCollector(self.sample_stats, self.seed)
+            self._collector.through_time = False
             self._stack = ExitStack()
             self.forward = self._stack.enter_context(instrument(self.loaded, self._collector, functional=self.functional))
         return self.forward

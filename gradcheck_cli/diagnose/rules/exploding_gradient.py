@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from gradcheck_cli.diagnose.evaluate import Evidence
-from gradcheck_cli.diagnose.over_training import first_growing_layer, growth
+from gradcheck_cli.diagnose.over_training import applied, first_growing_layer, growth
 from gradcheck_cli.diagnose.rules import finding
 from gradcheck_cli.diagnose.rules.depth import Trend, backward_signal, nearest_output
 from gradcheck_cli.report.model import Finding
@@ -28,7 +28,7 @@ def over_training(e: Evidence) -> list[Finding]:
     if t is None:
         return []
     limit = e.thresholds.train_gradient_growth
-    grew = growth(t.logged_steps, t.grad_norm, limit)
+    grew = growth(t.logged_steps, applied(t.grad_norm, t.clip_grad_norm), limit)
     if grew is None:
         return []
     layer = first_growing_layer(t, limit) or "(model)"

@@ -53,6 +53,11 @@ def _layer_attrs(kind: str, node: fx.Node) -> dict[str, float]:
         lo, hi = _scalar(node.args[1]), _scalar(node.args[2])
         if lo is not None and hi is not None:
             return {"min_val": lo, "max_val": hi}
+    if kind == "conv":  # aten.convolution(x, w, b, stride, pad, dil, transposed, out_pad, groups); conv2d: groups 7th
+        slot = 8 if "convolution" in str(node.target) else 6
+        groups = _scalar(node.args[slot]) if len(node.args) > slot else None
+        if groups is not None and groups > 1:
+            return {"groups": groups}
     return {}
 
 

@@ -85,7 +85,7 @@ def _attrs(module: nn.Module) -> dict[str, float]:
     fields = vars(module)
     return {
         key: float(fields[key])
-        for key in ("negative_slope", "min_val", "max_val", "lower", "upper")
+        for key in ("negative_slope", "min_val", "max_val", "lower", "upper", "groups")
         if isinstance(fields.get(key), (int, float)) and not isinstance(fields.get(key), bool)
     }
 

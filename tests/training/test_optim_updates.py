@@ -1,0 +1,56 @@
+"""The update norms recomputed from the optimiser's state equal the step actually taken (a weight copy)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from gradcheck_cli.training.optim import UpdateMeter
+
+CASES = [
+    (torch.optim.SGD, {"lr": 0.1}),
+    (torch.optim.SGD, {"lr": 0.1, "weight_decay": 0.05}),
+    (torch.optim.SGD, {"lr": 0.1, "momentum": 0.9}),
+    (torch.optim.SGD, {"lr": 0.1, "momentum": 0.9, "dampening": 0.1, "weight_decay": 0.01}),
+    (torch.optim.SGD, {"lr": 0.1, "momentum": 0.9, "nesterov": True, "weight_decay": 0.05}),
+    (torch.optim.SGD, {"lr": 0.1, "weight_decay": 0.05, "maximize": True}),
+    (torch.optim.Adam, {"lr": 1e-2}),
+    (torch.optim.Adam, {"lr": 1e-2, "weight_decay": 0.1}),
+    (torch.optim.Adam, {"lr": 1e-2, "amsgrad": True}),
+    (torch.optim.AdamW, {"lr": 1e-2, "weight_decay": 0.1}),
+    (torch.optim.AdamW, {"lr": 1e-2, "weight_decay": 0.1, "maximize": True, "amsgrad": True}),
+    (torch.optim.RMSprop, {"lr": 1e-2}),  # not recomputed: the copy taken by the step pre-hook
+]
+
+
+@pytest.mark.parametrize(("cls", "kwargs"), CASES, ids=lambda c: getattr(c, "__name__", None) or str(c))
+def test_update_norms_equal_the_step_taken(cls: type, kwargs: dict) -> None:
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(6, 8), nn.Tanh(), nn.Linear(8, 3))
+    optimizer = cls(model.parameters(), **kwargs)
+    meter = UpdateMeter(optimizer)
+    params = list(model.parameters())
+    x, y = torch.randn(16, 6), torch.randn(16, 3)
+    try:
+        for step in range(4):  # later steps exercise momentum buffers and bias correction
+            optimizer.zero_grad()
+            nn.functional.mse_loss(model(x), y).backward()
+            before = [p.detach().clone() for p in params]
+            meter.armed = True
+            optimizer.step()
+            got = [float(t) for t in meter.squares(params)]
+            expected = [float((p.detach() - b).double().square().sum()) for p, b in zip(params, before)]
+            assert got == pytest.approx(expected, rel=1e-4, abs=1e-14), step
+    finally:
+        meter.close()
+    assert meter.exact is (cls is not torch.optim.RMSprop)
+
+
+def test_a_parameter_the_optimiser_does_not_hold_has_no_update() -> None:
+    model = nn.Linear(3, 3)
+    optimizer = torch.optim.SGD([model.weight], lr=0.1)
+    model(torch.randn(2, 3)).sum().backward()
+    optimizer.step()
+    weight, bias = UpdateMeter(optimizer).squares([model.weight, model.bias])
+    assert weight is not None and float(weight) > 0 and bias is None
