@@ -11,7 +11,7 @@ from rich.console import Group, RenderableType
 from rich.table import Table
 from rich.text import Text
 
-from gradcheck_cli.report.compare import Comparison, FindingChange, LayerChange
+from gradcheck_cli.report.compare import Comparison, FindingChange, LayerChange, TrainingChange
 from gradcheck_cli.render.common import GROUP_AT, group_by, layer_list
 from gradcheck_cli.render.github import command
 from gradcheck_cli.render.markdown import code, escape
@@ -44,7 +44,30 @@ def finding_groups(comparison: Comparison) -> list[list[FindingChange]]:
 
 
 def _layers(group: list[FindingChange]) -> str:
-    return group[0].layer if len(group) == 1 else f"{len(group)} layers: " + layer_list([f.layer for f in group])
+    step = "" if group[0].step is None else f" at step {group[0].step}"
+    return (group[0].layer if len(group) == 1 else f"{len(group)} layers: " + layer_list([f.layer for f in group])) + step
+
+
+def training_rows(change: TrainingChange) -> list[list[str]]:
+    """(what, baseline, current, change) for both runs: steps completed, final loss, max grad norm."""
+    old, new = change.baseline, change.current
+    return [
+        ["steps completed", f"{old.completed}/{old.steps}", f"{new.completed}/{new.steps}", ""],
+        ["final loss", _value(old.final_loss), _value(new.final_loss), _times(change.loss_change)],
+        ["max global grad norm", _value(old.max_grad_norm), _value(new.max_grad_norm), _times(change.grad_norm_change)],
+    ]
+
+
+TRAINING_HEADERS = ["training", "baseline", "current", "change"]
+
+
+def _value(value: float | None) -> str:
+    """A final loss is None when it was NaN/Inf; a max grad norm is then inf."""
+    return "non-finite" if value is None else num(value)
+
+
+def _times(ratio: float | None) -> str:
+    return "" if ratio is None else f"{num(ratio)}x"
 
 
 def render_comparison_rich(comparison: Comparison, show_all: bool = False) -> RenderableType:
@@ -62,6 +85,13 @@ def render_comparison_rich(comparison: Comparison, show_all: bool = False) -> Re
         parts.append(table)
     if footer := _footer(comparison, len(rows)):
         parts.append(Text(footer, style="dim"))
+    if comparison.training is not None:
+        table = Table(title="Training", box=box.SIMPLE_HEAD, title_justify="left")
+        for title in TRAINING_HEADERS:
+            table.add_column(title, justify="left" if title == "training" else "right")
+        for row in training_rows(comparison.training):
+            table.add_row(*row)
+        parts.append(table)
     if comparison.findings:
         table = Table(title="Findings", box=box.SIMPLE_HEAD, title_justify="left")
         for title in ("change", "kind", "layer", "severity", "message"):
@@ -88,6 +118,9 @@ def render_comparison_markdown(comparison: Comparison, show_all: bool = False) -
                 f"{_dead(l)} | {escape('; '.join(l.reasons))} |" for l in rows]
     if footer := _footer(comparison, len(rows)):
         out += ["", escape(footer)]
+    if comparison.training is not None:
+        out += ["", "| " + " | ".join(TRAINING_HEADERS) + " |", "|:--|--:|--:|--:|"]
+        out += ["| " + " | ".join(row) + " |" for row in training_rows(comparison.training)]
     if comparison.findings:
         out += ["", "| change | kind | layer | severity | message |", "|:--|:--|:--|:--|:--|"]
         for group in finding_groups(comparison):

@@ -10,7 +10,11 @@ Two JSON reports are matched layer by layer (by name). What is compared, and why
   tolerance factor, and *improved* when it moved towards 1 by more than it.
 - The **dead ratio** of rectifier layers: an absolute rise of more than ``dead_tolerance`` regressed.
 - **Findings**, keyed by (kind, layer): a new finding whose kind is in the fail set regressed; new
-  findings outside it and resolved findings are listed.
+  findings outside it and resolved findings are listed. A finding over training keeps its key when
+  only its step moved (a divergence that starts at step 12 instead of 10 is the same divergence).
+- **Training** (both reports from ``--steps``): final loss, largest global gradient norm and steps
+  completed, side by side. These numbers are shown, not judged: a run that now diverges or stops early
+  already regresses through its ``diverging_loss``/``nonfinite`` findings.
 
 Both sides are :class:`~gradcheck_cli.report.model.Report` objects; a saved baseline decodes into one
 whatever keys later releases of the same schema version added (the schema-version policy).
@@ -24,7 +28,7 @@ from typing import Any
 
 from gradcheck_cli.diagnose.registry import fails
 from gradcheck_cli.errors import EXIT_FINDINGS, EXIT_OK
-from gradcheck_cli.report.model import Finding, LayerReport, Report
+from gradcheck_cli.report.model import Finding, LayerReport, Report, TrainingReport
 
 STATUSES = ("regressed", "changed", "improved", "unchanged")
 """Overall outcome, worst first: ``changed`` means better and worse-but-not-failing moves both happened
@@ -56,6 +60,32 @@ class FindingChange:
     fails: bool
     """A new finding whose kind is in the fail set: it alone makes the comparison fail."""
     message: str
+    step: int | None = None
+    """For a finding over training: the step it names (in the report it comes from)."""
+
+
+@dataclass(frozen=True)
+class TrainingSide:
+    """One report's training run, reduced to what a comparison shows."""
+
+    steps: int
+    completed: int
+    final_loss: float | None
+    """The loss at the last step taken; None when it was NaN/Inf (a saved series keeps no NaN/Inf kind)."""
+    max_grad_norm: float | None
+    """The largest global gradient norm over the logged steps; inf when one was NaN/Inf."""
+    optimizer: str
+    lr: float
+
+
+@dataclass(frozen=True)
+class TrainingChange:
+    baseline: TrainingSide
+    current: TrainingSide
+    loss_change: float | None
+    """current final loss / baseline final loss (None when either is missing, non-finite or 0)."""
+    grad_norm_change: float | None
+    """current max grad norm / baseline max grad norm (None when either is non-finite or 0)."""
 
 
 @dataclass(frozen=True)
@@ -71,6 +101,8 @@ class Comparison:
     layers: list[LayerChange]
     findings: list[FindingChange]
     notes: list[str] = field(default_factory=list)
+    training: TrainingChange | None = None
+    """Both reports from ``analyze --steps``: their runs side by side; None otherwise."""
 
     def to_dict(self) -> dict[str, Any]:
         from gradcheck_cli.report.codec import encode
@@ -101,7 +133,9 @@ def compare(baseline: Report, current: Report, *, tolerance: float = 2.0, dead_t
     status = _status(layers, findings)
     exit_code = EXIT_FINDINGS if status == "regressed" else EXIT_OK
     return Comparison(names[0], names[1], tolerance, dead_tolerance, sorted(fail), status, exit_code,
-                      _verdict(status, layers, findings), layers, findings, _notes(baseline, current))
+                      _verdict(status, layers, findings), layers, findings,
+                      _notes(baseline, current) + _training_notes(baseline, current),
+                      _training_change(baseline.training, current.training))
 
 
 def _flows(report: Report) -> dict[str, float]:
@@ -153,9 +187,9 @@ def _finding_changes(old: list[Finding], new: list[Finding], fail: set[str]) -> 
         return f.kind, f.layer
 
     old_keys, new_keys = {key(f) for f in old}, {key(f) for f in new}
-    added = [FindingChange("new", f.kind, f.layer, f.severity, fails(f, fail), f.message)
+    added = [FindingChange("new", f.kind, f.layer, f.severity, fails(f, fail), f.message, f.step)
              for f in new if key(f) not in old_keys]
-    resolved = [FindingChange("resolved", f.kind, f.layer, f.severity, False, f.message)
+    resolved = [FindingChange("resolved", f.kind, f.layer, f.severity, False, f.message, f.step)
                 for f in old if key(f) not in new_keys]
     return added + resolved
 
@@ -203,3 +237,34 @@ def _notes(baseline: Report, current: Report) -> list[str]:
     if old_layers and new_layers and not old_layers & new_layers:
         notes.append("no layer names in common: are these reports of the same model?")
     return notes
+
+
+def _side(t: TrainingReport) -> TrainingSide:
+    last = t.loss[-1] if t.loss else None
+    norms = [math.inf if v is None or not math.isfinite(v) else v for v in t.grad_norm]
+    return TrainingSide(t.steps, t.completed, last if last is not None and math.isfinite(last) else None,
+                        max(norms) if norms else None, t.optimizer, t.lr)
+
+
+def _ratio(new: float | None, old: float | None) -> float | None:
+    return new / old if _positive(new) and _positive(old) else None
+
+
+def _training_change(baseline: TrainingReport | None, current: TrainingReport | None) -> TrainingChange | None:
+    if baseline is None or current is None:
+        return None
+    old, new = _side(baseline), _side(current)
+    return TrainingChange(old, new, _ratio(new.final_loss, old.final_loss), _ratio(new.max_grad_norm, old.max_grad_norm))
+
+
+def _training_notes(baseline: Report, current: Report) -> list[str]:
+    """Training compared only when both runs trained; settings that differ move its numbers by themselves."""
+    old, new = baseline.training, current.training
+    if old is None and new is None:
+        return []
+    if old is None or new is None:
+        which = "current" if old is None else "baseline"
+        return [f"only the {which} report has a training run (--steps): training is not compared"]
+    return [f"training setting {key} differs: baseline {getattr(old, key)!r}, current {getattr(new, key)!r}"
+            for key in ("optimizer", "lr", "weight_decay", "momentum", "clip_grad_norm", "steps", "every")
+            if getattr(old, key) != getattr(new, key)]
