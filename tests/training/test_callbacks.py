@@ -7,7 +7,6 @@ themselves computed: the loss each ``training_step`` produced, the number of opt
 from __future__ import annotations
 
 import json
-import math
 import subprocess
 import sys
 
@@ -78,7 +77,7 @@ def _lightning():
         return pytest.importorskip("pytorch_lightning")
 
 
-def _lightning_module(pl, lr: float, fail_at: int | None = None, clip_inputs: float = 1.0):  # noqa: ANN001
+def _lightning_module(pl, lr: float, fail_at: int | None = None, callback=None):  # noqa: ANN001
     class Regression(pl.LightningModule):
         """A small ReLU MLP regressed onto a linear target; records the loss of every training_step."""
 
@@ -87,6 +86,7 @@ def _lightning_module(pl, lr: float, fail_at: int | None = None, clip_inputs: fl
             torch.manual_seed(0)
             self.net = nn.Sequential(nn.Linear(8, 16), nn.ReLU(), nn.Linear(16, 1))
             self.seen: list[float] = []
+            self.measured_in_validation: list[bool] = []
 
         def forward(self, x: torch.Tensor) -> torch.Tensor:
             return self.net(x)
@@ -98,6 +98,12 @@ def _lightning_module(pl, lr: float, fail_at: int | None = None, clip_inputs: fl
             loss = nn.functional.mse_loss(self(x), y)
             self.seen.append(loss.item())
             return loss
+
+        def validation_step(self, batch, batch_idx):  # noqa: ANN001
+            if callback is not None:  # the callback's hooks must be off while validation runs
+                self.measured_in_validation.append(callback.session.measuring)
+            x, y = batch
+            return nn.functional.mse_loss(self(x), y)
 
         def configure_optimizers(self):
             return torch.optim.SGD(self.parameters(), lr=lr)
@@ -191,16 +197,33 @@ def test_lightning_clipping_reports_the_norm_before_clipping():
     assert min(training.grad_norm) > 1e-2  # far above the clipping norm: measured before the clip
 
 
-def test_lightning_validation_is_not_measured_and_an_exception_removes_the_hooks():
+def test_lightning_validation_between_steps_is_not_measured():
+    pl = _lightning()
+    from gradcheck_cli.training.callbacks import GradcheckCallback
+
+    callback = GradcheckCallback(every=2)
+    module = _lightning_module(pl, lr=0.01, callback=callback)
+    trainer = pl.Trainer(max_steps=6, accelerator="cpu", devices=1, logger=False, enable_checkpointing=False,
+                         enable_progress_bar=False, enable_model_summary=False, callbacks=[callback],
+                         val_check_interval=2, limit_val_batches=1, num_sanity_val_steps=0)
+    trainer.fit(module, _regression_data(), _regression_data())
+    # validation runs after the 2nd, 4th and 6th step, each time with the hooks armed for a logged next step
+    assert module.measured_in_validation == [False, False, False]
+    assert callback.report.training.logged_steps == [0, 2, 4]
+    assert callback.report.training.loss == module.seen
+    assert_no_hooks(module, trainer.optimizers[0])
+
+
+def test_lightning_exception_keeps_the_steps_so_far_and_removes_the_hooks():
     pl = _lightning()
     from gradcheck_cli.training.callbacks import GradcheckCallback
 
     module = _lightning_module(pl, lr=0.01, fail_at=5)
     callback = GradcheckCallback(every=1)
-    trainer = None
     with pytest.raises(RuntimeError, match="boom"):
-        trainer = _fit(pl, module, callback, 12)
+        _fit(pl, module, callback, 12)
     assert callback.report.training.completed == 5  # what was measured before the failure is kept
+    assert callback.report.training.loss == module.seen
     assert_no_hooks(module, module.trainer.optimizers[0])
 
 
@@ -220,27 +243,35 @@ class _Tokens(torch.utils.data.Dataset):
 
 
 def _hf_run(tmp_path, callback, max_steps: int, lr: float = 1e-3, **arguments):  # noqa: ANN001
+    arguments.setdefault("logging_strategy", "no")
     transformers = pytest.importorskip("transformers")
 
     class RecordingTrainer(transformers.Trainer):
-        """Keeps the loss each training_step returned to the loop: the reference."""
+        """Keeps the loss each training_step returned to the loop (the reference) and whether the callback's
+        hooks were on during evaluation."""
 
         seen: list[float]
+        measured_in_evaluation: list[bool]
 
         def training_step(self, *args, **kwargs):  # noqa: ANN002, ANN003
             loss = super().training_step(*args, **kwargs)
             self.seen.append(loss.item())
             return loss
 
+        def prediction_step(self, *args, **kwargs):  # noqa: ANN002, ANN003
+            self.measured_in_evaluation.append(callback.session.measuring)
+            return super().prediction_step(*args, **kwargs)
+
     torch.manual_seed(0)
     model = transformers.GPT2LMHeadModel(transformers.GPT2Config(n_layer=2, n_embd=32, n_head=2, vocab_size=100,
                                                                  n_positions=32))
     args = transformers.TrainingArguments(output_dir=str(tmp_path / "run"), max_steps=max_steps, report_to=[],
-                                          use_cpu=True, save_strategy="no", logging_strategy="no",
+                                          use_cpu=True, save_strategy="no",
                                           per_device_train_batch_size=8, learning_rate=lr, lr_scheduler_type="constant",
                                           dataloader_num_workers=0, disable_tqdm=True, **arguments)
-    trainer = RecordingTrainer(model=model, args=args, train_dataset=_Tokens(), callbacks=[callback])
-    trainer.seen = []
+    trainer = RecordingTrainer(model=model, args=args, train_dataset=_Tokens(), eval_dataset=_Tokens(8),
+                               callbacks=[callback])
+    trainer.seen, trainer.measured_in_evaluation = [], []
     trainer.train()
     return trainer, model
 
@@ -284,5 +315,25 @@ def test_hf_gradient_accumulation_logs_optimizer_steps(tmp_path):
     training = callback.report.training
     assert training.completed == 3 and training.logged_steps == [0, 2]
     assert len(trainer.seen) == 6
-    assert all(math.isfinite(x) for x in training.loss)
+    # each micro-batch's value as the Trainer returned it is already scaled for accumulation (divided by the steps,
+    # or normalised by the whole batch's token count), so a step's loss is the sum of its micro-batches'
+    sums = [a + b for a, b in zip(trainer.seen[0::2], trainer.seen[1::2])]
+    assert training.loss == pytest.approx(sums, rel=1e-6)
+    assert_no_hooks(model, trainer.optimizer.optimizer)
+
+
+def test_hf_clipping_reports_the_trainers_own_pre_clipping_norm_and_evaluation_is_not_measured(tmp_path):
+    pytest.importorskip("transformers")
+    from gradcheck_cli.training.callbacks import GradcheckTrainerCallback
+
+    callback = GradcheckTrainerCallback(every=1)
+    trainer, model = _hf_run(tmp_path, callback, max_steps=4, max_grad_norm=1e-3, logging_strategy="steps",
+                             logging_steps=1, eval_strategy="steps", eval_steps=2, per_device_eval_batch_size=8)
+    training = callback.report.training
+    logged = [entry["grad_norm"] for entry in trainer.state.log_history if "grad_norm" in entry]
+    assert training.clip_grad_norm == pytest.approx(1e-3)
+    assert training.grad_norm == pytest.approx(logged, rel=1e-4)  # the norm the Trainer clipped, as it logs it
+    assert min(training.grad_norm) > 1e-2
+    assert trainer.measured_in_evaluation == [False, False]  # after steps 2 and 4, with the hooks armed (every=1)
+    assert training.loss == trainer.seen
     assert_no_hooks(model, trainer.optimizer.optimizer)
