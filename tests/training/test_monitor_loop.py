@@ -1,0 +1,54 @@
+"""Monitor in a plain hand-written loop: the loop's own losses, logged steps, findings, and no hooks left."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from gradcheck_cli import Monitor
+
+
+def _loop(lr: float, steps: int, every: int, **monitor_args):  # noqa: ANN003, ANN202
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(8, 32), nn.ReLU(), nn.Linear(32, 1))
+    x = torch.randn(128, 8)
+    y = x[:, :1] * 3
+    optimizer = torch.optim.SGD(model.parameters(), lr=lr)
+    losses = []
+    with Monitor(model, every=every, **monitor_args) as monitor:
+        for _ in range(steps):
+            loss = nn.functional.mse_loss(model(x), y)
+            loss.backward()
+            optimizer.step()
+            monitor.step(loss, optimizer)
+            optimizer.zero_grad()
+            losses.append(loss.item())
+            if monitor.should_stop:
+                break
+    return model, monitor, losses
+
+
+def test_monitor_records_the_loops_losses_and_logs_every_kth_step() -> None:
+    model, monitor, losses = _loop(0.05, 30, 5)
+    report = monitor.report()
+    assert report.training.loss == pytest.approx(losses, rel=1e-6)
+    assert report.training.logged_steps == [0, 5, 10, 15, 20, 25]
+    assert report.training.optimizer == "SGD" and report.training.lr == 0.05
+    assert [f for f in report.findings if f.step is not None] == []
+    assert {layer.name for layer in report.layers if layer.observed} == {"0", "1", "2"}
+    assert all(not m._forward_hooks and not m._forward_pre_hooks for m in model.modules())
+
+
+def test_monitor_stops_a_diverging_loop_at_the_first_failing_logged_step() -> None:
+    _, monitor, losses = _loop(5.0, 200, 1)
+    assert len(losses) < 200
+    kinds = {f.kind for f in monitor.report().findings if f.step is not None}
+    assert kinds & {"diverging_loss", "exploding_gradient", "nonfinite"}
+
+
+def test_report_before_any_step_is_a_usage_error() -> None:
+    from gradcheck_cli.errors import UsageError
+
+    with Monitor(nn.Linear(2, 2)) as monitor, pytest.raises(UsageError, match="needs at least one"):
+        monitor.report()
