@@ -17,7 +17,7 @@ from torch import nn
 from gradcheck_cli.errors import UsageError
 
 HOOK_DICTS = ("_forward_hooks", "_forward_pre_hooks", "_backward_hooks", "_backward_pre_hooks",
-              "_forward_hooks_with_kwargs", "_forward_pre_hooks_with_kwargs")
+              "_forward_hooks_with_kwargs", "_forward_pre_hooks_with_kwargs", "_forward_hooks_always_called")
 
 
 def assert_no_hooks(model: nn.Module, optimizer: torch.optim.Optimizer | None = None) -> None:
@@ -29,6 +29,16 @@ def assert_no_hooks(model: nn.Module, optimizer: torch.optim.Optimizer | None = 
         assert not getattr(p, "_post_accumulate_grad_hooks", None), f"{name} still has a post-accumulate-grad hook"
     if optimizer is not None:
         assert not optimizer._optimizer_step_pre_hooks and not optimizer._optimizer_step_post_hooks
+
+
+def block(monkeypatch, *libraries: str) -> None:  # noqa: ANN001
+    """Make ``import library`` (and its already-imported submodules) fail as if it were not installed, and
+    forget the callback modules so that they import again."""
+    for library in libraries:
+        for name in [m for m in sys.modules if m == library or m.startswith(f"{library}.")] or [library]:
+            monkeypatch.setitem(sys.modules, name, None)
+    for module in ("gradcheck_cli.training.lightning_callback", "gradcheck_cli.training.hf_callback"):
+        monkeypatch.delitem(sys.modules, module, raising=False)
 
 
 def finding_kinds(report) -> set[str]:  # noqa: ANN001
@@ -51,10 +61,7 @@ def test_importing_the_callbacks_module_imports_no_training_library():
 def test_a_missing_library_is_a_usage_error_naming_the_extra(monkeypatch, name, libraries, extra):
     from gradcheck_cli.training import callbacks
 
-    for library in libraries:
-        monkeypatch.setitem(sys.modules, library, None)  # makes ``import library`` fail as if not installed
-    for module in ("gradcheck_cli.training.lightning_callback", "gradcheck_cli.training.hf_callback"):
-        monkeypatch.delitem(sys.modules, module, raising=False)
+    block(monkeypatch, *libraries)
     with pytest.raises(UsageError) as raised:
         getattr(callbacks, name)
     assert f"pip install 'gradcheck[{extra}]'" in str(raised.value)
@@ -87,6 +94,7 @@ def _lightning_module(pl, lr: float, fail_at: int | None = None, callback=None):
             self.net = nn.Sequential(nn.Linear(8, 16), nn.ReLU(), nn.Linear(16, 1))
             self.seen: list[float] = []
             self.measured_in_validation: list[bool] = []
+            self.norms: list[float] = []
 
         def forward(self, x: torch.Tensor) -> torch.Tensor:
             return self.net(x)
@@ -104,6 +112,10 @@ def _lightning_module(pl, lr: float, fail_at: int | None = None, callback=None):
                 self.measured_in_validation.append(callback.session.measuring)
             x, y = batch
             return nn.functional.mse_loss(self(x), y)
+
+        def on_before_optimizer_step(self, optimizer):  # noqa: ANN001 - Lightning clips after this hook
+            grads = [p.grad for p in self.parameters() if p.grad is not None]
+            self.norms.append(torch.nn.utils.get_total_norm(grads).item())
 
         def configure_optimizers(self):
             return torch.optim.SGD(self.parameters(), lr=lr)
@@ -137,7 +149,7 @@ def test_lightning_run_reports_every_step_and_writes_the_json(tmp_path):
     assert trainer.global_step == 12
     assert report.training.completed == 12
     assert report.training.logged_steps == [0, 4, 8]
-    assert report.training.loss == pytest.approx(module.seen, rel=0, abs=0)  # exactly what training_step computed
+    assert report.training.loss == module.seen  # exactly what training_step computed
     assert report.training.optimizer == "SGD" and report.training.lr == pytest.approx(0.01)
     assert {layer.name for layer in report.training.layers} >= {"net.0", "net.1", "net.2"}
     assert json.loads(out.read_text()) == json.loads(report.to_json())
@@ -180,6 +192,7 @@ def test_lightning_gradient_accumulation_logs_optimizer_steps_with_the_mean_loss
     callback = GradcheckCallback(every=2)
     trainer = _fit(pl, module, callback, 4, accumulate_grad_batches=2)
     training = callback.report.training
+    assert trainer.global_step == 4 and len(module.seen) == 8
     assert training.completed == 4 and training.logged_steps == [0, 2]
     means = [(a + b) / 2 for a, b in zip(module.seen[0::2], module.seen[1::2])]
     assert training.loss == pytest.approx(means, rel=1e-6)
@@ -194,7 +207,9 @@ def test_lightning_clipping_reports_the_norm_before_clipping():
     trainer = _fit(pl, module, callback, 3, scale=3.0, gradient_clip_val=1e-3)
     training = callback.report.training
     assert training.clip_grad_norm == pytest.approx(1e-3)
-    assert min(training.grad_norm) > 1e-2  # far above the clipping norm: measured before the clip
+    assert training.grad_norm == pytest.approx(module.norms, rel=1e-5)  # the module's own pre-clipping reading
+    assert min(training.grad_norm) > 1e-2  # far above the clipping norm
+    assert_no_hooks(module, trainer.optimizers[0])
 
 
 def test_lightning_validation_between_steps_is_not_measured():
@@ -225,6 +240,18 @@ def test_lightning_exception_keeps_the_steps_so_far_and_removes_the_hooks():
     assert callback.report.training.completed == 5  # what was measured before the failure is kept
     assert callback.report.training.loss == module.seen
     assert_no_hooks(module, module.trainer.optimizers[0])
+
+
+def test_lightning_falls_back_to_the_standalone_pytorch_lightning(monkeypatch):
+    pl = pytest.importorskip("pytorch_lightning")
+    block(monkeypatch, "lightning")
+    from gradcheck_cli.training.callbacks import GradcheckCallback
+
+    assert issubclass(GradcheckCallback, pl.Callback)
+    module, callback = _lightning_module(pl, lr=0.01), GradcheckCallback(every=2)
+    trainer = _fit(pl, module, callback, 3)
+    assert callback.report.training.loss == module.seen and trainer.global_step == 3
+    assert_no_hooks(module, trainer.optimizers[0])
 
 
 # -- Hugging Face Trainer ---------------------------------------------------------------------------
