@@ -95,12 +95,10 @@ def pick_rows(count: int, required: set[int], limit: int = SUMMARY_ROWS) -> list
     if count <= limit:
         return list(range(count))
     keep = set(required) | {0, count - 1}
-    others = [i for i in range(count) if i not in keep]
-    budget = min(len(others), max(0, limit - len(keep)))
-    if budget == 1:
-        keep.add(others[len(others) // 2])
-    elif budget > 1:
-        keep.update(others[round(j * (len(others) - 1) / (budget - 1))] for j in range(budget))
+    budget = max(0, limit - len(keep))
+    for j in range(budget):  # evenly spaced between the first and the last, skipping what is kept
+        target = round((j + 1) * (count - 1) / (budget + 1))
+        keep.add(min((i for i in range(count) if i not in keep), key=lambda i: (abs(i - target), i)))
     return sorted(keep)
 
 
