@@ -95,13 +95,14 @@ class MonitorSession:
         if self.monitor is not None:
             self.monitor.resume()
 
-    def finish(self) -> Report | None:
-        """Keep (and write) the report, then remove the hooks, even when building the report fails."""
+    def finish(self, write: bool = True) -> Report | None:
+        """Keep (and write) the report, then remove the hooks, even when building the report fails. ``write``:
+        False on all but the first process of a distributed run, so that one process writes ``output``."""
         monitor = self.monitor
         try:
             if monitor is not None and monitor.steps:
                 self.report = monitor.report()
-                if self.output is not None:
+                if self.output is not None and write:
                     from gradcheck_cli.cli.io import write_atomic
 
                     write_atomic(self.output, self.report.to_json())
@@ -109,10 +110,10 @@ class MonitorSession:
             self.close()
         return self.report
 
-    def abort(self) -> None:
+    def abort(self, write: bool = True) -> None:
         """After the trainer raised: keep what was measured if possible, and never mask the trainer's error."""
         try:
-            self.finish()
+            self.finish(write)
         except Exception:  # noqa: BLE001 - the training error is the one to see
             self.close()
 

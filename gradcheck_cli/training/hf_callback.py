@@ -82,7 +82,7 @@ class GradcheckTrainerCallback(SessionViews, TrainerCallback):
 
     def on_train_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
         self._unhook()
-        self.session.finish()
+        self.session.finish(write=bool(getattr(state, "is_world_process_zero", True)))
 
     def close(self) -> None:
         """Remove every hook (idempotent); for a ``train()`` that raised, since Trainer has no event for it."""

@@ -62,6 +62,8 @@ class GradcheckCallback(SessionViews, Callback):
     def on_train_start(self, trainer: Any, pl_module: torch.nn.Module) -> None:
         self._trainer = trainer
         self._losses, self._grad_norm = [], None
+        if not trainer.optimizers:  # configure_optimizers returned None: Lightning runs without steps
+            return
         self.session.start(pl_module, clip_grad_norm=_clip_value(trainer))
         self._handle = trainer.optimizers[0].register_step_post_hook(self._stepped)
 
@@ -82,11 +84,11 @@ class GradcheckCallback(SessionViews, Callback):
 
     def on_train_end(self, trainer: Any, pl_module: torch.nn.Module) -> None:
         self._detach()
-        self.session.finish()
+        self.session.finish(write=bool(getattr(trainer, "is_global_zero", True)))
 
     def on_exception(self, trainer: Any, pl_module: torch.nn.Module, exception: BaseException) -> None:
         self._detach()
-        self.session.abort()
+        self.session.abort(write=bool(getattr(trainer, "is_global_zero", True)))
 
     # -- the optimiser's post-step hook --------------------------------------------------------------
     def _stepped(self, optimizer: torch.optim.Optimizer, args: Any, kwargs: Any) -> None:
