@@ -10,7 +10,8 @@ from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
 
-__all__ = ["__version__", "analyze", "assert_healthy", "AnalyzeOptions", "Thresholds", "Report", "Monitor", "TrainOptions"]
+__all__ = ["__version__", "analyze", "assert_healthy", "AnalyzeOptions", "Thresholds", "Report", "Monitor", "TrainOptions",
+           "GradcheckCallback", "GradcheckTrainerCallback"]
 
 if TYPE_CHECKING:  # pragma: no cover - for type checkers only
     from gradcheck_cli.analysis.engine import analyze
@@ -28,6 +29,8 @@ _LAZY = {
     "Report": "gradcheck_cli.report.model",
     "Monitor": "gradcheck_cli.training.monitor",
     "TrainOptions": "gradcheck_cli.training.options",
+    "GradcheckCallback": "gradcheck_cli.training.callbacks",
+    "GradcheckTrainerCallback": "gradcheck_cli.training.callbacks",
 }
 
 

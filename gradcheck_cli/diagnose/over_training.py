@@ -31,6 +31,11 @@ def applied(norms: list[float], clip: float | None) -> list[float]:
     return norms if clip is None else [min(g, clip) if not math.isnan(g) else g for g in norms]
 
 
+QUADRATIC_RATE = 10.0
+"""The lr bound 2 lr / (1 + rate) is offered only while the growth per step is at most this: faster
+growth is the nonlinearity's (overflowing activations), where the quadratic model says nothing."""
+
+
 @dataclass(frozen=True)
 class Growth:
     """The global gradient norm ran away from its healthy baseline."""
@@ -145,13 +150,16 @@ def _with_advice(report: TrainingReport, t: Thresholds, run: TrainingRun) -> Tra
         stable = [lr for lr, ok in run.scan.items() if ok]
         if stable:
             lr_bound, lr_reason = max(stable), f"the largest learning rate that stayed stable in --lr-scan ({len(run.scan)} runs)"
-        elif grew is not None and math.isfinite(grew.rate) and grew.rate > 1:
+        elif grew is not None and 1 < grew.rate <= QUADRATIC_RATE:
             lr_bound = 2 * report.lr / (1 + grew.rate)
             lr_reason = (f"the gradient grew {grew.rate:.3g}x per step; for gradient descent on a quadratic that is "
                          f"|1 - lr*lambda_max|, so the stability limit 2/lambda_max is 2*lr/(1 + rate) "
                          f"(an estimate for other optimisers: confirm with --lr-scan)")
         elif run.scan:
             lr_reason = f"no learning rate down to {min(run.scan):.3g} stayed stable in --lr-scan"
+        elif grew is not None:
+            lr_reason = (f"the gradient grew {grew.rate:.3g}x per step, faster than the geometric growth a quadratic "
+                         "model can bound: run with --lr-scan to find a stable rate")
     return replace(report, advice=TrainingAdvice(clip, clip_reason, lr_bound, lr_reason))
 
 

@@ -2,7 +2,8 @@
 
 Floats are rounded to 7 significant digits (so a report is byte-identical across runs that agree to
 float32 precision), and a non-finite float becomes ``null`` plus a sibling ``<key>_nonfinite`` field
-(``"nan"``, ``"inf"``, ``"-inf"``), so the output is always valid JSON. Decoding ignores keys it does not
+(``"nan"``, ``"inf"``, ``"-inf"``); in a list (a training series) the sibling maps positions to those
+words (``{"3": "inf"}``), so the output is always valid JSON and reads back as it was. Decoding ignores keys it does not
 know, so reports from later releases of the same schema version still load; a report of another
 schema version is refused rather than half-understood, and errors say which file (baseline, current,
 report) is wrong and how to get a good one.
@@ -53,9 +54,17 @@ def encode(value: Any) -> Any:
 def _put(out: dict[str, Any], key: str, value: Any) -> None:
     if isinstance(value, float) and not math.isfinite(value):
         out[key] = None
-        out[f"{key}_nonfinite"] = "nan" if math.isnan(value) else ("inf" if value > 0 else "-inf")
-    else:
-        out[key] = encode(value)
+        out[f"{key}_nonfinite"] = _kind(value)
+        return
+    out[key] = encode(value)
+    if isinstance(value, list):  # a series: its non-finite entries by position ({"3": "inf"})
+        marks = {str(i): _kind(v) for i, v in enumerate(value) if isinstance(v, float) and not math.isfinite(v)}
+        if marks:
+            out[f"{key}_nonfinite"] = marks
+
+
+def _kind(value: float) -> str:
+    return "nan" if math.isnan(value) else ("inf" if value > 0 else "-inf")
 
 
 def decode(cls: type, data: Any) -> Any:
@@ -87,7 +96,8 @@ def _decode(annotation: Any, value: Any, nonfinite: Any = None) -> Any:
     if origin in (list, tuple):
         if not isinstance(value, list):
             raise ValueError(f"expected a list, got {type(value).__name__}")
-        items = [_decode(args[0], v) for v in value]
+        marks = nonfinite if isinstance(nonfinite, dict) else {}
+        items = [_decode(args[0], v, marks.get(str(i))) for i, v in enumerate(value)]
         return tuple(items) if origin is tuple else items
     if origin is dict:
         if not isinstance(value, dict):

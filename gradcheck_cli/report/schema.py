@@ -44,7 +44,10 @@ def _object(cls: type) -> dict[str, Any]:
         annotation = hints[field.name]
         properties[field.name] = _type(annotation)
         if _mentions_float(annotation):
-            properties[f"{field.name}_nonfinite"] = {"enum": ["nan", "inf", "-inf"]}
+            properties[f"{field.name}_nonfinite"] = {"enum": NONFINITE}
+        elif _float_list(annotation):
+            properties[f"{field.name}_nonfinite"] = {"type": "object", "additionalProperties": {"enum": NONFINITE},
+                                                     "propertyNames": {"pattern": "^[0-9]+$"}}
     # Fields with a default were added after the first release of their schema version: a report written
     # before they existed (same version, by the policy that additions do not bump it) must still validate.
     required = [f.name for f in dataclasses.fields(cls)
@@ -53,6 +56,14 @@ def _object(cls: type) -> dict[str, Any]:
         properties["kind"] = {"enum": list(FINDING_KINDS)}
         properties["severity"] = {"enum": list(SEVERITIES)}
     return {"type": "object", "properties": properties, "required": required, "additionalProperties": False}
+
+
+NONFINITE = ["nan", "inf", "-inf"]
+
+
+def _float_list(annotation: Any) -> bool:
+    """A list of floats (a training series), whose non-finite entries are marked by position."""
+    return typing.get_origin(annotation) is list and _mentions_float(typing.get_args(annotation)[0])
 
 
 def _mentions_float(annotation: Any) -> bool:

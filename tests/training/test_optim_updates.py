@@ -54,3 +54,26 @@ def test_a_parameter_the_optimiser_does_not_hold_has_no_update() -> None:
     optimizer.step()
     weight, bias = UpdateMeter(optimizer).squares([model.weight, model.bias])
     assert weight is not None and float(weight) > 0 and bias is None
+
+
+@pytest.mark.parametrize(("cls", "kwargs"), [
+    (torch.optim.Adam, {"lr": 1e-3}),
+    (torch.optim.AdamW, {"lr": 1e-3, "weight_decay": 0.1}),
+    (torch.optim.SGD, {"lr": 0.1, "momentum": 0.9, "nesterov": True, "weight_decay": 0.01}),
+])
+def test_large_tensors_are_recomputed_on_a_sample_within_two_percent(cls: type, kwargs: dict) -> None:
+    from gradcheck_cli.training.optim import SAMPLED
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(512, 512), nn.ReLU(), nn.Linear(512, 8))
+    assert model[0].weight.numel() > SAMPLED  # the sampled path
+    optimizer = cls(model.parameters(), **kwargs)
+    meter = UpdateMeter(optimizer)
+    x, y = torch.randn(64, 512), torch.randn(64, 8)
+    for _ in range(3):
+        optimizer.zero_grad()
+        nn.functional.mse_loss(model(x), y).backward()
+        before = model[0].weight.detach().clone()
+        optimizer.step()
+        got = float(meter.squares([model[0].weight])[0])
+        assert got == pytest.approx(float((model[0].weight.detach() - before).double().square().sum()), rel=0.02)

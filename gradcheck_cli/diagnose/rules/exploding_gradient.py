@@ -31,12 +31,13 @@ def over_training(e: Evidence) -> list[Finding]:
     grew = growth(t.logged_steps, applied(t.grad_norm, t.clip_grad_norm), limit)
     if grew is None:
         return []
-    layer = first_growing_layer(t, limit) or "(model)"
+    layer = first_growing_layer(t, limit)
+    began = f"; the growth began at {layer}" if layer else "; no layer's own backward signal grew past it first"
     peak = "overflowed to inf" if grew.peak == float("inf") else f"reached {grew.peak:.3g} ({grew.peak / grew.baseline:.3g}x)"
     return [finding(
-        "exploding_gradient", layer, grew.peak / grew.baseline, limit,
+        "exploding_gradient", layer or "(model)", grew.peak / grew.baseline, limit,
         f"over training the global gradient norm left its healthy level {grew.baseline:.3g} after step {grew.start} "
-        f"and {peak} by step {grew.peak_step}, growing {grew.rate:.3g}x per step; the growth began at {layer}",
+        f"and {peak} by step {grew.peak_step}, growing {grew.rate:.3g}x per step{began}",
         hint="lower the learning rate (see the training advice), clip gradients at the recommended max_norm, "
              "or add warm-up",
         step=grew.start,
