@@ -117,8 +117,27 @@ class Monitor:
             self._pending = []
 
     def _failing(self) -> bool:
-        report = self.report()
-        return any(fails(f, self.options.fail_on) for f in report.findings)
+        """Whether a finding in the fail set has appeared, from the kinds that can be judged as they happen
+        (diverging_loss, exploding_gradient, nonfinite): a few list scans, not a report per logged step.
+        dying_relu and update_ratio are judged over the whole run, in :meth:`report`."""
+        from gradcheck_cli.diagnose.over_training import applied, divergence, growth
+        from gradcheck_cli.diagnose.rules import finding
+
+        run, t = self._run, self.options.thresholds
+        if run is None:
+            return False
+        found = []
+        if divergence(run.losses, t.divergence) is not None:
+            found.append("diverging_loss")
+        norms = applied([p.grad_norm for p in run.points], run.clip_grad_norm)
+        if growth([p.step for p in run.points], norms, t.train_gradient_growth) is not None:
+            found.append("exploding_gradient")
+        last = run.points[-1] if run.points else None
+        if any(not math.isfinite(v) for v in run.losses) or (last is not None and (
+                not math.isfinite(last.grad_norm) or any(
+                    p.nonfinite or (p.grad_rms is not None and not math.isfinite(p.grad_rms)) for p in last.layers.values()))):
+            found.append("nonfinite")
+        return any(fails(finding(kind, "(model)", 0.0, 0.0, ""), self.options.fail_on) for kind in found)
 
     # -- results ----------------------------------------------------------------------------------
     def report(self) -> Report:

@@ -28,6 +28,8 @@ def _torchscript_from_models_package(tmp: Path) -> list[str]:
     (tmp / "models" / "mlp.py").write_text(
         "from torch import nn\nclass Mlp(nn.Module):\n    def __init__(self):\n        super().__init__(); self.fc = nn.Linear(8, 4)\n"
         "    def forward(self, x):\n        return self.fc(x).relu()\n")
+    # another ``models`` (the examples' models.py, on sys.path for other tests) must not shadow this one
+    shadowed = {m: sys.modules.pop(m) for m in [m for m in sys.modules if m == "models" or m.startswith("models.")]}
     sys.path.insert(0, str(tmp))
     try:
         from models.mlp import Mlp  # type: ignore[import-not-found]
@@ -37,6 +39,7 @@ def _torchscript_from_models_package(tmp: Path) -> list[str]:
         sys.path.remove(str(tmp))
         for name in [m for m in sys.modules if m == "models" or m.startswith("models.")]:
             del sys.modules[name]
+        sys.modules.update(shadowed)
     return [str(tmp / "mlp.ts"), "-s", "2,8", "-q", "--fail-on", "none"]
 
 

@@ -219,3 +219,25 @@ def test_weight_and_spectral_normed_layers_are_layers_and_count_as_normalised():
     assert [l.kind for l in convs] == ["conv", "conv"] and all(l.grad.weight_norm > 0 for l in convs)
     assert all(l.init.normalized_after and "reparametrised" in l.init.note for l in convs)
     assert not any(l.kind in ("unobserved", "layernorm") for l in report.layers)  # not the parametrisation modules
+
+
+def test_an_interrupted_forward_leaves_no_torch_function_mode_behind() -> None:
+    """KeyboardInterrupt skips always_call hooks; the instrumentation must still pop its mode."""
+    from torch.overrides import _get_current_function_mode_stack
+
+    from gradcheck_cli.measure.collector import StatsCollector
+    from gradcheck_cli.measure.instrument.modules import instrument_modules
+
+    class Interrupted(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.fc = nn.Linear(4, 4)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            torch.relu(self.fc(x))
+            raise KeyboardInterrupt
+
+    before = len(_get_current_function_mode_stack())
+    with pytest.raises(KeyboardInterrupt), instrument_modules(Interrupted(), StatsCollector()) as forward:
+        forward(torch.randn(2, 4))
+    assert len(_get_current_function_mode_stack()) == before

@@ -152,12 +152,13 @@ def test_lr_scan_and_lr_bound_are_listed():
 
 
 def test_saved_report_renders_the_same_numbers(diverged):
-    """A saved report keeps no NaN/Inf kind inside a series: the non-finite loss reads 'non-finite'."""
+    """A saved report keeps the NaN/Inf kinds inside a series (``<key>_nonfinite``): it renders as the live one."""
     loaded = Report.from_dict(json.loads(diverged.to_json()))
-    text = _text(loaded)
     last = loaded.training.logged_steps[-1]
-    row = next(r for r in _rows(text, "Training steps") if r and r[0] == str(last))
-    assert "non-finite" in row
+    rows = [next(r for r in _rows(_text(report), "Training steps") if r and r[0] == str(last))
+            for report in (diverged, loaded)]
+    assert rows[0] == rows[1]
+    assert not math.isfinite(loaded.training.loss[-1])
 
 
 def test_markdown_has_the_training_section(diverged, healthy):

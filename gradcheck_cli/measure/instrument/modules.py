@@ -164,7 +164,7 @@ def instrument_modules(model: nn.Module, collector: StatsCollector, *, functiona
     calls.param_names = {id(p): name for name, p in model.named_parameters()}
     handles = []
     try:
-        begin, end = _root_hooks(calls, _ActivationMode(calls) if functional else None)
+        begin, end, leave = _root_hooks(calls, _ActivationMode(calls) if functional else None)
         handles.append(model.register_forward_pre_hook(begin, prepend=True))
         for name, module in model.named_modules():
             layer = bool(name) and is_layer_module(module, name)
@@ -174,14 +174,18 @@ def instrument_modules(model: nn.Module, collector: StatsCollector, *, functiona
         handles.append(model.register_forward_hook(end, always_call=True))  # after the root's own hook
         yield model
     finally:
+        leave()
         for handle in handles:
             handle.remove()
 
 
-def _root_hooks(calls: _Calls, mode: _ActivationMode | None) -> tuple[Any, Any]:
+def _root_hooks(calls: _Calls, mode: _ActivationMode | None) -> tuple[Any, Any, Any]:
     """A call of the model starts a batch's bookkeeping and, for its duration only, the functional
     mode (entered and left by the root module's own hooks, so it is active exactly while the model
-    runs, however the caller invokes it; ``always_call`` leaves it when the forward raises)."""
+    runs, however the caller invokes it; ``always_call`` leaves it when the forward raises an
+    Exception). The third function leaves it for good on exit from the instrumentation: a
+    KeyboardInterrupt skips the ``always_call`` hooks, and a mode left on torch's stack would
+    intercept every later torch call of the process."""
     depth = [0]
 
     def begin(module: nn.Module, args: Any) -> None:
@@ -196,7 +200,12 @@ def _root_hooks(calls: _Calls, mode: _ActivationMode | None) -> tuple[Any, Any]:
         if depth[0] == 0 and mode is not None:
             mode.__exit__(None, None, None)
 
-    return begin, end
+    def leave() -> None:
+        if depth[0] > 0 and mode is not None:
+            mode.__exit__(None, None, None)
+        depth[0] = 0
+
+    return begin, end, leave
 
 
 def _enter(calls: _Calls, name: str, layer: bool):
