@@ -8,6 +8,7 @@ are written once. This module is pure Python: no torch import.
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass, field
 
 # Layers whose weights carry the signal across depth: the trend rules and the init advice use them.
@@ -27,6 +28,18 @@ ACTIVATION_KINDS = frozenset(
         "logsigmoid", "softmax", "log_softmax",
     }
 )
+
+
+_NUMBERED = re.compile(r"[\d.#]+")
+
+
+def display_name(name: str, type_name: str | None) -> str:
+    """A layer's name as every message and table shows it: ``0 (Linear)`` for a name that is only numbers
+    (``nn.Sequential`` children: ``0``, ``3.1``, ``2#2``), which would read as a quantity; other names as they are.
+    The JSON keeps the plain name (``layer`` fields, ``--ignore`` globs match it)."""
+    if type_name and _NUMBERED.fullmatch(name):
+        return f"{name} ({type_name})"
+    return name
 
 
 @dataclass(frozen=True)

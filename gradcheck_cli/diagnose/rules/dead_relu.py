@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from gradcheck_cli.analysis.options import Thresholds
 from gradcheck_cli.diagnose.evaluate import Evidence
-from gradcheck_cli.diagnose.rules import finding
+from gradcheck_cli.diagnose.rules import finding, shown
 from gradcheck_cli.report.model import ActivationStats, Finding
 
 
@@ -38,7 +38,7 @@ def find(e: Evidence) -> list[Finding]:
         sparsity = "" if a.zero_fraction is None else f"per-sample sparsity {a.zero_fraction:.0%} is normal; "
         findings.append(finding(
             "dead_relu", layer.name, a.dead_ratio, t.dead_ratio,
-            f"{a.dead_ratio:.0%} of the {a.units} units of {layer.name} never fire on the data "
+            f"{a.dead_ratio:.0%} of the {a.units} units of {shown(layer)} never fire on the data "
             f"({sparsity}dead units pass no gradient)",
             severity="error" if a.dead_ratio >= 1.0 else None,
         ))

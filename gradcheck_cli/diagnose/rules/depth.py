@@ -22,7 +22,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from gradcheck_cli.diagnose.evaluate import Evidence
-from gradcheck_cli.diagnose.rules import finding, finite
+from gradcheck_cli.diagnose.rules import finding, finite, shown
 from gradcheck_cli.layers import WEIGHT_KINDS
 from gradcheck_cli.report.model import Finding, LayerReport
 
@@ -184,7 +184,7 @@ class Trend:
         low, high = extremes(e, self.signal, self.reference)
         extreme, limit = (low if self.vanishing else high), getattr(e.thresholds, self.limit)
         if extreme is not None and (extreme.ratio < limit if self.vanishing else extreme.ratio > limit):
-            message = self.text.format(layer=extreme.layer.name, ref=extreme.reference.name, ratio=extreme.ratio,
+            message = self.text.format(layer=shown(extreme.layer), ref=shown(extreme.reference), ratio=extreme.ratio,
                                        where=extreme.where())
             return [finding(self.kind, extreme.layer.name, extreme.ratio, limit, message)]
         steady = self.steady_gain(e)
@@ -222,7 +222,7 @@ class Trend:
         direction = "back towards the input" if self.reference is nearest_output else "towards the output"
         limit = t.layer_gain if not self.vanishing else 1.0 / t.layer_gain
         message = (f"the {'backward' if self.reference is nearest_output else 'forward'} signal changes {toward:.3g}x per layer "
-                   f"{direction}, steadily over {len(segment)} weight layers ({total:.3g}x from {ref.name} to {far.name}): "
+                   f"{direction}, steadily over {len(segment)} weight layers ({total:.3g}x from {shown(ref)} to {shown(far)}): "
                    f"under the end-to-end threshold at this depth, but it compounds ({toward ** 49:.3g}x over 50 layers)")
         return [finding(self.kind, far.name, toward, limit, message)]
 
@@ -249,7 +249,7 @@ def absolute_finding(kind: str, layers: Sequence[LayerReport], value: Signal, li
         return []
     worst = max(loud, key=lambda layer: value(layer))  # type: ignore[arg-type, return-value]
     measured = value(worst)
-    return [finding(kind, worst.name, measured, limit, text.format(layer=worst.name, value=measured))]  # type: ignore[arg-type]
+    return [finding(kind, worst.name, measured, limit, text.format(layer=shown(worst), value=measured))]  # type: ignore[arg-type]
 
 
 
@@ -286,7 +286,7 @@ def through_time(e: Evidence, kind: str, vanishing: bool) -> list[Finding]:
         what = ("the part of the first step's input that reaches the last step" if how == "probe"
                 else "the backward signal reaching the first call")
         verb = "shrinks" if vanishing else "grows"
-        message = (f"through time: {what} of {layer.name} {verb} to {ratio:.2e} of the last step's over {steps} steps "
+        message = (f"through time: {what} of {shown(layer)} {verb} to {ratio:.2e} of the last step's over {steps} steps "
                    f"({per_step:.3g}x per step): " + ("the layer cannot learn dependencies that long" if vanishing
                                                       else "updates from early steps will be huge and unstable"))
         findings.append(finding(kind, layer.name, ratio, limit, message, hint=RECURRENT_HINT))

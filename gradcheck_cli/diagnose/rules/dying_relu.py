@@ -7,7 +7,7 @@ the last step, so a unit that is merely quiet on one batch is not counted.
 from __future__ import annotations
 
 from gradcheck_cli.diagnose.evaluate import Evidence
-from gradcheck_cli.diagnose.rules import finding
+from gradcheck_cli.diagnose.rules import finding, named
 from gradcheck_cli.report.model import Finding
 
 
@@ -18,7 +18,7 @@ def find(e: Evidence) -> list[Finding]:
     limit = e.thresholds.dying
     return [
         finding("dying_relu", layer, fraction, limit,
-                f"{fraction:.0%} of the units of {layer} were alive at step 0 and are dead after step {t.completed - 1} "
+                f"{fraction:.0%} of the units of {named(e.layers, layer)} were alive at step 0 and are dead after step {t.completed - 1} "
                 f"({t.optimizer}, lr {t.lr:.3g}): once dead, a unit gets no gradient and never recovers",
                 severity="error" if fraction >= 0.5 else None, step=t.completed - 1)
         for layer, fraction in t.dying.items() if fraction > limit

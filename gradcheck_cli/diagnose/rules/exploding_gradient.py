@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from gradcheck_cli.diagnose.evaluate import Evidence
 from gradcheck_cli.diagnose.over_training import applied, first_growing_layer, growth
-from gradcheck_cli.diagnose.rules import finding
+from gradcheck_cli.diagnose.rules import finding, named
 from gradcheck_cli.diagnose.rules.depth import Trend, backward_signal, nearest_output
 from gradcheck_cli.report.model import Finding
 
@@ -32,7 +32,7 @@ def over_training(e: Evidence) -> list[Finding]:
     if grew is None:
         return []
     layer = first_growing_layer(t, limit)
-    began = f"; the growth began at {layer}" if layer else "; no layer's own backward signal grew past it first"
+    began = f"; the growth began at {named(e.layers, layer)}" if layer else "; no layer's own backward signal grew past it first"
     peak = "overflowed to inf" if grew.peak == float("inf") else f"reached {grew.peak:.3g} ({grew.peak / grew.baseline:.3g}x)"
     return [finding(
         "exploding_gradient", layer or "(model)", grew.peak / grew.baseline, limit,

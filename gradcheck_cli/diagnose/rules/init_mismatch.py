@@ -12,7 +12,7 @@ from collections.abc import Sequence
 
 from gradcheck_cli.analysis.options import Thresholds
 from gradcheck_cli.diagnose.evaluate import Evidence
-from gradcheck_cli.diagnose.rules import finding, finite
+from gradcheck_cli.diagnose.rules import finding, finite, shown
 from gradcheck_cli.layers import NORM_KINDS
 from gradcheck_cli.report.model import Finding, LayerReport
 
@@ -52,7 +52,7 @@ def find(e: Evidence) -> list[Finding]:
             limit = t.init_ratio if gross else (1.0 + t.init_tolerance if compounding else t.chaos)
             findings.append(finding(
                 "init_mismatch", layer.name, advice.ratio, limit,
-                f"{layer.name} has weight std {advice.current_std:.3g} ({advice.current_scheme}); "
+                f"{shown(layer)} has weight std {advice.current_std:.3g} ({advice.current_scheme}); "
                 f"{advice.scheme} init for the following {advice.activation_after} wants {advice.recommended_std:.3g}{why}",
             ))
     return findings + output_layer(weighted[-1:], t)
@@ -81,7 +81,7 @@ def output_layer(last: list[LayerReport], t: Thresholds) -> list[Finding]:
         return []  # the input was scaled down to match (T5 scales by d_model^-0.5 before its lm_head)
     return [finding(
         "init_mismatch", layer.name, advice.ratio, t.init_ratio,
-        f"the output layer {layer.name} has weight std {advice.current_std:.3g}, {advice.ratio:.3g}x what {advice.scheme} "
+        f"the output layer {shown(layer)} has weight std {advice.current_std:.3g}, {advice.ratio:.3g}x what {advice.scheme} "
         f"init wants ({advice.recommended_std:.3g}), and its outputs have std {output_std:.3g}: the initial loss "
         "starts far above chance level",
     )]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 
 from gradcheck_cli.diagnose.evaluate import Evidence
-from gradcheck_cli.diagnose.rules import finding
+from gradcheck_cli.diagnose.rules import finding, named, shown
 from gradcheck_cli.report.model import Finding, LayerSeries
 
 
@@ -30,9 +30,9 @@ def _over_training(e: Evidence) -> list[Finding]:
         first = next((s.name for s in t.layers if _output_bad(s, bad_point)), None)
         last = next((s.name for s in reversed(t.layers) if _grad_bad(s, bad_point)), None)
         if first is not None:
-            layer, where = first, f"; at logged step {logged} the first layer whose output is NaN/Inf is {first}"
+            layer, where = first, f"; at logged step {logged} the first layer whose output is NaN/Inf is {named(e.layers, first)}"
         elif last is not None:
-            layer, where = last, (f"; at logged step {logged} the backward pass first turns NaN/Inf at {last} "
+            layer, where = last, (f"; at logged step {logged} the backward pass first turns NaN/Inf at {named(e.layers, last)} "
                                   "(counting from the output)")
     step = min(s for s in (bad_loss, logged) if s is not None)
     pinpoint = "" if t.every == 1 or logged == step else " (run with --every 1 to see that very step's layers)"
@@ -56,12 +56,12 @@ def _at_step(e: Evidence) -> list[Finding]:
             units = layer.activation.nonfinite_units
             return [finding(
                 "nonfinite", layer.name, float(units), 0.0,
-                f"{layer.name} is the first layer whose output holds NaN/Inf (in {units} unit{'s' if units > 1 else ''})",
+                f"{shown(layer)} is the first layer whose output holds NaN/Inf (in {units} unit{'s' if units > 1 else ''})",
             )]
     for layer in reversed(layers):
         if layer.grad.nonfinite:
             return [finding(
                 "nonfinite", layer.name, 1.0, 0.0,
-                f"the backward pass first turns NaN/Inf at {layer.name} (counting from the output)",
+                f"the backward pass first turns NaN/Inf at {shown(layer)} (counting from the output)",
             )]
     return []

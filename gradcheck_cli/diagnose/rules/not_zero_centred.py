@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from gradcheck_cli.diagnose.evaluate import Evidence
-from gradcheck_cli.diagnose.rules import finding, finite
+from gradcheck_cli.diagnose.rules import finding, finite, shown
 from gradcheck_cli.layers import ACTIVATION_KINDS, WEIGHT_KINDS
 from gradcheck_cli.report.model import Finding
 
@@ -21,7 +21,7 @@ def find(e: Evidence) -> list[Finding]:
         if finite(a.centring) and a.centring > t.centring:
             findings.append(finding(
                 "not_zero_centred", layer.name, a.centring, t.centring,
-                f"the {layer.kind} outputs of {layer.name} have |mean|/std = {a.centring:.2f}: the next layer's "
+                f"the {layer.kind} outputs of {shown(layer)} have |mean|/std = {a.centring:.2f}: the next layer's "
                 "weight gradients all share one sign per step (zig-zag updates)",
             ))
     return findings

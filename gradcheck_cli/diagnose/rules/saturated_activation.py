@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from gradcheck_cli.diagnose.evaluate import Evidence
-from gradcheck_cli.diagnose.rules import finding
+from gradcheck_cli.diagnose.rules import finding, shown
 from gradcheck_cli.report.model import Finding
 
 
@@ -12,7 +12,7 @@ def find(e: Evidence) -> list[Finding]:
     return [
         finding(
             "saturated_activation", layer.name, layer.activation.saturation, t.saturation,
-            f"{layer.activation.saturation:.0%} of the {layer.kind} outputs of {layer.name} sit at an asymptote, "
+            f"{layer.activation.saturation:.0%} of the {layer.kind} outputs of {shown(layer)} sit at an asymptote, "
             "where the derivative is ~0",
         )
         for layer in layers

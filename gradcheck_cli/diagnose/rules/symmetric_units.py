@@ -17,7 +17,7 @@ errors from the loss).
 from __future__ import annotations
 
 from gradcheck_cli.diagnose.evaluate import Evidence
-from gradcheck_cli.diagnose.rules import finding
+from gradcheck_cli.diagnose.rules import finding, shown
 from gradcheck_cli.report.model import Finding, LayerReport
 
 
@@ -36,8 +36,8 @@ def find(e: Evidence) -> list[Finding]:
             units = layer.init.fan_out
             findings.append(finding(
                 "symmetric_units", layer.name, layer.init.unit_spread, limit,  # type: ignore[arg-type]
-                f"the {units} units of {layer.name} have identical incoming weights, and so do the units of "
-                f"{after.name} after it: they compute the same output and get the same gradient up to a fixed "
+                f"the {units} units of {shown(layer)} have identical incoming weights, and so do the units of "
+                f"{shown(after)} after it: they compute the same output and get the same gradient up to a fixed "
                 "factor, so training can never make them differ (one effective unit)",
             ))
     return findings

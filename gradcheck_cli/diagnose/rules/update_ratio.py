@@ -10,7 +10,7 @@ from __future__ import annotations
 import statistics
 
 from gradcheck_cli.diagnose.evaluate import Evidence
-from gradcheck_cli.diagnose.rules import finding
+from gradcheck_cli.diagnose.rules import finding, named
 from gradcheck_cli.report.model import Finding
 
 
@@ -28,13 +28,13 @@ def find(e: Evidence) -> list[Finding]:
         if median > high:
             findings.append(finding(
                 "update_ratio", series.name, median, high,
-                f"each step changes {series.name} by {median:.2g} of its norm (median over {len(values)} logged steps; "
+                f"each step changes {named(e.layers, series.name)} by {median:.2g} of its norm (median over {len(values)} logged steps; "
                 f"~1e-3 is usual): the learning rate {t.lr:.3g} is too high for this layer",
                 hint="lower the learning rate (or this layer's, with a parameter group), or add warm-up"))
         elif 0 < median < low:
             findings.append(finding(
                 "update_ratio", series.name, median, low,
-                f"each step changes {series.name} by only {median:.2g} of its norm (median over {len(values)} logged "
+                f"each step changes {named(e.layers, series.name)} by only {median:.2g} of its norm (median over {len(values)} logged "
                 f"steps; ~1e-3 is usual): the layer is effectively frozen",
                 hint="raise the learning rate, or fix the vanishing gradient that reaches this layer"))
     return findings
