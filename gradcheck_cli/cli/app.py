@@ -65,6 +65,9 @@ from gradcheck_cli.cli.options import (
     MomentumOpt,
     ClipOpt,
     LrScanOpt,
+    DepthOpt,
+    OnlyFindingsOpt,
+    MaxRowsOpt,
 )
 from gradcheck_cli.cli.settings import import_modules, resolve_settings
 from gradcheck_cli.loading.factory import parse_factory_args
@@ -159,6 +162,9 @@ def analyze(
     format: FormatOpt = None,  # noqa: A002 - the flag is --format
     output: OutputOpt = None,
     plot: PlotOpt = None,
+    depth: DepthOpt = None,
+    only_findings: OnlyFindingsOpt = False,
+    max_rows: MaxRowsOpt = None,
     threshold: ThresholdOpt = None,
     verify: VerifyOpt = False,
     ignore: IgnoreOpt = None,
@@ -188,9 +194,17 @@ def analyze(
                          trust_remote_code=trust_remote_code, factory_args=parse_factory_args(factory_arg or []),
                          options=settings.options, progress=bar)
 
-    emit(lambda width: fmt.report(report, width), report.summary.verdict, output, quiet, err, debug)
+    emit(lambda width: fmt.report(report, width, _view(depth, only_findings, max_rows)), report.summary.verdict,
+         output, quiet, err, debug)
     _extras(report, fmt, plot, quiet, err, debug)
     raise typer.Exit(report.summary.exit_code)
+
+
+def _view(depth: int | None, only_findings: bool, max_rows: int | None):  # noqa: ANN202 - render.grouping.View
+    """--depth, --only-findings, --max-rows: how the layer tables are laid out."""
+    from gradcheck_cli.render.grouping import View
+
+    return View(depth=depth, only_findings=only_findings, max_rows=max_rows)
 
 
 def _value(choice: Enum | None) -> str | None:
@@ -285,6 +299,9 @@ def render(
     format: FormatOpt = None,  # noqa: A002 - the flag is --format
     output: OutputOpt = None,
     plot: PlotOpt = None,
+    depth: DepthOpt = None,
+    only_findings: OnlyFindingsOpt = False,
+    max_rows: MaxRowsOpt = None,
     quiet: QuietOpt = False,
     debug: DebugOpt = False,
 ) -> None:
@@ -300,7 +317,8 @@ def render(
         fmt = choose(_value(format), output)
         _check_outputs(output, plot)
         report = load_report(report_file)
-    emit(lambda width: fmt.report(report, width), report.summary.verdict, output, quiet, err, debug)
+    emit(lambda width: fmt.report(report, width, _view(depth, only_findings, max_rows)), report.summary.verdict,
+         output, quiet, err, debug)
     _extras(report, fmt, plot, quiet, err, debug)
 
 

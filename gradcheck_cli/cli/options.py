@@ -111,3 +111,12 @@ ClipOpt = Annotated[Optional[float], typer.Option("--clip-grad-norm", min=0.0, m
                                                   help="With --steps: clip the global gradient norm before each step.")]
 LrScanOpt = Annotated[bool, typer.Option("--lr-scan", help="With --steps: when training diverges, retrain at halved "
                                          "learning rates (up to 6 times) and report the largest stable one.")]
+DepthOpt = Annotated[Optional[int], typer.Option(
+    "--depth", min=0, metavar="N", show_default=False,
+    help="Layer table rows: module names cut at N dot-separated parts (e.g. 2: transformer.h), 0: every layer. "
+         "Default: one row per block for models that repeat 4 or more blocks (40+ layers), else every layer.")]
+OnlyFindingsOpt = Annotated[bool, typer.Option("--only-findings", help="Show only the layers, blocks and init advice "
+                                               "that a finding names (the JSON keeps every layer).")]
+MaxRowsOpt = Annotated[Optional[int], typer.Option(
+    "--max-rows", min=1, metavar="N", show_default=False,
+    help="At most N rows per table: rows with findings first, the rest spread evenly, the gaps marked.")]

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import statistics
 from dataclasses import asdict
 
 from gradcheck_cli import __version__
 from gradcheck_cli.diagnose.init_advice import WeightSummary, deep_tanh_stack, init_advice
 from gradcheck_cli.errors import EXIT_FINDINGS, EXIT_OK
-from gradcheck_cli.layers import WEIGHT_KINDS, LayerInfo
+from gradcheck_cli.layers import NORM_KINDS, WEIGHT_KINDS, LayerInfo
 from gradcheck_cli.loading.base import LoadedModel
 from gradcheck_cli.analysis.options import AnalyzeOptions
 from gradcheck_cli.report.model import (
@@ -49,12 +50,13 @@ def build_report(loaded: LoadedModel, m: Measurements, options: AnalyzeOptions, 
     batch = min((n for n in (batch_size, samples) if n), default=None)  # samples per pass: the first batch's size
     places = _places(infos, m.topology)
     deep_tanh = deep_tanh_stack(infos)
-    layers = [_layer(position, stats.get(info.index), infos, by_name, options, places.get(info.index), batch, deep_tanh)
-              for position, info in enumerate(infos)]
+    layers = _relative_ratios([_layer(position, stats.get(info.index), infos, by_name, options, places.get(info.index),
+                                      batch, deep_tanh) for position, info in enumerate(infos)])
     paths = [[layers[i] for i in path] for path in m.topology.paths]
     series = training_report(training, options.thresholds) if training is not None else None
     evidence = Evidence(layers, options.thresholds, paths=paths, training=series)
     findings, ignored = _split_ignored(evaluate(evidence), options)
+    layers = _mark_unbacked_advice(layers, findings + ignored)
     owner = {name: layer.name for info, layer in zip(infos, layers) for name in info.params.values()}
     parameters = [_parameter(p, owner, display) for p in m.params]
     summary = _summary(layers, findings, options, len(ignored))
@@ -75,6 +77,41 @@ def build_report(loaded: LoadedModel, m: Measurements, options: AnalyzeOptions, 
         paths=[[layer.name for layer in path] for path in paths],
         training=series,
     )
+
+
+def _relative_ratios(layers: list[LayerReport]) -> list[LayerReport]:
+    """Fill ``grad.relative_ratio``: each weight_ratio over the median of the Linear/Conv layers' (of every layer
+    with a weight gradient when there are none), so the loss's own scale cancels."""
+    def usable(value: float | None) -> bool:
+        return value is not None and math.isfinite(value) and value > 0
+
+    pool = [l.grad.weight_ratio for l in layers if l.kind in WEIGHT_KINDS and usable(l.grad.weight_ratio)]
+    pool = pool or [l.grad.weight_ratio for l in layers if usable(l.grad.weight_ratio)]
+    if not pool:
+        return layers
+    median = statistics.median(pool)  # type: ignore[type-var]
+    return [dataclasses.replace(l, grad=dataclasses.replace(l.grad, relative_ratio=l.grad.weight_ratio / median))
+            if l.grad.weight_ratio is not None else l for l in layers]
+
+
+_TREND_KINDS = frozenset({"vanishing_gradient", "exploding_gradient", "vanishing_activation", "exploding_activation"})
+
+
+def _mark_unbacked_advice(layers: list[LayerReport], findings: list[Finding]) -> list[LayerReport]:
+    """Fill ``init.informational``: in a network with normalisation layers, advice that no init_mismatch finding
+    and no depth trend (on the layer or its role) backs is information only (README "Verdicts")."""
+    if not any(l.kind in NORM_KINDS for l in layers):
+        return layers
+    role = {l.name: l.topology.role for l in layers if l.topology is not None and l.topology.role}
+    backed = {f.layer for f in findings if f.kind == "init_mismatch"}
+    trend = {f.layer for f in findings if f.kind in _TREND_KINDS}
+    trend_roles = {role[name] for name in trend if name in role}
+
+    def unbacked(l: LayerReport) -> bool:
+        return l.name not in backed and l.name not in trend and (role.get(l.name) is None or role[l.name] not in trend_roles)
+
+    return [dataclasses.replace(l, init=dataclasses.replace(l.init, informational=True))
+            if l.init is not None and unbacked(l) else l for l in layers]
 
 
 def _places(infos: list[LayerInfo], topology: Topology) -> dict[int, LayerTopology]:

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Hashable, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Hashable, Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import TypeVar
 
 from gradcheck_cli.render.numbers import num
@@ -50,6 +50,8 @@ class FindingGroup:
     """Findings of one kind and severity shown as one row: what every renderer says about them."""
 
     findings: list[Finding]
+    shown: Mapping[str, str] = field(default_factory=dict)
+    """Layer name -> how tables show it (``0 (Linear)``; :func:`gradcheck_cli.render.grouping.names`)."""
 
     @property
     def first(self) -> Finding:
@@ -57,12 +59,12 @@ class FindingGroup:
 
     @property
     def names(self) -> list[str]:
-        return [f.layer for f in self.findings]
+        return [self.shown.get(f.layer, f.layer) for f in self.findings]
 
     def layers(self, limit: int = LIST_LIMIT) -> str:
         """The layer, or ``N layers: a, b, ... (N in all)``."""
         if len(self.findings) == 1:
-            return self.first.layer
+            return self.names[0]
         return f"{len(self.findings)} layers: {layer_list(self.names, limit)}"
 
     def value(self) -> str:
@@ -80,6 +82,6 @@ class FindingGroup:
         return self.first.message + self.more()
 
 
-def group_findings(findings: Sequence[Finding]) -> list[FindingGroup]:
-    """Findings grouped by (kind, severity)."""
-    return [FindingGroup(group) for group in group_by(findings, lambda f: (f.kind, f.severity))]
+def group_findings(findings: Sequence[Finding], shown: Mapping[str, str] | None = None) -> list[FindingGroup]:
+    """Findings grouped by (kind, severity); ``shown``: display names of the layers."""
+    return [FindingGroup(group, shown or {}) for group in group_by(findings, lambda f: (f.kind, f.severity))]

@@ -13,41 +13,42 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:  # pragma: no cover
+    from gradcheck_cli.render.grouping import View
     from gradcheck_cli.report.compare import Comparison
     from gradcheck_cli.report.model import Report
 
 Rendered = Any  # str, or a rich renderable (the table format on a terminal)
 
 
-def _table(report: Report, width: int | None) -> Rendered:
+def _table(report: Report, width: int | None, view: View | None = None) -> Rendered:
     from gradcheck_cli.render.table import render_rich
 
-    return render_rich(report, width=width)
+    return render_rich(report, width=width, view=view)
 
 
-def _json(report: Report, width: int | None) -> Rendered:
+def _json(report: Report, width: int | None, view: View | None = None) -> Rendered:
     return report.to_json()
 
 
-def _markdown(report: Report, width: int | None) -> Rendered:
+def _markdown(report: Report, width: int | None, view: View | None = None) -> Rendered:
     from gradcheck_cli.render.markdown import render_markdown
 
-    return render_markdown(report)
+    return render_markdown(report, view)
 
 
-def _html(report: Report, width: int | None) -> Rendered:
+def _html(report: Report, width: int | None, view: View | None = None) -> Rendered:
     from gradcheck_cli.render.html import render_html
 
-    return render_html(report)
+    return render_html(report, view)
 
 
-def _github(report: Report, width: int | None) -> Rendered:
+def _github(report: Report, width: int | None, view: View | None = None) -> Rendered:
     from gradcheck_cli.render.github import render_github
 
     return render_github(report)
 
 
-def _junit(report: Report, width: int | None) -> Rendered:
+def _junit(report: Report, width: int | None, view: View | None = None) -> Rendered:
     from gradcheck_cli.render.junit import render_junit
 
     return render_junit(report)
@@ -80,8 +81,9 @@ class Format:
     name: str
     suffixes: tuple[str, ...]
     """File suffixes that choose this format for ``--output`` when ``--format`` is not given."""
-    report: Callable[[Report, int | None], Rendered]
-    """(report, console width or None for a file) -> the rendering."""
+    report: Callable[[Report, int | None, View | None], Rendered]
+    """(report, console width or None for a file, the layout of the layer tables or None for the default) -> the
+    rendering (formats without layer tables ignore the layout)."""
     comparison: Callable[[Comparison, bool], Rendered] | None = None
     """(comparison, list unchanged layers too) -> the rendering; None: not offered by ``compare``."""
     step_summary: bool = False

@@ -15,7 +15,8 @@ import math
 
 from gradcheck_cli.render import plots
 from gradcheck_cli.render import training as tr
-from gradcheck_cli.render.common import group_findings
+from gradcheck_cli.render.common import FindingGroup, group_findings
+from gradcheck_cli.render.grouping import Elided, InitRow, LayerGroup, Layout, View, finding_count, label, layout, names
 from gradcheck_cli.render.numbers import num, pct
 from gradcheck_cli.report.model import Report
 
@@ -29,6 +30,7 @@ th{background:#f6f8fa}td.l,th.l{text-align:left}
 .warning{color:#b54708}.info{color:#175cd3}.dim{color:#6e7781}
 .bar{display:inline-block;height:.8em;background:#2da44e;vertical-align:middle}
 tr.flag td.name{color:#b42318;font-weight:600}
+tr.info-advice td{color:#6e7781}tr:target{background:#fff8c5}
 figure.plot{margin:1em 0}
 svg.gc-plot{display:block;max-width:100%;height:auto}
 """
@@ -48,15 +50,21 @@ def _bar(value: float | None, low: float, high: float) -> str:
     return f'<span class="bar" style="width:{max(2, round(fraction * 160))}px"></span>'
 
 
-def _table(headers: list[str], rows: list[list[str]], left: set[int], bad: list[list[bool]] | None = None) -> str:
-    """``bad`` (optional, one flag per cell): cells to mark as non-finite (red)."""
+def _table(headers: list[str], rows: list[list[str]], left: set[int], bad: list[list[bool]] | None = None,
+           ids: list[str] | None = None, classes: list[str] | None = None) -> str:
+    """``bad`` (optional, one flag per cell): cells to mark as non-finite (red); ``ids``/``classes``: per row (the
+    anchors findings link to; ``info`` rows)."""
     head = "".join(f'<th class="{"l" if i in left else ""}">{_e(h)}</th>' for i, h in enumerate(headers))
 
     def cls(r: int, i: int) -> str:
         return " ".join(c for c in ("l" if i in left else "", "bad" if bad and bad[r][i] else "") if c)
 
+    def row_open(r: int) -> str:
+        attrs = (f' id="{_e(ids[r])}"' if ids and ids[r] else "") + (f' class="{_e(classes[r])}"' if classes and classes[r] else "")
+        return f"<tr{attrs}>"
+
     body = "".join(
-        "<tr>" + "".join(f'<td class="{cls(r, i)}">{cell}</td>' for i, cell in enumerate(row)) + "</tr>"
+        row_open(r) + "".join(f'<td class="{cls(r, i)}">{cell}</td>' for i, cell in enumerate(row)) + "</tr>"
         for r, row in enumerate(rows)
     )
     return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
@@ -69,6 +77,49 @@ def _plots(report: Report) -> list[str]:
     # No figcaption: each figure draws its own title (a standalone --plot file needs it too).
     figures = [f'<figure class="plot">{svg}</figure>' for _, svg in plots.svg_figures(report)]
     return ["<h2>Plots</h2>", *figures]
+
+
+def _blocks(rows_of: Layout) -> list[str]:
+    parts = []
+    for t in rows_of.blocks:
+        rows, ids = [], []
+        for row in t.rows:
+            if isinstance(row, Elided):
+                rows.append([f'<span class="dim">... {row.count} more (--max-rows)</span>'] + [""] * (len(t.roles) + 1))
+                ids.append("")
+                continue
+            rows.append([_e(row.index), *(_e(num(row.layers[r.name].grad.output_rms)) if r.name in row.layers else ""
+                                           for r in t.roles),
+                         f'<span class="{_e(row.severity or "")}">{_e(finding_count(row.findings))}</span>'])
+            ids.append(row.anchor)
+        parts += [f"<h2>Blocks of {_e(t.stack or 'the model')}: backward signal (grad rms) per role</h2>",
+                  _table(["block", *(r.name for r in t.roles), "findings"], rows, {len(t.roles) + 1}, ids=ids)]
+    return parts
+
+
+def _init(rows_of: Layout) -> list[str]:
+    """Init advice; advice no finding backs is marked ``info`` and dimmed, with the note saying why."""
+    from gradcheck_cli.render.table import INFO_NOTE
+
+    rows, classes = [], []
+    for row in rows_of.init:
+        if isinstance(row, Elided):
+            rows.append([f'<span class="dim">... {row.count} more (--max-rows)</span>'] + [""] * 10)
+            classes.append("")
+            continue
+        i = row.advice
+        rows.append([_e(row.label), str(i.fan_in), str(i.fan_out), _e(i.activation_after), _e(i.scheme),
+                     _e(row.span(lambda a: a.current_std)), _e(i.current_scheme), _e(row.span(lambda a: a.recommended_std)),
+                     _e(row.span(lambda a: a.ratio, 2)), _e(row.status), f"<code>{_e(i.call)}</code>"])
+        classes.append("info-advice" if row.informational else "")
+    if not rows:
+        return []
+    parts = ["<h2>Init variance</h2>", _table(
+        ["layer", "fan_in", "fan_out", "followed by", "scheme", "current std", "looks like", "recommended std", "ratio",
+         "advice", "apply"], rows, {0, 3, 4, 6, 9, 10}, classes=classes)]
+    if any(isinstance(r, InitRow) and r.informational for r in rows_of.init):
+        parts.append(f'<p class="dim">{_e(INFO_NOTE)}</p>')
+    return parts
 
 
 def _training(report: Report) -> list[str]:
@@ -92,8 +143,29 @@ def _training(report: Report) -> list[str]:
     return parts + ["<h3>Advice</h3>", f'<ul class="training-advice">{advice}</ul>']
 
 
-def render_html(report: Report) -> str:
+def _linked(group: FindingGroup, anchors: dict[str, str], shown: set[str]) -> str:
+    """The finding's layer(s), each a link to the row that shows it (when that row is on the page)."""
+    def one(name: str, text: str) -> str:
+        anchor = anchors.get(name)
+        return f'<a href="#{_e(anchor)}">{_e(text)}</a>' if anchor in shown else _e(text)
+
+    if len(group.findings) == 1:
+        return one(group.first.layer, group.names[0])
+    links = [one(f.layer, text) for f, text in zip(group.findings, group.names)]
+    more = f", ... ({len(links)} in all)" if len(links) > 8 else ""
+    return f"{len(links)} layers: " + ", ".join(links[:8]) + more
+
+
+def _row_ids(rows_of: Layout) -> set[str]:
+    ids = {row.anchor if isinstance(row, LayerGroup) else f"layer-{row.index}" for row in rows_of.rows
+           if not isinstance(row, Elided)}
+    return ids | {row.anchor for t in rows_of.blocks for row in t.rows if not isinstance(row, Elided)}
+
+
+def render_html(report: Report, view: View | None = None) -> str:
     s, m, r = report.summary, report.model, report.run
+    rows_of = layout(report, view)
+    on_page = _row_ids(rows_of)
     parts = [
         f'<h1>gradcheck: <span class="{_e(s.status)}">{_e(s.verdict)}</span></h1>',
         (f'<p class="dim">{_e(m.source)} ({_e(m.format)}, {m.parameters:,} parameters) · device {_e(r.device)} · '
@@ -103,9 +175,10 @@ def render_html(report: Report) -> str:
     if report.findings:
         stepped = any(f.step is not None for f in report.findings)  # findings over training: the step they name
         rows = []
-        for group in group_findings(report.findings):
+        for group in group_findings(report.findings, names(report)):
             f = group.first
-            rows.append([f'<span class="{_e(f.severity)}">{_e(f.severity)}</span>', _e(f.kind), _e(group.layers()),
+            rows.append([f'<span class="{_e(f.severity)}">{_e(f.severity)}</span>', _e(f.kind),
+                         _linked(group, rows_of.anchors, on_page),
                          _e(group.value()), _e(num(f.threshold)), *([_e(num(f.step))] if stepped else []),
                          f'{_e(group.message())}<br><span class="dim">fix: {_e(f.hint)}</span>'])
         headers = ["severity", "kind", "layer", "value", "threshold", *(["step"] if stepped else []), "detail"]
@@ -114,30 +187,42 @@ def render_html(report: Report) -> str:
     values = [l.grad.output_rms for l in report.layers if l.grad.output_rms and math.isfinite(l.grad.output_rms)]
     low, high = (min(values), max(values)) if values else (1.0, 1.0)
     flagged = {f.layer for f in report.findings if f.severity in ("error", "warning")}
-    rows = []
-    for l in report.layers:
+    rows, ids = [], []
+    for l in rows_of.rows:
+        if isinstance(l, Elided):
+            rows.append(["", f'<span class="dim">... {l.count} more rows (--max-rows)</span>'] + [""] * 11)
+            ids.append("")
+            continue
+        if isinstance(l, LayerGroup):
+            grads = l.values(lambda x: x.grad.output_rms)
+            rows.append([
+                _e(l.indices), f'<span class="{"error" if l.severity in ("error", "warning") else ""}">{_e(l.label)}</span>',
+                _e(l.kind), "-", _e(l.span(lambda x: x.activation.std if x.activation else None)),
+                _e(num(l.worst(lambda x: x.activation.centring if x.activation else None), 2)), "-",
+                _e(pct(l.worst(lambda x: x.activation.dead_ratio if x.activation else None))),
+                _e(pct(l.worst(lambda x: x.activation.saturation if x.activation else None))),
+                _e(l.span(lambda x: x.grad.output_rms)), _bar(max(grads), low, high) if grads else "", "-",
+                _e(l.span(lambda x: x.grad.relative_ratio)),
+            ])
+            ids.append(l.anchor)
+            continue
         a, g = l.activation, l.grad
         stats = ([num(a.mean), num(a.std), num(a.centring, 2), pct(a.zero_fraction), pct(a.dead_ratio), pct(a.saturation)]
                  if a else ["-"] * 6)
         rows.append([
-            str(l.index), f'<span class="{"error" if l.name in flagged else ""}">{_e(l.name)}</span>', _e(l.kind),
+            str(l.index), f'<span class="{"error" if l.name in flagged else ""}">{_e(label(l))}</span>', _e(l.kind),
             *(_e(x) for x in stats),
             _e(num(g.output_rms)), _bar(g.output_rms, low, high) if l.observed else '<span class="dim">not observed</span>',
-            _e(num(g.weight_norm)), _e(num(g.weight_ratio)),
+            _e(num(g.weight_norm)), _e(num(g.relative_ratio)),
         ])
+        ids.append(f"layer-{l.index}")
     parts += ["<h2>Layers (forward order)</h2>", _table(
         ["#", "layer", "kind", "act mean", "act std", "|m|/s", "zeros", "dead", "sat", "grad rms",
-         "backward signal (log)", "|dW|", "|dW|/|W|"], rows, {1, 2, 10})]
-    init_rows = [
-        [_e(l.name), str(l.init.fan_in), str(l.init.fan_out), _e(l.init.activation_after), _e(l.init.scheme),
-         _e(num(l.init.current_std)), _e(l.init.current_scheme), _e(num(l.init.recommended_std)), _e(num(l.init.ratio, 2)),
-         f"<code>{_e(l.init.call)}</code>"]
-        for l in report.layers if l.init
-    ]
-    if init_rows:
-        parts += ["<h2>Init variance</h2>", _table(
-            ["layer", "fan_in", "fan_out", "followed by", "scheme", "current std", "looks like", "recommended std", "ratio",
-             "apply"], init_rows, {0, 3, 4, 6, 9})]
+         "backward signal (log)", "|dW|", "|dW|/|W| rel"], rows, {1, 2, 10}, ids=ids)]
+    if rows_of.note:
+        parts.append(f'<p class="dim">{_e(rows_of.note)}</p>')
+    parts += _blocks(rows_of)
+    parts += _init(rows_of)
     if report.training is not None:
         parts += _training(report)
     title = _e(f"gradcheck: {m.source}")

@@ -12,8 +12,9 @@ import html
 from gradcheck_cli.diagnose.registry import fails
 from gradcheck_cli.render import training as tr
 from gradcheck_cli.render.common import group_findings
+from gradcheck_cli.render.grouping import BlockTable, Elided, LayerGroup, Layout, View, finding_count, label, layout, names
 from gradcheck_cli.render.numbers import num, pct
-from gradcheck_cli.report.model import Report
+from gradcheck_cli.report.model import LayerReport, Report
 
 _MARKDOWN_SPECIAL = "\\`*_{}[]()#+!|~>"
 STATUS_ICON = {"ok": "✅", "warn": "⚠️", "fail": "❌"}
@@ -36,8 +37,9 @@ def _table(header: list[str], rows: list[list[str]], align: str) -> list[str]:
     return lines
 
 
-def render_markdown(report: Report) -> str:
+def render_markdown(report: Report, view: View | None = None) -> str:
     s, m, r = report.summary, report.model, report.run
+    rows_of = layout(report, view)
     out = [
         f"### {STATUS_ICON[s.status]} gradcheck: {escape(s.verdict)}",
         "",
@@ -49,32 +51,24 @@ def render_markdown(report: Report) -> str:
         fail_on = set(r.fail_on)
         stepped = any(f.step is not None for f in report.findings)  # findings over training: the step they name
         rows = []
-        for group in group_findings(report.findings):
+        for group in group_findings(report.findings, names(report)):
             f = group.first
             rows.append([f.severity + (" (fails)" if fails(f, fail_on) else ""), code(f.kind), escape(group.layers()),
                          group.value(), num(f.threshold), *([num(f.step)] if stepped else []),
                          escape(group.message()) + "<br>*fix:* " + escape(f.hint)])
         header = ["severity", "kind", "layer", "value", "threshold", *(["step"] if stepped else []), "detail"]
         out += ["", "#### Findings", ""] + _table(header, rows, "lllrr" + ("r" if stepped else "") + "l")
-    rows = [
-        [str(l.index), escape(l.name), escape(l.kind),
-         num(l.activation.std) if l.activation else "-", pct(l.activation.dead_ratio) if l.activation else "-",
-         num(l.grad.output_rms), num(l.grad.weight_ratio)]
-        for l in report.layers
-    ]
     out += ["", "<details><summary>Layers (forward order)</summary>", ""]
-    out += _table(["#", "layer", "kind", "act std", "dead", "grad rms", "\\|dW\\|/\\|W\\|"], rows, "rllrrrr")
+    out += _table(["#", "layer", "kind", "act std", "dead", "grad rms", "\\|dW\\|/\\|W\\| rel"],
+                  [_layer_row(row) for row in rows_of.rows], "rllrrrr")
+    if rows_of.note:
+        out += ["", f"*{escape(rows_of.note)}*"]
     out += ["", "</details>"]
-    init_rows = [
-        [escape(l.name), str(l.init.fan_in), str(l.init.fan_out), escape(l.init.activation_after), l.init.scheme,
-         num(l.init.current_std), num(l.init.recommended_std), num(l.init.ratio, 2), code(l.init.call) if l.init.call else "-"]
-        for l in report.layers if l.init
-    ]
-    if init_rows:
-        out += ["", "<details><summary>Init variance</summary>", ""]
-        out += _table(["layer", "fan_in", "fan_out", "followed by", "scheme", "current std", "recommended std", "ratio",
-                       "apply"], init_rows, "lrrllrrrl")
-        out += ["", "</details>"]
+    for blocks in rows_of.blocks:
+        out += ["", f"<details><summary>Blocks of {escape(blocks.stack or 'the model')}: backward signal (grad rms) "
+                    f"per role</summary>", ""]
+        out += _block_table(blocks) + ["", "</details>"]
+    out += _init_section(rows_of)
     time_rows = [
         [escape(l.name), str(l.time.steps), num(l.time.grad_rms[0]), num(l.time.grad_rms[-1]), num(l.time.ratio)]
         for l in report.layers if l.time
@@ -86,6 +80,53 @@ def render_markdown(report: Report) -> str:
     if report.training is not None:
         out += training_section(report)
     return "\n".join(out) + "\n"
+
+
+def _layer_row(row: LayerReport | LayerGroup | Elided) -> list[str]:
+    if isinstance(row, Elided):
+        return ["", f"*... {row.count} more (--max-rows)*", "", "", "", "", ""]
+    if isinstance(row, LayerGroup):
+        return [row.indices, escape(row.label), escape(row.kind), row.span(lambda l: l.activation.std if l.activation else None),
+                pct(row.worst(lambda l: l.activation.dead_ratio if l.activation else None)),
+                row.span(lambda l: l.grad.output_rms), row.span(lambda l: l.grad.relative_ratio)]
+    a = row.activation
+    return [str(row.index), escape(label(row)), escape(row.kind), num(a.std) if a else "-", pct(a.dead_ratio) if a else "-",
+            num(row.grad.output_rms), num(row.grad.relative_ratio)]
+
+
+def _block_table(blocks: BlockTable) -> list[str]:
+    header = ["block", *(escape(r.name) for r in blocks.roles), "findings"]
+    rows = []
+    for row in blocks.rows:
+        if isinstance(row, Elided):
+            rows.append([f"*... {row.count} more (--max-rows)*"] + [""] * (len(header) - 1))
+            continue
+        rows.append([row.index, *(num(row.layers[r.name].grad.output_rms) if r.name in row.layers else "" for r in blocks.roles),
+                     finding_count(row.findings)])
+    return _table(header, rows, "r" + "r" * len(blocks.roles) + "l")
+
+
+def _init_section(rows_of: Layout) -> list[str]:
+    """Init advice; advice no finding backs is marked ``info`` (with the note saying why) rather than left to apply."""
+    from gradcheck_cli.render.table import INFO_NOTE
+
+    rows = []
+    for row in rows_of.init:
+        if isinstance(row, Elided):
+            rows.append([f"*... {row.count} more (--max-rows)*"] + [""] * 9)
+            continue
+        i = row.advice
+        rows.append([escape(row.label), str(i.fan_in), str(i.fan_out), escape(i.activation_after), i.scheme,
+                     row.span(lambda a: a.current_std), row.span(lambda a: a.recommended_std), row.span(lambda a: a.ratio, 2),
+                     row.status, code(i.call) if i.call else "-"])
+    if not rows:
+        return []
+    out = ["", "<details><summary>Init variance</summary>", ""]
+    out += _table(["layer", "fan_in", "fan_out", "followed by", "scheme", "current std", "recommended std", "ratio",
+                   "advice", "apply"], rows, "lrrllrrrll")
+    if any(r == "info" for *_, r, _ in rows):
+        out += ["", f"*{escape(INFO_NOTE)}*"]
+    return out + ["", "</details>"]
 
 
 def training_section(report: Report) -> list[str]:

@@ -56,7 +56,16 @@ class GradStats:
     bias_norm: float | None
     weight_rms: float | None
     weight_ratio: float | None
-    """|grad W| / |W|: the relative step one SGD update with learning rate 1 would take."""
+    """|grad W| / |W| (L2 norms of the weight's gradient and of the weight): the relative step one SGD update
+    with learning rate 1 would take. It carries the loss's scale (the projection loss sum(out * r) is a sum over
+    every output element, so a small GPT-2 measures thousands), so it cannot be read against the ~1e-3 per-step rule of
+    thumb; :attr:`relative_ratio` can."""
+    relative_ratio: float | None = None
+    """weight_ratio / the median weight_ratio of the model's Linear/Conv layers: the loss's scale cancels. 1 is a
+    typical layer; under SGD, which steps every layer by lr x weight_ratio, a layer at 10 moves 10x further,
+    relative to its weights, than the median layer, so with a learning rate that moves the median layer by the
+    usual ~1e-3 of its norm per step this layer moves by ~1e-3 x relative_ratio. None without a weight gradient
+    (and in reports written before it existed)."""
 
 
 @dataclass(frozen=True)
@@ -84,6 +93,11 @@ class InitAdvice:
     unit_spread: float | None = None
     """||W - the mean unit's weights|| / ||W||: how different the units' incoming weights are (about 1 for
     random init, 0 when every unit has the same weights; 0 for an all-zero weight)."""
+    informational: bool = False
+    """No finding backs this advice: the network has normalisation layers (which reset the activation scale, so
+    a weight scale off the textbook one is not a problem by itself, README "Verdicts"), and neither an
+    ``init_mismatch`` finding nor a vanishing/exploding trend names this layer or its role. Renderers show it as
+    information, not as something to apply."""
 
 
 @dataclass(frozen=True)
