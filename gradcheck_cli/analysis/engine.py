@@ -7,19 +7,22 @@ progress bar while library callers get silence.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import torch
 
 from gradcheck_cli.diagnose.build import build_report
-from gradcheck_cli.errors import AnalysisError, UsageError
+from gradcheck_cli.errors import AnalysisError, GradcheckError, UsageError
 from gradcheck_cli.analysis.sample import Sample, resolve_sample
 from gradcheck_cli.measure.instrument import instrument
 from gradcheck_cli.loading import LoadedModel, load_model, wrap_object
 from gradcheck_cli.analysis.loss import resolve_loss
 from gradcheck_cli.analysis.passes import forward_backward
+
+if TYPE_CHECKING:  # pragma: no cover
+    from gradcheck_cli.analysis.distributed import Distributed
 from gradcheck_cli.analysis.options import AnalyzeOptions, DataSpec
 from gradcheck_cli.report.model import Report
 from gradcheck_cli.measure.measurements import Measurements
@@ -81,15 +84,28 @@ def analyze(
         raise UsageError("pass either options=AnalyzeOptions(...) or option keywords, not both")
     progress = progress or _Silent()
     device = resolve_device(options.device)
+    from gradcheck_cli.analysis.distributed import start
 
-    progress.stage("loading model")
-    if isinstance(model, (str, Path)):
-        loaded = load_model(str(model), factory=factory, trust_pickle=trust_pickle, device=device,
-                            trust_remote_code=trust_remote_code, factory_args=factory_args)
-    else:
-        loaded = wrap_object(model)
-    with _on_device(loaded.module, device), _rng_kept(device):
-        return _analyze_loaded(loaded, device, options, progress, data)
+    group = start(options.distributed, device, options.shard_by) if options.distributed != "none" else None
+    if group is not None:
+        device = group.device
+    try:
+        progress.stage("loading model")
+        if isinstance(model, (str, Path)):
+            loaded = load_model(str(model), factory=factory, trust_pickle=trust_pickle, device=device,
+                                trust_remote_code=trust_remote_code, factory_args=factory_args)
+        else:
+            loaded = wrap_object(model)
+        with _on_device(loaded.module, device), _rng_kept(device):
+            return _analyze_loaded(loaded, device, options, progress, data, group)
+    except GradcheckError as exc:
+        if group is None:
+            raise
+        raise group.resolve(exc) from None
+    except RuntimeError as exc:  # a collective failed: a peer left (its error is in the store) or timed out
+        if group is None:
+            raise
+        raise group.peer_error(exc) from None
 
 
 @contextmanager
@@ -115,20 +131,48 @@ def _on_device(module: Any, device: torch.device) -> Iterator[None]:
 
 
 def _analyze_loaded(loaded: LoadedModel, device: torch.device, options: AnalyzeOptions, progress: Progress,
-                    data: DataSpec) -> Report:
+                    data: DataSpec, group: Distributed | None = None) -> Report:
     """Data, passes and report for a model already on ``device``."""
     sample = resolve_sample(data, loaded, options.seed, options.batch_size)
     batches = [b.to(device) for b in sample.batches(options.batch_size, options.batches)]
+    if group is not None:
+        if loaded.frontend != "modules":
+            raise UsageError(f"--distributed needs an nn.Module model; this {loaded.format} model runs through the "
+                             f"{loaded.frontend} front end", hint="give a factory (model.py:build), a state_dict with "
+                             "--factory, or a Hugging Face folder")
+        if options.training is not None:
+            raise UsageError("--steps is not supported with --distributed yet", hint="train in one process")
+        batches = group.shard_batches(batches)
     loss_name = resolve_loss(options.loss, sample.target)
-    notes = list(loaded.notes)
+    notes = list(loaded.notes) + _batches_note(len(batches), options.batches, options.batch_size, sample.size())
     if options.verify and loaded.verify is not None:
         progress.stage("verifying the front end against a reference runtime")
         notes.append(loaded.verify(batches[0].args, batches[0].kwargs))
-    measurements = run(loaded, batches, loss_name, options, progress)
+    measurements = run(loaded, batches, loss_name, options, progress, group)
+    if group is not None:
+        group.global_shapes(measurements.layers, batches[0].size(), batches[0].part[1] if batches[0].part else None)
+        notes.append(f"{group.strategy.upper()} across {group.world} processes: each rank ran its share of every "
+                     "batch; statistics are merged over the global batch"
+                     + ("; BatchNorm in train mode normalises each rank's share" if _has_batchnorm(loaded.module) and
+                        options.mode == "train" else ""))
     training = _train(loaded, batches, loss_name, options, progress, random_inputs=data.inputs is None, notes=notes)
     progress.stage("diagnosing")
     return build_report(loaded, measurements, options, notes=notes, device=str(device), loss=loss_name,
                         samples=sample.size(), batch_size=options.batch_size, batches=len(batches), training=training)
+
+
+def _batches_note(ran: int, requested: int, batch_size: int | None, samples: int | None) -> list[str]:
+    """Fewer passes than ``batches`` asked for (the sample ran out): say how many ran and why, never silently."""
+    if ran >= requested:
+        return []
+    if batch_size is None:
+        why = "without a batch size the whole sample is one batch"
+    elif samples is None:
+        why = "the sample's size is unknown, so it is one batch"
+    else:
+        why = (f"{samples} samples make {ran} batch(es) of up to {batch_size}; for {requested} give at least "
+               f"{requested * batch_size} samples or a smaller batch size")
+    return [f"{ran} of the {requested} requested batches ran: {why}"]
 
 
 def _train(loaded: LoadedModel, batches: list[Sample], loss_name: str, options: AnalyzeOptions, progress: Progress,
@@ -155,6 +199,10 @@ def _train(loaded: LoadedModel, batches: list[Sample], loss_name: str, options: 
     return result
 
 
+def _has_batchnorm(module: torch.nn.Module) -> bool:
+    return any(isinstance(m, torch.nn.modules.batchnorm._BatchNorm) for m in module.modules())
+
+
 def resolve_device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -170,22 +218,31 @@ def resolve_device(name: str) -> torch.device:
     return device
 
 
-def run(loaded: LoadedModel, batches: list[Sample], loss_name: str, options: AnalyzeOptions, progress: Progress) -> Measurements:
+def run(loaded: LoadedModel, batches: list[Sample], loss_name: str, options: AnalyzeOptions, progress: Progress,
+        group: Distributed | None = None) -> Measurements:
     """Instrumented forward + loss + backward for every batch; the model is restored afterwards."""
     module = loaded.module
     collector = StatsCollector(options.sample_stats, options.seed)
+    if group is not None:
+        from gradcheck_cli.measure.distributed import Reducer
+
+        collector.reducer = Reducer()
     if next(iter(module.parameters()), None) is None:
         raise AnalysisError("the model has no parameters, so there are no gradients to diagnose",
                             hint="analyse a model with trainable layers")
+    wrapped = group.wrap(module) if group is not None else None  # FSDP2 replaces the parameters: first
     with _preserved(module, options.mode, settable=loaded.mode_settable) as params:
         torch.manual_seed(options.seed)
         with instrument(loaded, collector, functional=options.functional) as forward:
+            forward = wrapped if wrapped is not None else forward
             for i, batch in enumerate(batches):
                 progress.batch(i, len(batches))
-                forward_backward(module, forward, batch, loss_name, options.seed + i, collector)
+                with group.accumulating(wrapped, last=i == len(batches) - 1) if group is not None else nullcontext():
+                    forward_backward(module, forward, batch, loss_name, options.seed + i, collector)
             progress.batch(len(batches), len(batches))
         layer_stats = collector.finalize()
-        measured = parameter_measures(module, params, len(batches), unit_dims(collector.layers))
+        measured = parameter_measures(module, params, len(batches), unit_dims(collector.layers),
+                                      sharded=group is not None and group.strategy == "fsdp")
     topology = analyse_topology(collector.root, collector.nodes)
     collector.root, collector.nodes = None, {}  # the graph's skeleton is not kept
     return Measurements(layer_stats, measured, topology)

@@ -46,25 +46,37 @@ def resolve_loss(name: str, target: torch.Tensor | None) -> str:
     return "mse" if target.is_floating_point() else "cross-entropy"
 
 
-def compute_loss(name: str, output: torch.Tensor, target: torch.Tensor | None, seed: int) -> torch.Tensor:
-    if name == "projection":
-        generator = torch.Generator(device="cpu").manual_seed(seed)
-        r = torch.randn(output.shape, generator=generator, dtype=torch.float32).to(output.device, output.dtype)
-        return (output * r).sum()
+def compute_loss(name: str, output: torch.Tensor, target: torch.Tensor | None, seed: int,
+                 part: tuple[int, int] | None = None) -> torch.Tensor:
+    """The scalar loss of ``output``. ``part = (offset, total)``: the output holds samples ``offset ..``
+    of a global batch of ``total`` split across processes; each process's loss is then its share of the
+    global batch's loss (the seeded projection/targets sliced from the global ones, means taken over the
+    global count), so the shares sum to the single-process loss and every gradient equals its part of
+    the single-process one."""
+    share = 1.0 if part is None or not output.dim() else output.shape[0] / part[1]
+    if name in ("projection", "random-target"):
+        r = _seeded(output, seed, part)
+        return (output * r).sum() if name == "projection" else F.mse_loss(output, r) * share
     if name == "sum":
         return output.sum()
-    if name == "random-target":
-        generator = torch.Generator(device="cpu").manual_seed(seed)
-        r = torch.randn(output.shape, generator=generator, dtype=torch.float32).to(output.device, output.dtype)
-        return F.mse_loss(output, r)
     if target is None:
         raise InputError(f"--loss {name} needs targets", hint="pass --target FILE or use --loss projection")
     target = target.to(output.device)
     if name == "mse":
         if target.shape != output.shape:
             raise InputError(f"target shape {tuple(target.shape)} does not match output shape {tuple(output.shape)} for MSE")
-        return F.mse_loss(output, target.to(output.dtype))
-    return _cross_entropy(output, target)
+        return F.mse_loss(output, target.to(output.dtype)) * share
+    return _cross_entropy(output, target) * share
+
+
+def _seeded(output: torch.Tensor, seed: int, part: tuple[int, int] | None) -> torch.Tensor:
+    """N(0, 1) of the output's shape from ``seed`` (a process's slice of the global batch's, under ``part``)."""
+    generator = torch.Generator(device="cpu").manual_seed(seed)
+    shape = output.shape if part is None or not output.dim() else (part[1], *output.shape[1:])
+    r = torch.randn(shape, generator=generator, dtype=torch.float32)
+    if part is not None and output.dim():
+        r = r[part[0] : part[0] + output.shape[0]]
+    return r.to(output.device, output.dtype)
 
 
 def _cross_entropy(output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:

@@ -184,6 +184,10 @@ class AnalyzeOptions:
     sample_stats: int | None = None
     """Forward statistics on this many seeded units (features/channels) per layer instead of all: a cheap
     mode for huge activations. Gradients and parameters are always measured in full. Off by default."""
+    distributed: str = "none"
+    """none | auto | ddp | fsdp: run under torchrun across processes (analysis/distributed.py)."""
+    shard_by: str | None = None
+    """FSDP: shard the submodules matching this glob (default: the blocks of every ModuleList)."""
     training: Any = None
     """A :class:`gradcheck_cli.training.TrainOptions`: train a copy for that many steps and report the
     series (``--steps``); None: the one-shot analysis only."""

@@ -35,7 +35,7 @@ def forward_backward(module: Any, forward: Any, batch: Sample, loss_name: str, s
             f"the model's forward pass raised {type(exc).__name__}: {first_line(exc)}{where}",
             hint=_input_hint(module, batch) if not layers else "check the input against what the model expects",
         ) from exc
-    loss = compute_loss(loss_name, pick_output(output), batch.target, seed)
+    loss = compute_loss(loss_name, pick_output(output), batch.target, seed, batch.part)
     if collector is not None and collector.root is None:
         collector.root = loss.grad_fn  # the first batch's graph tells the topology
     try:

@@ -30,6 +30,8 @@ class Sample:
     args: tuple[Any, ...]
     kwargs: dict[str, Any] = field(default_factory=dict)
     target: torch.Tensor | None = None
+    part: tuple[int, int] | None = None
+    """In a distributed run: (offset, total) -- these are samples ``offset ..`` of a global batch of ``total``."""
 
     def tensors(self) -> list[torch.Tensor]:
         return [t for t in (*self.args, *self.kwargs.values()) if isinstance(t, torch.Tensor)]
@@ -49,6 +51,21 @@ class Sample:
         starts = range(0, total, batch_size)
         return [self._slice(s, min(s + batch_size, total)) for s in list(starts)[:count]]
 
+    def shard(self, rank: int, world: int) -> Sample:
+        """This process's contiguous share of the batch (the first ``total % world`` ranks take one more)."""
+        total = self.size()
+        if total is None or world == 1:
+            return self
+        if total < world:
+            raise InputError(f"a batch of {total} sample(s) cannot be split across {world} processes",
+                             hint="give a global batch of at least one sample per process")
+        base, extra = divmod(total, world)
+        start = rank * base + min(rank, extra)
+        stop = start + base + (1 if rank < extra else 0)
+        part = self._slice(start, stop)
+        part.part = (start, total)
+        return part
+
     def _slice(self, start: int, stop: int) -> Sample:
         total = self.size()
 
@@ -63,7 +80,8 @@ class Sample:
         def move(value: Any) -> Any:
             return value.to(device) if isinstance(value, torch.Tensor) else value
 
-        return Sample(tuple(move(a) for a in self.args), {k: move(v) for k, v in self.kwargs.items()}, move(self.target))
+        return Sample(tuple(move(a) for a in self.args), {k: move(v) for k, v in self.kwargs.items()}, move(self.target),
+                      self.part)
 
 
 def parse_shape(text: str) -> tuple[int, ...]:

@@ -120,6 +120,9 @@ class StatsCollector:
         self._time: dict[int, torch.Tensor | None] = {}
         self.seed = seed
         """Seeds the unit sample of --sample-stats and the through-time probes."""
+        self.reducer: Any = None
+        """A distributed run's :class:`~gradcheck_cli.measure.distributed.Reducer`: every rank's share of each
+        observation is merged into one before the per-layer merge (None: one process)."""
         self.through_time = True
         """Probe recurrent layers through time (off on training steps: the one-shot analysis has the profile)."""
 
@@ -195,6 +198,8 @@ class StatsCollector:
     # -- end of run -------------------------------------------------------------------------------
     def finalize(self) -> list[LayerStats]:
         """Merge every batch and call per layer; the only place that moves data to the host."""
+        if self.reducer is not None:
+            self.reducer.check([o.row[0].numel() for o in self._observations], len(self._grads))
         forwards = self._merge_forward()
         grads = self._merge_grads()
         times = self._merge_time()
@@ -231,13 +236,16 @@ class StatsCollector:
             return {}
         units = np.array([o.row[0].numel() for o in obs])
         offsets = np.concatenate([[0], np.cumsum(units)[:-1]])
-        per_unit = np.array([o.numel for o in obs]) / units
-        unit_sums = _host(torch.cat([o.row[0] for o in obs])) * np.repeat(per_unit, units)
+        numel_local = np.array([o.numel for o in obs], dtype=np.float64)
+        unit_sums = _host(torch.cat([o.row[0] for o in obs])) * np.repeat(numel_local / units, units)
         # one stack and one transfer for each kind of scalar over every observation that has it
         extremes = _host(torch.stack([t.float() for o in obs for t in o.row[2:4]])).reshape(len(obs), 2)
         counts = _optional_scalars(obs, 4)
         saturated = _optional_scalars(obs, 5)
-        sqs = self._centred_squares(per_unit)
+        sqs = self._centred_squares(numel_local / units)
+        if self.reducer is not None:  # every rank's share of each observation, merged (measure/distributed.py)
+            unit_sums, numel_local, sqs, extremes, counts, saturated = self.reducer.forward(
+                units, offsets, unit_sums, numel_local, sqs, extremes, counts, saturated)
         with np.errstate(over="ignore", invalid="ignore"):
             sums = np.add.reduceat(unit_sums, offsets).tolist()
             sum_sq_units = np.add.reduceat(unit_sums * unit_sums, offsets).tolist()
@@ -246,7 +254,7 @@ class StatsCollector:
         broken_units = ~np.isfinite(unit_sums)  # NaN/Inf poisons a unit's sum
         fired_units = unit_sums > 0             # a rectifier unit is alive if it ever fired
         bounds = offsets.tolist() + [len(unit_sums)]
-        sizes, numels, sqs = units.tolist(), [o.numel for o in obs], sqs.tolist()
+        sizes, numels, sqs = units.tolist(), [int(n) for n in numel_local], sqs.tolist()
         lows, highs = extremes.T.tolist()
 
         groups: dict[int, list[int]] = {}
@@ -310,12 +318,18 @@ class StatsCollector:
         if not self._grads:
             return {}
         rows = _host(torch.stack([t.float() for _, _, m in self._grads for t in (m.second, m.sentinel)])).reshape(-1, 2)
+        squares = np.array([m.sum_of_squares(second, sentinel, n) for (_, n, m), (second, sentinel)
+                            in zip(self._grads, rows.tolist())])
+        numels = np.array([n for _, n, _ in self._grads], dtype=np.float64)
+        broken = ~np.isfinite(rows[:, 1])
+        if self.reducer is not None:
+            squares, numels, broken = self.reducer.gradients(squares, numels, broken)
         merged: dict[int, list[float]] = {}
-        for (index, n, moments), (second, sentinel) in zip(self._grads, rows.tolist()):
+        for (index, _, _), square, n, bad in zip(self._grads, squares.tolist(), numels.tolist(), broken.tolist()):
             acc = merged.setdefault(index, [0.0, 0, 0])
-            acc[0] += moments.sum_of_squares(second, sentinel, n)
+            acc[0] += square
             acc[1] += n
-            acc[2] += 0 if math.isfinite(sentinel) else 1
+            acc[2] += 1 if bad else 0
         return {i: (math.sqrt(a[0] / a[1]), int(a[1]), int(a[2])) for i, a in merged.items()}
 
 

@@ -8,6 +8,7 @@ import torch
 
 from gradcheck_cli.layers import WEIGHT_KINDS, LayerInfo
 from gradcheck_cli.measure.measurements import ParamMeasure
+from gradcheck_cli.measure.distributed import local_tensor
 from gradcheck_cli.measure.reductions import squares_of
 
 
@@ -50,7 +51,8 @@ def unit_dims(layers: list[LayerInfo]) -> dict[str, int]:
     return dims
 
 
-def unit_deviations(params: dict[str, torch.nn.Parameter], unit_dims: dict[str, int]) -> dict[str, float]:
+def unit_deviations(params: dict[str, torch.nn.Parameter], unit_dims: dict[str, int],
+                    sharded: bool = False) -> dict[str, float]:
     """||W - the mean unit's weights|| for each weight whose units lie along ``unit_dims[name]`` (rows of a
     Linear, output channels of a conv): 0 exactly when every unit has the same incoming weights.
 
@@ -63,6 +65,8 @@ def unit_deviations(params: dict[str, torch.nn.Parameter], unit_dims: dict[str, 
         values = []
         for name in names:
             w = params[name].detach()
+            if sharded and hasattr(w, "full_tensor"):  # FSDP2: the whole weight, one layer at a time
+                w = w.full_tensor()
             units = w.shape[unit_dims[name]]
             w = w.movedim(unit_dims[name], 0).reshape(units, -1).float()
             variance, _ = torch.var_mean(w, dim=0, correction=0)
@@ -72,10 +76,11 @@ def unit_deviations(params: dict[str, torch.nn.Parameter], unit_dims: dict[str, 
 
 
 def parameter_measures(module: torch.nn.Module, params: dict[str, torch.nn.Parameter], batches: int,
-                       unit_dims: dict[str, int] | None = None) -> list[ParamMeasure]:
+                       unit_dims: dict[str, int] | None = None, sharded: bool = False) -> list[ParamMeasure]:
     """Gradient and weight norms per unique parameter, with fused multi-tensor kernels and one
     device-to-host transfer. Gradients are the mean over batches; tied names become aliases. For the
-    weights of ``unit_dims``, also how far their units' weights are from identical."""
+    weights of ``unit_dims``, also how far their units' weights are from identical. ``sharded``: the
+    parameters are FSDP2 DTensors; each rank squares its shards and one all-reduce sums them."""
     aliases: dict[int, list[str]] = {}
     for name, p in module.named_parameters(remove_duplicate=False):
         aliases.setdefault(id(p), []).append(name)
@@ -83,12 +88,15 @@ def parameter_measures(module: torch.nn.Module, params: dict[str, torch.nn.Param
     if not plist:
         return []
     with torch.no_grad():
-        weights = [p.detach() for p in plist]
-        grads = [p.grad.detach() for p in plist if p.grad is not None]
-        values = [math.sqrt(v) for v in sums_of_squares(weights + grads)]
+        weights = [local_tensor(p.detach()) for p in plist]
+        grads = [local_tensor(p.grad.detach()) for p in plist if p.grad is not None]
+        squares = sums_of_squares(weights + grads)
+        if sharded:
+            squares = _summed_across_ranks(squares)
+        values = [math.sqrt(max(v, 0.0)) if not math.isnan(v) else v for v in squares]
     count = len(plist)
     weight_norms, grad_norms = values[:count], iter(values[count:])
-    deviations = unit_deviations(params, unit_dims or {})
+    deviations = unit_deviations(params, unit_dims or {}, sharded)
     result = []
     for i, (name, p) in enumerate(params.items()):
         grad_norm = next(grad_norms) / batches if p.grad is not None else None
@@ -98,3 +106,11 @@ def parameter_measures(module: torch.nn.Module, params: dict[str, torch.nn.Param
             aliases=[a for a in aliases.get(id(p), []) if a != name], unit_deviation=deviations.get(name),
         ))
     return result
+
+
+def _summed_across_ranks(values: list[float]) -> list[float]:
+    import torch.distributed as dist
+
+    tensor = torch.tensor(values, dtype=torch.float64)
+    dist.all_reduce(tensor)
+    return tensor.tolist()

@@ -1,0 +1,178 @@
+"""Running under torchrun: the process group, the model wrapped by PyTorch's own DDP or FSDP2, and
+errors that end every rank with one message.
+
+- ``--distributed ddp|fsdp|auto``: ``auto`` means DDP when torchrun started several processes
+  (``WORLD_SIZE`` > 1), else a plain single-process run.
+- The global batch is split across ranks (``Sample.shard``) and each rank's loss is its share of the
+  global batch's loss (``analysis/loss.py``), so gradients sum to the single-process ones. DDP and
+  FSDP are told to sum (not average) across ranks: the parameter gradients are then the global
+  batch's, as a single process over that batch would have them.
+- Errors: a rank that fails writes its message and exit code to the process group's store and leaves;
+  the others' next collective fails (gloo/nccl see the closed connection, or the ``GRADCHECK_DIST_TIMEOUT``
+  timeout, default 300 s, expires) and they raise that same error, "rank N: ...", so every rank
+  exits with the documented code and rank 0 prints one line.
+"""
+
+import fnmatch
+import os
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+
+import torch
+import torch.distributed as dist
+
+from gradcheck_cli.errors import AnalysisError, GradcheckError, InputError, ModelLoadError, UsageError, first_line
+
+STRATEGIES = ("none", "auto", "ddp", "fsdp")
+_ERROR_KEY = "gradcheck/error"
+_ERRORS = {cls.__name__: cls for cls in (UsageError, ModelLoadError, InputError, AnalysisError)}
+
+
+@dataclass
+class Distributed:
+    strategy: str
+    rank: int
+    world: int
+    device: torch.device
+    shard_by: str | None = None
+    _store: Any = None
+
+    def shard_batches(self, batches: list[Any]) -> list[Any]:
+        return [batch.shard(self.rank, self.world) for batch in batches]
+
+    def wrap(self, module: torch.nn.Module) -> torch.nn.Module:
+        """The module as the strategy runs it (DDP: a wrapper; FSDP2: sharded in place, itself)."""
+        if self.strategy == "ddp":
+            from torch.nn.parallel import DistributedDataParallel
+
+            ids = [self.device.index] if self.device.type == "cuda" else None
+            ddp = DistributedDataParallel(module, device_ids=ids)
+            ddp.register_comm_hook(None, _sum_hook)
+            return ddp
+        from torch.distributed.device_mesh import init_device_mesh
+        from torch.distributed.fsdp import fully_shard
+
+        from torch.distributed.fsdp import FSDPModule
+
+        mesh = init_device_mesh(self.device.type, (self.world,))
+        for name in shard_units(module, self.shard_by):
+            fully_shard(module.get_submodule(name), mesh=mesh)
+        fully_shard(module, mesh=mesh)
+        for unit in module.modules():
+            if isinstance(unit, FSDPModule):
+                unit.set_gradient_divide_factor(1.0)  # sum across ranks, as DDP's hook does
+                unit.set_force_sum_reduction_for_comms(True)  # plain SUM collectives (gloo has no PREMUL_SUM)
+        return module
+
+    def accumulating(self, wrapped: torch.nn.Module, last: bool) -> Any:
+        """DDP all-reduces whatever ``.grad`` holds at each backward: over several batches, only the last
+        may sync (``no_sync`` before it), or the gradients of earlier batches are summed again. FSDP2
+        reduce-scatters each backward's new gradients into the sharded ones: nothing to do."""
+        from contextlib import nullcontext
+
+        return wrapped.no_sync() if self.strategy == "ddp" and not last else nullcontext()
+
+    def global_shapes(self, stats: list[Any], local: int | None, total: int | None) -> None:
+        """Output shapes as the single process sees them: dim 0 of a rank's share is the global batch."""
+        if not local or not total or local == total:
+            return
+        for s in stats:
+            shape = s.info.shape
+            if shape and shape[0] == local:
+                s.info.shape = (total, *shape[1:])
+
+    def publish(self, exc: GradcheckError) -> None:
+        """Tell the other ranks why this one stops (best effort: the store may be gone already)."""
+        try:
+            self._store.set(_ERROR_KEY, f"{type(exc).__name__}\t{self.rank}\t{exc.message}\t{exc.hint or ''}")
+        except Exception:  # noqa: BLE001
+            pass
+
+    def resolve(self, exc: GradcheckError) -> GradcheckError:
+        """The error to end this rank with: a peer's, if one already published why it stopped (this rank's
+        own error is then only the collective that failed because of it), else this rank's, published."""
+        try:
+            if self._store.check([_ERROR_KEY]):
+                return self.peer_error(exc)
+        except Exception:  # noqa: BLE001
+            pass
+        if _collective_failed(exc.__cause__):  # our backward's all-reduce lost a peer that left no word
+            return self.peer_error(exc.__cause__)
+        self.publish(exc)
+        return exc
+
+    def peer_error(self, exc: BaseException) -> GradcheckError:
+        """The error a peer published, for a collective that failed because that peer left."""
+        try:
+            self._store.wait([_ERROR_KEY], timedelta(seconds=5))
+            kind, rank, message, hint = self._store.get(_ERROR_KEY).decode().split("\t", 3)
+            return _ERRORS.get(kind, AnalysisError)(f"rank {rank}: {message}", hint=hint or None)
+        except Exception:  # noqa: BLE001 - no message: the peer died without one (killed, crashed)
+            return AnalysisError(f"another process of the run stopped without a message ({first_line(exc)})",
+                                 hint="see that rank's own output; was it killed or out of memory?")
+
+    def close(self) -> None:
+        import torch.distributed as dist
+
+        if dist.is_initialized():
+            dist.destroy_process_group()
+
+
+def start(strategy: str, device: torch.device, shard_by: str | None = None) -> Distributed | None:
+    """Join the torchrun process group (or the one already initialised), or None for a single process."""
+    import torch.distributed as dist
+
+    if strategy not in STRATEGIES:
+        raise UsageError(f"unknown --distributed {strategy!r}", hint=f"use one of: {', '.join(STRATEGIES)}")
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if strategy == "none" or (strategy == "auto" and world <= 1 and not dist.is_initialized()):
+        return None
+    if not dist.is_initialized():
+        if "MASTER_ADDR" not in os.environ:
+            raise UsageError(f"--distributed {strategy} needs the torchrun environment (MASTER_ADDR, RANK, WORLD_SIZE)",
+                             hint="launch with: torchrun --nproc-per-node N -m gradcheck_cli analyze ...")
+        timeout = timedelta(seconds=float(os.environ.get("GRADCHECK_DIST_TIMEOUT", "300")))
+        dist.init_process_group("nccl" if device.type == "cuda" else "gloo", timeout=timeout)
+    rank, world = dist.get_rank(), dist.get_world_size()
+    if device.type == "cuda":
+        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", rank % max(torch.cuda.device_count(), 1))))
+        torch.cuda.set_device(device)
+    from torch.distributed.distributed_c10d import _get_default_store
+
+    return Distributed("ddp" if strategy == "auto" else strategy, rank, world, device, shard_by, _get_default_store())
+
+
+def shard_units(module: torch.nn.Module, pattern: str | None = None) -> list[str]:
+    """The submodules FSDP2 shards as units: those matching ``--shard-by GLOB``, else every child of every
+    ``ModuleList``/``Sequential`` of two or more modules of the same type (the transformer blocks, the
+    stages), outermost first and none inside another."""
+    if pattern:
+        names = [n for n, _ in module.named_modules() if n and fnmatch.fnmatchcase(n, pattern)]
+        if not names:
+            raise UsageError(f"--shard-by {pattern!r} matches no submodule", hint="use module names, e.g. 'h.*'")
+        return [n for n in names if not any(n.startswith(o + ".") for o in names if o != n)]
+    units: list[str] = []
+    for name, child in module.named_modules():
+        if isinstance(child, (torch.nn.ModuleList, torch.nn.Sequential)) and len(child) >= 2 and not any(
+                name.startswith(u + ".") for u in units):
+            types = {type(m) for m in child}
+            if len(types) == 1 and any(p.numel() for p in child.parameters()):
+                units += [f"{name}.{i}" if name else str(i) for i in range(len(child))]
+    return units
+
+
+def _collective_failed(exc: BaseException | None) -> bool:
+    """A communication failure (a peer's connection closed or timed out), as gloo and NCCL report it."""
+    if exc is None:
+        return False
+    if isinstance(exc, dist.DistError):
+        return True
+    text = str(exc)
+    return any(mark in text for mark in ("gloo/transport", "Connection reset by peer", "Connection closed", "NCCL error",
+                                         "Timed out", "timed out"))
+
+
+def _sum_hook(state: object, bucket: dist.GradBucket) -> torch.futures.Future[torch.Tensor]:
+    """DDP's all-reduce, summing instead of averaging (each rank's loss is already its share)."""
+    return dist.all_reduce(bucket.buffer(), async_op=True).get_future().then(lambda fut: fut.value()[0])
