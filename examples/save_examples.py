@@ -1,4 +1,5 @@
-"""Save the README's example models and data samples into a folder (default: examples/out).
+"""Save the README's example models and data samples into a folder (default: examples/out, git-ignored;
+so is out/ at the repository root).
 
     python examples/save_examples.py [OUT_DIR]
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -14,8 +15,16 @@ import pytest
 
 yaml = pytest.importorskip("yaml")
 
+try:
+    import tomllib
+except ModuleNotFoundError:  # Python 3.10
+    import tomli as tomllib
+
 ROOT = Path(__file__).resolve().parents[1]
 CI = ROOT / "examples" / "ci"
+README_CPU_TORCH = re.search(r"^pip install torch==\S+ --index-url https://download\.pytorch\.org/whl/cpu$",
+                             (ROOT / "README.md").read_text(), re.M).group(0)
+"""The README's CPU install command (the workflow runs the same one)."""
 BREAK = '''
 
 def build() -> nn.Module:  # a broken change: every block's ReLUs get bias -10 (about 7 std below zero)
@@ -80,6 +89,123 @@ def test_the_committed_baseline_matches_a_fresh_run(project: Path) -> None:
     assert _run(analyze, project, {}).returncode == 0
     result = _run("gradcheck compare gradcheck-baseline.json fresh.json --tolerance 1.01 --dead-tolerance 0", project, {})
     assert result.returncode == 0 and "UNCHANGED" in result.stdout, result.stdout + result.stderr
+
+
+# -- the workflow as a user copies it ------------------------------------------------------------------------------
+EXPRESSION = re.compile(r"\$\{\{\s*(.*?)\s*\}\}")
+
+
+def _workflow() -> dict:
+    return yaml.safe_load((CI / "github-actions.yml").read_text())
+
+
+def _substitute(text: str, env: dict[str, str], root: Path) -> str:
+    """``${{ env.X }}`` and ``${{ github.workspace }}`` as Actions expands them; anything else is a test failure
+    (so the workflow cannot grow an expression this emulation does not check)."""
+    def expand(match: re.Match) -> str:
+        name = match.group(1)
+        if name.startswith("env.") and name[4:] in env:
+            return env[name[4:]]
+        if name == "github.workspace":
+            return str(root)
+        raise AssertionError(f"expression the test does not know: {match.group(0)}")
+
+    return EXPRESSION.sub(expand, text)
+
+
+def _condition(expression: str | None, outputs: dict[str, dict[str, str]]) -> bool:
+    """The step conditions the workflow uses: ``always()`` and ``steps.ID.outputs.KEY == 'VALUE'``, joined by &&."""
+    if expression is None:
+        return True
+    result = True
+    for term in (t.strip() for t in expression.split("&&")):
+        test = re.fullmatch(r"steps\.([\w-]+)\.outputs\.([\w-]+) == '([^']*)'", term)
+        if term == "always()":
+            continue
+        assert test, f"condition the test does not know: {term!r}"
+        result = result and outputs.get(test.group(1), {}).get(test.group(2)) == test.group(3)
+    return result
+
+
+def _run_workflow(root: Path, folder: str) -> tuple[dict[str, str], list[str]]:
+    """Every run step of the job (the install left out: it needs the network) with ``GRADCHECK_DIR`` set to
+    ``folder``, as in a repository whose project lives there; returns (step name -> outcome, artifact paths)."""
+    workflow = _workflow()
+    env = {**workflow["env"], "GRADCHECK_DIR": folder}
+    job = workflow["jobs"]["gradcheck"]
+    workdir = root / _substitute(job["defaults"]["run"]["working-directory"], env, root)
+    assert workdir.resolve() == (root / folder).resolve() and (workdir / "model.py").is_file()
+    outputs: dict[str, dict[str, str]] = {}
+    outcomes: dict[str, str] = {}
+    artifacts: list[str] = []
+    for step in job["steps"]:
+        name = step.get("name", step.get("uses", ""))
+        if not _condition(step.get("if"), outputs):
+            outcomes[name] = "skipped"
+            continue
+        if step.get("uses", "").startswith("actions/upload-artifact"):
+            artifacts = _substitute(step["with"]["path"], env, root).split()
+        if "run" not in step or step["run"].lstrip().startswith("pip install"):
+            continue
+        output = root / f"output.{len(outcomes)}"
+        result = _run(_substitute(step["run"], env, root), workdir, {**env, "GITHUB_OUTPUT": str(output)})
+        outcomes[name] = "success" if result.returncode == 0 else f"failure {result.returncode}"
+        if output.exists():
+            outputs[step.get("id", "")] = dict(line.split("=", 1) for line in output.read_text().splitlines() if "=" in line)
+    return outcomes, artifacts
+
+
+@pytest.mark.parametrize("folder", [".", "ml/model"])
+def test_workflow_copied_into_a_repository_follows_its_one_variable(tmp_path: Path, folder: str) -> None:
+    """Copied as the header says (the project at the repository root, or in a sub-folder) and only GRADCHECK_DIR
+    changed, every step runs there, none is silently skipped, and the artifact paths exist."""
+    root = tmp_path / "repo"
+    shutil.copytree(CI, root / folder, dirs_exist_ok=True)
+    outcomes, artifacts = _run_workflow(root, folder)
+    assert outcomes and all(outcome == "success" for outcome in outcomes.values()), outcomes
+    assert {"Annotations and job summary", "Compare with the committed baseline", "HTML report"} <= set(outcomes)
+    assert artifacts and all((root / path).is_file() for path in artifacts), artifacts
+    text = (CI / "github-actions.yml").read_text()
+    body = text[text.index("\njobs:"):]
+    assert "examples/ci" not in body, "a path in the job does not follow GRADCHECK_DIR"
+
+
+def test_workflow_skips_the_report_steps_when_no_report_was_written(tmp_path: Path) -> None:
+    root = tmp_path / "repo"
+    shutil.copytree(CI, root)
+    (root / "model.py").write_text("def build():\n    raise ValueError('broken factory')\n")
+    outcomes, _ = _run_workflow(root, ".")
+    assert outcomes["Analyse"].startswith("failure") and outcomes["Report written?"] == "success"
+    assert outcomes["HTML report"] == outcomes["Compare with the committed baseline"] == "skipped"
+
+
+def test_workflow_installs_from_the_repository_with_the_tested_torch() -> None:
+    workflow = _workflow()
+    install = workflow["env"]["GRADCHECK_INSTALL"]
+    assert re.fullmatch(r"gradcheck\[plots\] @ git\+https://github\.com/[^/\s]+/gradcheck(@\S+)?", install), install
+    [step] = [s for s in workflow["jobs"]["gradcheck"]["steps"] if "pip install" in s.get("run", "")]
+    lines = [line.strip() for line in step["run"].strip().splitlines()]
+    assert lines == [README_CPU_TORCH, 'pip install "$GRADCHECK_INSTALL"'], lines  # torch first, from the CPU index
+    version = re.search(r"torch==(\S+)", README_CPU_TORCH).group(1)
+    assert f"torch=={version}" in (ROOT / ".ci" / "run").read_text()  # what CI installs is what the example pins
+    requirements = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
+    [torch_bound] = [r for r in requirements if r.startswith("torch")]
+    assert specifier_contains(torch_bound[len("torch"):], version), (torch_bound, version)
+
+
+def specifier_contains(specifier: str, version: str) -> bool:
+    """``>=2.5,<2.14`` contains ``2.13.0`` (plain release numbers: what the torch bound uses)."""
+    def key(text: str) -> tuple[int, ...]:
+        return tuple(int(part) for part in text.split("+")[0].split("."))
+
+    checks = {">=": lambda a, b: a >= b, "<": lambda a, b: a < b, "==": lambda a, b: a == b, "<=": lambda a, b: a <= b}
+    for clause in specifier.split(","):
+        op, bound = re.fullmatch(r"\s*(>=|<=|==|<)\s*([\d.]+)\s*", clause).groups()
+        width = max(len(key(bound)), len(key(version)))
+        pad = lambda v: v + (0,) * (width - len(v))  # noqa: E731
+        if not checks[op](pad(key(version)), pad(key(bound))):
+            return False
+    return True
 
 
 def test_pre_commit_hooks_run_as_written(project: Path) -> None:

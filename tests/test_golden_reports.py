@@ -52,7 +52,21 @@ def report_document(name: str, fmt: str, folder: Path) -> str:
     model = getattr(models, name)()
     document = json.loads(analyze(_save(model, fmt, x, folder), x).to_json())
     document["model"]["source"] = f"<{fmt}>"
+    _drop_environment(document["run"])
     return json.dumps(document, indent=2) + "\n"
+
+
+ENVIRONMENT = ("threads", "torch_version", "python_version", "cuda_version", "device_name")
+"""Run fields that describe the machine, not the model: left out of the goldens so they stay machine-independent
+(checked here for presence and type instead)."""
+
+
+def _drop_environment(run: dict) -> None:
+    assert isinstance(run.pop("threads"), int)
+    assert run.pop("torch_version") == torch.__version__
+    assert isinstance(run.pop("python_version"), str)
+    assert run.pop("cuda_version") == torch.version.cuda
+    assert isinstance(run.pop("device_name"), (str, type(None)))
 
 
 @pytest.mark.parametrize("fmt", FORMATS)

@@ -6,6 +6,7 @@ progress bar while library callers get silence.
 
 from __future__ import annotations
 
+import gc
 from collections.abc import Iterator
 from contextlib import contextmanager, nullcontext
 from pathlib import Path
@@ -199,6 +200,20 @@ def _train(loaded: LoadedModel, batches: list[Sample], loss_name: str, options: 
     return result
 
 
+@contextmanager
+def _gc_paused() -> Iterator[None]:
+    """No cyclic garbage collection during the measured passes: a full collection landing inside one
+    (hundreds of ms with torch's object graph) made single calls several times slower than the median.
+    The collector is restored, never forced, afterwards."""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
+
+
 def _has_batchnorm(module: torch.nn.Module) -> bool:
     return any(isinstance(m, torch.nn.modules.batchnorm._BatchNorm) for m in module.modules())
 
@@ -231,7 +246,7 @@ def run(loaded: LoadedModel, batches: list[Sample], loss_name: str, options: Ana
         raise AnalysisError("the model has no parameters, so there are no gradients to diagnose",
                             hint="analyse a model with trainable layers")
     wrapped = group.wrap(module) if group is not None else None  # FSDP2 replaces the parameters: first
-    with _preserved(module, options.mode, settable=loaded.mode_settable) as params:
+    with _preserved(module, options.mode, settable=loaded.mode_settable) as params, _gc_paused():
         torch.manual_seed(options.seed)
         with instrument(loaded, collector, functional=options.functional) as forward:
             forward = wrapped if wrapped is not None else forward

@@ -72,7 +72,7 @@ from gradcheck_cli.cli.options import (
 from gradcheck_cli.cli.settings import import_modules, resolve_settings
 from gradcheck_cli.loading.factory import parse_factory_args
 from gradcheck_cli.errors import EXIT_INTERNAL, EXIT_INTERRUPTED, EXIT_USAGE, UsageError
-from gradcheck_cli.render.formats import COMPARISON_FORMATS, Format, choose, step_summary
+from gradcheck_cli.render.formats import COMPARISON_FORMATS, FORMATS, REPORT_FORMATS, Format, choose, step_summary
 
 
 class _OneLineGroup(typer.core.TyperGroup):
@@ -117,14 +117,60 @@ app = typer.Typer(
 
 def _version(value: bool) -> None:
     if value:
-        typer.echo(f"gradcheck {__version__}")
+        typer.echo(version_text())
         raise typer.Exit()
+
+
+def version_text() -> str:
+    """gradcheck's version and what it runs on (torch, its CUDA build, Python), like ``transformers env``.
+
+    Read from the installed packages' metadata, not by importing torch (1-4 s): ``--version`` stays instant.
+    """
+    import platform
+
+    lines = [f"gradcheck {__version__}"]
+    torch_version, cuda = _torch_build()
+    if torch_version is None:
+        lines.append("torch: not installed (pip install torch)")
+    else:
+        lines.append(f"torch {torch_version} ({cuda or 'CPU build'})")
+    lines.append(f"python {platform.python_version()} ({platform.python_implementation()}, {platform.system()} "
+                 f"{platform.machine()})")
+    return "\n".join(lines)
+
+
+def _torch_build() -> tuple[str | None, str | None]:
+    """(torch's version, the GPU platform it was built for -- "CUDA 12.4", "ROCm 6.1" -- or None), without
+    importing torch."""
+    import importlib.metadata
+    import importlib.util
+    import re
+
+    try:
+        version = importlib.metadata.version("torch")
+    except importlib.metadata.PackageNotFoundError:
+        return None, None
+    cuda = None
+    try:
+        spec = importlib.util.find_spec("torch")  # a top-level package: located, not imported
+        for folder in (spec.submodule_search_locations or []) if spec is not None else []:
+            text = (Path(folder) / "version.py").read_text(encoding="utf-8")
+            for key, label in (("cuda", "CUDA"), ("hip", "ROCm")):
+                found = re.search(rf"^{key}\b[^=\n]*=\s*['\"]([^'\"]+)['\"]", text, re.M)
+                if found:
+                    cuda = f"{label} {found.group(1)}"
+                    break
+            break
+    except (OSError, ValueError, ImportError):
+        pass
+    return version, cuda
 
 
 @app.callback()
 def _root(
     version: Annotated[Optional[bool], typer.Option("--version", callback=_version, is_eager=True,
-                                                    help="Show the version and exit.")] = None,
+                                                    help="Show the version (and torch's, with its CUDA build, and "
+                                                         "Python's) and exit.")] = None,
 ) -> None:
     """gradcheck: per-layer gradient-flow diagnostics for PyTorch models."""
 
@@ -182,8 +228,9 @@ def analyze(
     unreadable input, 3 the model failed while running, 4 internal error, 130 interrupted.
     """
     err = console(stderr=True)
+    output = _stdout_dash(output)
     with boundary(err, debug):
-        fmt = choose(_value(format), output)
+        fmt = _choose_format(_value(format), output)
         _check_outputs(output, plot)
         settings = resolve_settings(ctx, config, no_config, verify=verify)
         import_modules(imports or [])
@@ -211,6 +258,31 @@ def _value(choice: Enum | None) -> str | None:
     return None if choice is None else choice.value
 
 
+def _stdout_dash(output: Path | None) -> Path | None:
+    """``-o -`` is standard output, as for most command-line tools (not a file named ``-``)."""
+    return None if output is not None and str(output) == "-" else output
+
+
+_ANY_FORMAT_SUFFIXES = (".txt",)
+"""Plain-text files: any format may go there (a table, annotations, Markdown ...)."""
+
+
+def _choose_format(name: str | None, output: Path | None, offered: tuple[str, ...] = REPORT_FORMATS) -> Format:
+    """The format to write, refusing a file name that says another format (``-o r.html --format json``, or a
+    suffix this command cannot write) rather than writing a file whose name lies about its content."""
+    suffix = output.suffix.lower() if output is not None else ""
+    implied = next((f.name for f in FORMATS.values() if suffix in f.suffixes), None)
+    if implied is not None and suffix not in _ANY_FORMAT_SUFFIXES:
+        if name is not None and name != implied:
+            own = FORMATS[name].suffixes
+            raise UsageError(f"--output {output} names a {implied} file ({suffix}) but --format is {name}",
+                             hint=f"drop --format, or write to a file ending in {own[0]}" if own else "drop --format")
+        if name is None and implied not in offered:
+            raise UsageError(f"--output {output}: this command cannot write {implied} ({suffix})",
+                             hint="use a file ending in " + ", ".join(s for n in offered for s in FORMATS[n].suffixes))
+    return choose(name, output, offered)
+
+
 def _extras(report, fmt: Format, plot: Path | None, quiet: bool, err, debug: bool) -> None:  # noqa: ANN001
     """What goes beside the main output: the job summary for github, the --plot figure."""
     if fmt.step_summary:
@@ -218,9 +290,11 @@ def _extras(report, fmt: Format, plot: Path | None, quiet: bool, err, debug: boo
     if plot is not None:
         from gradcheck_cli.render.plots import render_plot
 
+        if not quiet and err.is_terminal:  # matplotlib's first import (font cache) can take seconds
+            err.print(f"drawing plot {plot} ...", highlight=False, markup=False, soft_wrap=True)
         emit(lambda _: render_plot(report, plot.suffix.lower().lstrip(".")), "", plot, True, err, debug)
         if not quiet:
-            err.print(f"plot written to {plot}", highlight=False, soft_wrap=True)
+            err.print(f"plot written to {plot}", highlight=False, markup=False, soft_wrap=True)
 
 
 def _check_outputs(output: Path | None, plot: Path | None) -> None:
@@ -274,12 +348,13 @@ def compare(
     set appeared. Exit codes: 0 not regressed, 1 regressed, 2 unreadable report or bad option.
     """
     err = console(stderr=True)
+    output = _stdout_dash(output)
     with boundary(err, debug):
         from gradcheck_cli.analysis.options import parse_fail_on
         from gradcheck_cli.report.codec import load_report
         from gradcheck_cli.report.compare import compare as run_compare
 
-        fmt = choose(_value(format), output, offered=COMPARISON_FORMATS)
+        fmt = _choose_format(_value(format), output, offered=COMPARISON_FORMATS)
         if output is not None:
             check_writable(output)
         kinds = sorted(parse_fail_on(fail_on)) if fail_on is not None else None
@@ -308,17 +383,21 @@ def render(
     """Render a saved JSON report in another format, without running the model again.
 
     For CI: analyse once (-o report.json), then render annotations, the HTML page or a PR comment
-    from it. Exit codes: 0 rendered (whatever the report found), 2 unreadable report or bad option.
+    from it. With only --plot, only the figure is written (add --format or -o for a rendering too).
+    Exit codes: 0 rendered (whatever the report found), 2 unreadable report or bad option.
     """
     err = console(stderr=True)
+    plot_only = plot is not None and format is None and output is None
+    output = _stdout_dash(output)
     with boundary(err, debug):
         from gradcheck_cli.report.codec import load_report
 
-        fmt = choose(_value(format), output)
+        fmt = _choose_format(_value(format), output)
         _check_outputs(output, plot)
         report = load_report(report_file)
-    emit(lambda width: fmt.report(report, width, _view(depth, only_findings, max_rows)), report.summary.verdict,
-         output, quiet, err, debug)
+    if not plot_only:
+        emit(lambda width: fmt.report(report, width, _view(depth, only_findings, max_rows)), report.summary.verdict,
+             output, quiet, err, debug)
     _extras(report, fmt, plot, quiet, err, debug)
 
 

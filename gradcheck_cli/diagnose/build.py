@@ -67,7 +67,7 @@ def build_report(loaded: LoadedModel, m: Measurements, options: AnalyzeOptions, 
                         sum(p.numel for p in m.params if p.requires_grad)),
         run=RunInfo(device, loss, options.mode, batches, batch_size, samples, options.seed,
                     sorted(options.fail_on), asdict(options.thresholds), list(options.ignore), options.config,
-                    options.sample_stats),
+                    options.sample_stats, **_environment(device)),
         layers=layers,
         parameters=parameters,
         findings=findings,
@@ -131,6 +131,47 @@ def _places(infos: list[LayerInfo], topology: Topology) -> dict[int, LayerTopolo
             places[info.index] = LayerTopology("branch", infos[joined].name if joined is not None else None,
                                                role.get(info.name))
     return places
+
+
+def _environment(device: str) -> dict[str, object]:
+    """What the run's numbers depend on besides the model and the options: thread count (CPU reductions
+    split by it), versions and the device's name (recorded, so ``compare`` can say when they differ)."""
+    import platform
+
+    import torch
+
+    return {"threads": torch.get_num_threads(), "torch_version": torch.__version__,
+            "python_version": platform.python_version(), "cuda_version": torch.version.cuda,
+            "device_name": _device_name(device)}
+
+
+def _device_name(device: str) -> str | None:
+    import platform
+
+    import torch
+
+    try:
+        if device.startswith("cuda"):
+            return torch.cuda.get_device_name(torch.device(device))
+        if device == "cpu":
+            return _cpu_name() or platform.machine() or None
+        return None
+    except Exception:  # noqa: BLE001 - a name is for the record; never a reason to fail the analysis
+        return None
+
+
+def _cpu_name() -> str | None:
+    """The processor's model name (Linux: /proc/cpuinfo; elsewhere what ``platform`` knows)."""
+    import platform
+
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as info:
+            for line in info:
+                if line.lower().startswith(("model name", "hardware")) and ":" in line:
+                    return " ".join(line.split(":", 1)[1].split()) or None
+    except OSError:
+        pass
+    return platform.processor() or None
 
 
 def _sampling_note(options: AnalyzeOptions) -> list[str]:

@@ -15,6 +15,10 @@ Two JSON reports are matched layer by layer (by name). What is compared, and why
 - **Training** (both reports from ``--steps``): final loss, largest global gradient norm and steps
   completed, side by side. These numbers are shown, not judged: a run that now diverges or stops early
   already regresses through its ``diverging_loss``/``nonfinite`` findings.
+- **Refused**: two reports with no layer name in common (two different models) raise
+  :class:`~gradcheck_cli.errors.InputError` (exit 2) instead of a meaningless "changed".
+- **Noted, never judged**: run settings (seed, loss, batch ...) and the machine (threads, torch, Python,
+  CUDA, device) that differ between the two runs.
 
 Both sides are :class:`~gradcheck_cli.report.model.Report` objects; a saved baseline decodes into one
 whatever keys later releases of the same schema version added (the schema-version policy).
@@ -27,7 +31,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from gradcheck_cli.diagnose.registry import fails
-from gradcheck_cli.errors import EXIT_FINDINGS, EXIT_OK
+from gradcheck_cli.errors import EXIT_FINDINGS, EXIT_OK, InputError
 from gradcheck_cli.report.model import Finding, LayerReport, Report, TrainingReport
 
 STATUSES = ("regressed", "changed", "improved", "unchanged")
@@ -126,6 +130,10 @@ def compare(baseline: Report, current: Report, *, tolerance: float = 2.0, dead_t
     old_flow, new_flow = _flows(baseline), _flows(current)
     old_layers = {l.name: l for l in baseline.layers}
     new_layers = {l.name: l for l in current.layers}
+    if old_layers and new_layers and not old_layers.keys() & new_layers.keys():
+        raise InputError(f"{names[0]} and {names[1]} have no layer name in common, so there is nothing to compare "
+                         f"(baseline: {_some(old_layers)}; current: {_some(new_layers)})",
+                         hint="compare two reports of the same model, or refresh the baseline with gradcheck analyze -o")
     order = [l.name for l in current.layers] + [n for n in old_layers if n not in new_layers]
     layers = [_layer_change(name, old_layers.get(name), new_layers.get(name), old_flow.get(name), new_flow.get(name),
                             tolerance, dead_tolerance) for name in order]
@@ -232,11 +240,30 @@ def _notes(baseline: Report, current: Report) -> list[str]:
         old, new = getattr(baseline.run, key), getattr(current.run, key)
         if old != new:
             notes.append(f"run setting {key} differs: baseline {old!r}, current {new!r} (numbers may move for that reason alone)")
-    old_layers = {l.name for l in baseline.layers}
-    new_layers = {l.name for l in current.layers}
-    if old_layers and new_layers and not old_layers & new_layers:
-        notes.append("no layer names in common: are these reports of the same model?")
-    return notes
+    return notes + _environment_notes(baseline, current)
+
+
+ENVIRONMENT = (("threads", "threads"), ("torch_version", "torch"), ("python_version", "python"),
+               ("cuda_version", "CUDA"), ("device_name", "device"))
+"""Run fields about the machine (field, label): they can move the last digits, never the verdict by themselves."""
+
+
+def _environment_notes(baseline: Report, current: Report) -> list[str]:
+    """One note when the machines differ (only fields both reports recorded: older reports have none)."""
+    differ = []
+    for key, label in ENVIRONMENT:
+        old, new = getattr(baseline.run, key, None), getattr(current.run, key, None)
+        if old is not None and new is not None and old != new:
+            differ.append(f"{label} {old} -> {new}")
+    if not differ:
+        return []
+    return [f"environment differs ({', '.join(differ)}): numbers can move slightly for that reason alone "
+            "(within --tolerance they are unchanged); the difference itself never fails the comparison"]
+
+
+def _some(layers: dict[str, LayerReport], shown: int = 3) -> str:
+    names = list(layers)
+    return ", ".join(names[:shown]) + (f", ... ({len(names)} layers)" if len(names) > shown else "")
 
 
 def _side(t: TrainingReport) -> TrainingSide:

@@ -266,6 +266,17 @@ class RunInfo:
     """The config file whose ``[tool.gradcheck]`` settings were used, if any."""
     sample_stats: int | None = None
     """Forward statistics were computed on this many seeded units per layer (None: on all units)."""
+    threads: int | None = None
+    """``torch.get_num_threads()`` during the run: CPU reductions split differently with another count, so
+    the last digits of the numbers can move with it (None: a report from before this was recorded)."""
+    torch_version: str | None = None
+    """``torch.__version__`` of the run (None: not recorded)."""
+    python_version: str | None = None
+    """The Python version of the run, e.g. ``3.11.7`` (None: not recorded)."""
+    cuda_version: str | None = None
+    """The CUDA version torch was built with (``torch.version.cuda``); None for a CPU build or when not recorded."""
+    device_name: str | None = None
+    """What ``device`` was: the GPU's name for CUDA, the processor for the CPU (None: unknown or not recorded)."""
 
 
 @dataclass(frozen=True)
