@@ -10,6 +10,7 @@ the way the runner decodes it, so a layer name cannot end the line and inject a 
 from __future__ import annotations
 
 from gradcheck_cli.render.common import FindingGroup, group_findings
+from gradcheck_cli.render.grouping import names
 from gradcheck_cli.render.training import step_note
 from gradcheck_cli.report.model import Finding, Report
 
@@ -36,14 +37,14 @@ def level(finding: Finding) -> str:
 
 def annotation(group: FindingGroup) -> str:
     first = group.first
-    where = (first.layer if len(group.findings) == 1 else f"{len(group.findings)} layers") + step_note(first)
+    where = (group.names[0] if len(group.findings) == 1 else f"{len(group.findings)} layers") + step_note(first)
     listed = "" if len(group.findings) == 1 else f" ({group.layers()})"
     return command(level(first), f"gradcheck {first.kind}: {where}", f"{group.message()}{listed}. Fix: {first.hint}")
 
 
 def render_github(report: Report) -> str:
     """Errors first, then warnings, then notices."""
-    groups = sorted(group_findings(report.findings), key=lambda g: LEVELS.index(level(g.first)))
+    groups = sorted(group_findings(report.findings, names(report)), key=lambda g: LEVELS.index(level(g.first)))
     lines = [annotation(group) for group in groups]
     lines.append(command("error" if report.summary.exit_code else "notice", "gradcheck", report.summary.verdict))
     return "\n".join(lines) + "\n"

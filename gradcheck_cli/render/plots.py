@@ -98,7 +98,8 @@ def svg_figures(report: Report) -> list[tuple[str, str]]:
 
 def _figures(report: Report) -> list[tuple[str, str, Callable[[Figure, Report], None], float]]:
     """(id prefix, title, builder, height) of a report's figures: the training ones follow for ``--steps``."""
-    figures = [(prefix, title, build, _HEIGHT) for prefix, title, build in _FIGURES]
+    figures = [(prefix, title, build, _HEIGHT) for prefix, title, build in _FIGURES
+               if prefix != "dead-saturation" or has_dead_or_saturation(report)]
     if report.training is not None:
         from gradcheck_cli.render import training_plots
 
@@ -243,12 +244,67 @@ def _grad_weight(l: LayerReport) -> float | None:
     return l.grad.weight_norm
 
 
+def block_stacks(report: Report) -> dict[str, dict[str, dict[str, LayerReport]]]:
+    """The repeated stacks the figures draw one line per role for (the same rule that folds the layer table)."""
+    from gradcheck_cli.render.grouping import GROUP_FROM_ROWS, stacks
+
+    return stacks(report.layers) if len(report.layers) >= GROUP_FROM_ROWS else {}
+
+
+def _role_lines(ax: Axes, report: Report, found: dict[str, dict[str, dict[str, LayerReport]]],
+                get: Callable[[LayerReport], float | None], what: str) -> None:
+    """One line per role (``attn.c_attn``, ``mlp.c_proj``, ``ln_1``, ...) across block index, on a log axis;
+    blocks with an error/warning finding ringed in red. Several stacks: the role is named with its stack."""
+    from gradcheck_cli.render.grouping import MIN_BLOCKS
+
+    flagged = _flagged(report)
+    _log_axis(ax)
+    longest = 0
+    ring_x: list[int] = []
+    ring_y: list[float] = []
+    for stack, blocks in found.items():
+        order = list(blocks)
+        longest = max(longest, len(order))
+        roles: list[str] = []
+        for by_role in blocks.values():
+            roles += [r for r in by_role if r not in roles]
+        for role in roles:
+            points = [(k, get(blocks[b][role])) for k, b in enumerate(order) if role in blocks[b]]
+            kept = [(x, float(y)) for x, y in points if _finite_positive(y)]  # type: ignore[arg-type]
+            if len(points) < MIN_BLOCKS or not kept:
+                continue
+            name = label(role if len(found) == 1 else f"{stack}.*.{role}")
+            (line,) = ax.plot([x for x, _ in kept], [y for _, y in kept], marker="o", markersize=3, label=name)
+            line.set_gid(f"role-{len(ax.get_lines())}")
+            for k, b in enumerate(order):
+                layer = blocks[b].get(role)
+                if layer is not None and layer.name in flagged and _finite_positive(get(layer)):
+                    ring_x.append(k)
+                    ring_y.append(float(get(layer)))  # type: ignore[arg-type]
+    if ring_x:
+        (rings,) = ax.plot(ring_x, ring_y, linestyle="none", marker="o", markersize=10, markerfacecolor="none",
+                           markeredgecolor=_RED, markeredgewidth=1.6, label="layer with an error/warning finding")
+        rings.set_gid("bad-layers")
+    ax.set_xticks(range(longest), [str(k) for k in range(longest)])
+    ax.set_xlim(-0.5, longest - 0.5)
+    ax.set_xlabel("block index" + (f" ({', '.join(found)})" if found else ""))
+    ax.set_ylabel(f"{what} (log scale)")
+    ax.legend(loc="lower left", bbox_to_anchor=(0.0, 1.0), ncols=min(4, max(1, len(ax.get_lines()))), frameon=False,
+              fontsize=8)
+
+
 def _gradient_flow(figure: Figure, report: Report) -> None:
     """Backward-signal RMS and weight-gradient norm per layer on a log axis: a vanishing gradient
-    is a slope down towards the input, an exploding one a slope up; flagged layers in red."""
+    is a slope down towards the input, an exploding one a slope up; flagged layers in red. A model of
+    repeated blocks gets one line per role across block index instead (a per-layer line is a sawtooth there:
+    each block's norms sit orders of magnitude below its projections)."""
+    layers = report.layers
+    found = block_stacks(report)
+    if found:
+        figure.suptitle("Gradient flow: backward signal RMS per role, across blocks")
+        return _role_lines(figure.add_subplot(), report, found, _grad_rms, "backward signal RMS")
     figure.suptitle("Gradient flow: backward signal and weight gradients per layer")
     ax = figure.add_subplot()
-    layers = report.layers
     if not layers:
         return _nothing(ax, "the report has no layers")
     rms_x, rms_y = _points(layers, _grad_rms)
@@ -308,15 +364,22 @@ def _act(get: Callable[[Any], float | None]) -> Callable[[LayerReport], float | 
 
 _STD = _act(lambda a: a.std)
 _SIGNAL_STD = _act(lambda a: a.signal_std)
-_ABS_MEAN = _act(lambda a: abs(a.mean) if a.mean is not None else None)
+NOISE = 1e-5
+"""|mean| below this fraction of the layer's std is float rounding (a LayerNorm's output mean is ~1e-9): not drawn,
+so it cannot stretch the log axis over nine decades of nothing."""
+_ABS_MEAN = _act(lambda a: abs(a.mean) if a.mean is not None and not (a.std and abs(a.mean) < NOISE * a.std) else None)
 
 
 def _forward_signal(figure: Figure, report: Report) -> None:
     """Activation std, input-dependent signal std and |mean| per layer (log axis): a vanishing or
     exploding forward signal, and offsets that dwarf the signal (|mean| above std)."""
+    layers = report.layers
+    found = block_stacks(report)
+    if found:
+        figure.suptitle("Forward signal: activation std per role, across blocks")
+        return _role_lines(figure.add_subplot(), report, found, _STD, "activation std")
     figure.suptitle("Forward signal: activation scale per layer")
     ax = figure.add_subplot()
-    layers = report.layers
     if not layers:
         return _nothing(ax, "the report has no layers")
     series = [(_STD, "activation std", _BLUE, "o", "-"), (_SIGNAL_STD, "signal std (input-dependent)", _GREEN, ".", ":"),
@@ -363,6 +426,13 @@ def _dead_saturation(figure: Figure, report: Report) -> None:
     ax.set_ylabel("fraction")
     _layer_axis(ax, report)
     _legend(ax)
+
+
+def has_dead_or_saturation(report: Report) -> bool:
+    """Some layer has a dead-unit ratio (a rectifier) or a saturated fraction (sigmoid/tanh): else the panel is
+    left out rather than drawn empty."""
+    return any(l.activation is not None and (_finite(l.activation.dead_ratio) or _finite(l.activation.saturation))
+               for l in report.layers)
 
 
 def _finite(value: float | None) -> bool:

@@ -205,8 +205,8 @@ def block_table(report: Report, blocks: BlockTable, compact: bool = False) -> Ta
     """One row per block of a stack: the backward signal (grad rms) of each role, the worst dead/saturated
     fraction (when the stack has such layers) and the findings."""
     roles = [r for r in blocks.roles if r.weight or not compact]
-    table = Table(title=f"Blocks of {blocks.stack or 'the model'}: backward signal (grad rms) per role, "
-                        f"{blocks.blocks} blocks", title_justify="left", pad_edge=False,
+    table = Table(title=f"{blocks.stack + '.' if blocks.stack else ''}* ({blocks.blocks} blocks): grad rms per role",
+                  title_justify="left", pad_edge=False,
                   box=box.SIMPLE_HEAD if compact else box.HEAVY_HEAD)
     table.add_column("block", justify="right", no_wrap=True)
     for role in roles:

@@ -227,10 +227,13 @@ def test_html_embeds_the_training_figures(diverged):
 
 
 def test_github_and_junit_name_the_step(diverged):
+    from gradcheck_cli.render.grouping import names
+
     annotations = render_github(diverged)
     root = ET.fromstring(render_junit(diverged))
     for f in (f for f in diverged.findings if f.step is not None):
-        assert f"gradcheck {f.kind}%3A {f.layer} at step {f.step}::" in annotations
+        shown = names(diverged).get(f.layer, f.layer)  # numbered layers carry their type: 0 (Linear)
+        assert f"gradcheck {f.kind}%3A {shown} at step {f.step}::" in annotations
         assert f"{f.layer} at step {f.step}:" in "".join(root.itertext())
 
 
