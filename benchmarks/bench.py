@@ -169,17 +169,7 @@ def time_ratio(name: str, device: str, pairs: int, warmup: int, sample_stats: in
     steps = {"bare": bare, "analyze": instrumented}
     if floor and isinstance(model, nn.Module):  # the ONNX interpreter has no leaf modules to hook
         steps["floor"] = _floor_step(model, bare)
-    for _ in range(warmup):
-        for step in steps.values():
-            step()
-    times: dict[str, list[float]] = {label: [] for label in steps}
-    for _ in range(pairs):
-        for label, step in steps.items():
-            _sync(device)
-            start = time.perf_counter()
-            step()
-            _sync(device)
-            times[label].append(time.perf_counter() - start)
+    times = alternate(steps, device, pairs, warmup)
     bare_s, analyze_s = statistics.median(times["bare"]), statistics.median(times["analyze"])
     # each pair's own ratio: adjacent runs share the machine's state, so on a shared VM whose speed
     # drifts between pairs this is the steadier estimate; the table shows both
@@ -188,6 +178,22 @@ def time_ratio(name: str, device: str, pairs: int, warmup: int, sample_stats: in
     if "floor" in times:
         result["floor_ratio"] = _pair_ratio(times["floor"], times["bare"])
     return result
+
+
+def alternate(steps: dict[str, Callable[[], None]], device: str, rounds: int, warmup: int) -> dict[str, list[float]]:
+    """Seconds of each step in every round; the steps alternate within a round (after ``warmup`` rounds)."""
+    for _ in range(warmup):
+        for step in steps.values():
+            step()
+    times: dict[str, list[float]] = {label: [] for label in steps}
+    for _ in range(rounds):
+        for label, step in steps.items():
+            _sync(device)
+            start = time.perf_counter()
+            step()
+            _sync(device)
+            times[label].append(time.perf_counter() - start)
+    return times
 
 
 def _pair_ratio(times: list[float], bare: list[float]) -> float:

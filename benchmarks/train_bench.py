@@ -26,15 +26,13 @@ import os
 import statistics
 import subprocess
 import sys
-import time
 from collections.abc import Callable
 from pathlib import Path
 
 import torch
-from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench import MALLOC_ENV, MODELS, _floor_step, _pair_ratio, _sync, machine, peak_memory  # noqa: E402
+from bench import MALLOC_ENV, MODELS, _floor_step, _pair_ratio, alternate, machine, peak_memory  # noqa: E402
 
 DEFAULT = ["mlp30", "resnet_bn", "gpt2_small", "lstm"]
 
@@ -83,18 +81,7 @@ def _steps(name: str, device: str) -> dict[str, Callable[[], None]]:
 
 
 def time_ratios(name: str, device: str, pairs: int, warmup: int) -> dict[str, float]:
-    steps = _steps(name, device)
-    for _ in range(warmup):
-        for step in steps.values():
-            step()
-    times: dict[str, list[float]] = {label: [] for label in steps}
-    for _ in range(pairs):
-        for label, step in steps.items():
-            _sync(device)
-            start = time.perf_counter()
-            step()
-            _sync(device)
-            times[label].append(time.perf_counter() - start)
+    times = alternate(_steps(name, device), device, pairs, warmup)
     return {
         "bare_ms": statistics.median(times["bare"]) * 1e3,
         "logged_ms": statistics.median(times["logged"]) * 1e3,

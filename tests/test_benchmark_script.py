@@ -27,3 +27,16 @@ def test_bench_writes_a_complete_row(tmp_path: Path) -> None:
                 "memory_ratio"):
         assert row[key] > 0, key
     assert "mlp30" in run.stdout and "--help" in run.stdout
+
+
+def test_train_bench_writes_a_complete_row(tmp_path: Path) -> None:
+    out = tmp_path / "train.json"
+    run = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "train_bench.py"), "--models", "lstm", "--pairs", "1", "--warmup", "0",
+         "--json", str(out)],
+        capture_output=True, text=True, timeout=600,
+    )
+    assert run.returncode == 0, run.stderr
+    (row,) = json.loads(out.read_text())["rows"]
+    for key in ("bare_ms", "logged_ms", "logged_ratio", "hooks_ratio", "every10_ratio", "memory_ratio"):
+        assert row[key] > 0, key
