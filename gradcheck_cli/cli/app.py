@@ -65,6 +65,8 @@ from gradcheck_cli.cli.options import (
     MomentumOpt,
     ClipOpt,
     LrScanOpt,
+    DistributedOpt,
+    ShardByOpt,
     DepthOpt,
     OnlyFindingsOpt,
     MaxRowsOpt,
@@ -196,6 +198,8 @@ def analyze(
     momentum: MomentumOpt = 0.0,
     clip_grad_norm: ClipOpt = None,
     lr_scan: LrScanOpt = False,
+    distributed: DistributedOpt = "none",  # type: ignore[assignment]
+    shard_by: ShardByOpt = None,
     device: DeviceOpt = "cpu",
     seed: SeedOpt = 0,
     mode: ModeOpt = Mode.train,
@@ -227,7 +231,8 @@ def analyze(
     Exit codes: 0 no finding in the fail set, 1 a finding in the fail set, 2 bad invocation or
     unreadable input, 3 the model failed while running, 4 internal error, 130 interrupted.
     """
-    err = console(stderr=True)
+    follower = _follower_rank(_value(distributed))
+    err = console(stderr=True) if not follower else _silent_console()
     output = _stdout_dash(output)
     with boundary(err, debug):
         fmt = _choose_format(_value(format), output)
@@ -241,9 +246,10 @@ def analyze(
                          trust_remote_code=trust_remote_code, factory_args=parse_factory_args(factory_arg or []),
                          options=settings.options, progress=bar)
 
-    emit(lambda width: fmt.report(report, width, _view(depth, only_findings, max_rows)), report.summary.verdict,
-         output, quiet, err, debug)
-    _extras(report, fmt, plot, quiet, err, debug)
+    if not follower:  # a distributed run: rank 0 prints and writes; every rank exits with the same code
+        emit(lambda width: fmt.report(report, width, _view(depth, only_findings, max_rows)), report.summary.verdict,
+             output, quiet, err, debug)
+        _extras(report, fmt, plot, quiet, err, debug)
     raise typer.Exit(report.summary.exit_code)
 
 
@@ -252,6 +258,21 @@ def _view(depth: int | None, only_findings: bool, max_rows: int | None):  # noqa
     from gradcheck_cli.render.grouping import View
 
     return View(depth=depth, only_findings=only_findings, max_rows=max_rows)
+
+
+def _follower_rank(distributed: str | None) -> bool:
+    """Under torchrun (--distributed), every rank but 0 stays silent and writes nothing."""
+    import os
+
+    return distributed not in (None, "none") and os.environ.get("RANK", "0") != "0"
+
+
+def _silent_console():  # noqa: ANN202
+    import os
+
+    from rich.console import Console
+
+    return Console(file=open(os.devnull, "w"), stderr=True)  # noqa: SIM115 - lives as long as the process
 
 
 def _value(choice: Enum | None) -> str | None:

@@ -30,6 +30,13 @@ class Optimizer(str, Enum):
     adamw = "adamw"
 
 
+class Distributed(str, Enum):
+    none = "none"
+    auto = "auto"
+    ddp = "ddp"
+    fsdp = "fsdp"
+
+
 class Mode(str, Enum):
     train = "train"
     eval = "eval"
@@ -111,6 +118,13 @@ ClipOpt = Annotated[Optional[float], typer.Option("--clip-grad-norm", min=0.0, m
                                                   help="With --steps: clip the global gradient norm before each step.")]
 LrScanOpt = Annotated[bool, typer.Option("--lr-scan", help="With --steps: when training diverges, retrain at halved "
                                          "learning rates (up to 6 times) and report the largest stable one.")]
+DistributedOpt = Annotated[Distributed, typer.Option(
+    "--distributed", help="Run across the processes torchrun started: ddp (replicated), fsdp (FSDP2, sharded per "
+                          "block), auto (ddp when WORLD_SIZE > 1), none. Launch: torchrun --nproc-per-node N -m "
+                          "gradcheck_cli analyze ... Rank 0 prints and writes the one report.")]
+ShardByOpt = Annotated[Optional[str], typer.Option(
+    "--shard-by", metavar="GLOB", show_default=False,
+    help="With --distributed fsdp: shard the submodules matching GLOB as units (default: the blocks of every ModuleList).")]
 DepthOpt = Annotated[Optional[int], typer.Option(
     "--depth", min=0, metavar="N", show_default=False,
     help="Layer table rows: module names cut at N dot-separated parts (e.g. 2: transformer.h), 0: every layer. "

@@ -7,6 +7,7 @@ data comes from (:class:`DataSpec`), each field set once.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
@@ -57,6 +58,8 @@ def resolve_settings(ctx: typer.Context, config: Path | None, no_config: bool, *
     thresholds = file.values.get("thresholds", {}) | _parse_thresholds(params["threshold"] or [])
     ignore = [*file.values.get("ignore", []), *(params["ignore"] or [])]
     options = _options(settings, thresholds, ignore, file.path, verify, _training(settings, params))
+    options = dataclasses.replace(options, distributed=_enum_value(params.get("distributed")) or "none",
+                                  shard_by=params.get("shard_by"))
     return Settings(options, _data(params, settings), settings["factory"])
 
 

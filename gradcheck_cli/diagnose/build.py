@@ -67,7 +67,7 @@ def build_report(loaded: LoadedModel, m: Measurements, options: AnalyzeOptions, 
                         sum(p.numel for p in m.params if p.requires_grad)),
         run=RunInfo(device, loss, options.mode, batches, batch_size, samples, options.seed,
                     sorted(options.fail_on), asdict(options.thresholds), list(options.ignore), options.config,
-                    options.sample_stats, **_environment(device)),
+                    options.sample_stats, **_environment(device), **_world(options)),
         layers=layers,
         parameters=parameters,
         findings=findings,
@@ -112,6 +112,18 @@ def _mark_unbacked_advice(layers: list[LayerReport], findings: list[Finding]) ->
 
     return [dataclasses.replace(l, init=dataclasses.replace(l.init, informational=True))
             if l.init is not None and unbacked(l) else l for l in layers]
+
+
+def _world(options: AnalyzeOptions) -> dict[str, object]:
+    """The process group this run was split across, if any (read where it is: analysis/distributed.py)."""
+    if options.distributed == "none":
+        return {}
+    import torch.distributed as dist
+
+    if not dist.is_initialized():
+        return {}
+    strategy = "ddp" if options.distributed == "auto" else options.distributed
+    return {"world_size": dist.get_world_size(), "distributed": strategy}
 
 
 def _places(infos: list[LayerInfo], topology: Topology) -> dict[int, LayerTopology]:

@@ -277,6 +277,10 @@ class RunInfo:
     """The CUDA version torch was built with (``torch.version.cuda``); None for a CPU build or when not recorded."""
     device_name: str | None = None
     """What ``device`` was: the GPU's name for CUDA, the processor for the CPU (None: unknown or not recorded)."""
+    world_size: int = 1
+    """Processes the run was split across (``--distributed``; 1: a single process)."""
+    distributed: str = "none"
+    """The strategy of a distributed run: ``ddp`` or ``fsdp`` (``none``: a single process)."""
 
 
 @dataclass(frozen=True)
