@@ -2,6 +2,8 @@
 
     python benchmarks/verdicts/trainability.py                       # all cases, Markdown table on stdout
     python benchmarks/verdicts/trainability.py --only relu_he_d10,sigmoid_default_d10 --out /tmp/t.json
+    python benchmarks/verdicts/trainability.py --no-training                         # the verdict at init only
+    python benchmarks/verdicts/trainability.py --only gru_T20 --verify-unchanged     # also train unmonitored, compare
 
 Each :class:`Case` is a small pure-torch model with a known init (healthy or broken) and an expected
 outcome from theory. For each case:
@@ -27,6 +29,20 @@ init) does not count as learning by merely getting back to chance.
 
 **flagged**: gradcheck reported at least one finding of severity error or warning at init.
 **agree** (measured): flagged == not learned (Adam). ``agree_expected`` compares with the expectation.
+
+**Over training** (unless ``--no-training``): the primary Adam run of step 3 -- the very run whose held-out
+loss decides "learned" -- is watched by ``gradcheck_cli.Monitor(model, every=--every)``, created after the
+initial evaluation and closed before the final one, with ``monitor.step(loss, optimizer)`` right after
+``optimizer.step()``. The Monitor only observes: ``should_stop`` is never acted on, and
+``--verify-unchanged`` retrains the same Adam run without it and checks that the final held-out loss and
+the logged training curve are bitwise identical. **flagged_training**: ``monitor.report()`` holds at
+least one *training* finding -- one naming a step (``Finding.step is not None``: diverging_loss,
+exploding_gradient, nonfinite, dying_relu) or of a kind that exists only over training (update_ratio,
+which names no step) -- of severity error or warning, the same severities that count at init. The
+Monitor's own step-0 rows (measured on the first training batch) are not counted: the verdict at init
+is the one above. **flagged_combined** = flagged or flagged_training; **agree_combined**:
+flagged_combined == not learned. The JSON also gives the stricter reading where only training findings
+of severity error count (the default ``--fail-on error`` gate): ``agree_combined_errors``.
 
 Importing this module imports neither torch nor gradcheck and runs nothing; :func:`cases` returns the
 case table (and :func:`tasks` the tasks) for reuse in tests.
@@ -466,8 +482,11 @@ def _evaluate(model: Any, task: Task, x: Any, y: Any) -> tuple[float, float | No
     return loss, acc
 
 
-def train(model: Any, task: Task, optim: tuple[str, float], data_seed: int, eval_set: tuple[Any, Any]) -> dict[str, Any]:
-    """Train in place; returns losses on the eval set (evaluated in train mode, one batch of EVAL_N)."""
+def train(model: Any, task: Task, optim: tuple[str, float], data_seed: int, eval_set: tuple[Any, Any],
+          monitor_every: int | None = None) -> tuple[dict[str, Any], Any]:
+    """Train in place; returns losses on the eval set (evaluated in train mode, one batch of EVAL_N) and,
+    with ``monitor_every``, the ``gradcheck_cli.Monitor`` that watched the loop (closed; None otherwise).
+    The Monitor exists only between the initial and the final evaluation, so neither is instrumented."""
     import torch
 
     x_eval, y_eval = eval_set
@@ -478,22 +497,63 @@ def train(model: Any, task: Task, optim: tuple[str, float], data_seed: int, eval
     curve, diverged_at = [], None
     t0 = time.perf_counter()
     model.train()
-    for step in range(task.steps):
-        x, y = task.sample(gen, task.batch)
-        loss = loss_fn(model(x), y)
-        if not torch.isfinite(loss):
-            diverged_at = step
-            break
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        if step % 50 == 0:
-            curve.append(round(float(loss.detach()), 5))
+    monitor = None
+    if monitor_every is not None:
+        from gradcheck_cli import Monitor
+
+        monitor = Monitor(model, every=monitor_every)
+    try:
+        for step in range(task.steps):
+            x, y = task.sample(gen, task.batch)
+            loss = loss_fn(model(x), y)
+            if not torch.isfinite(loss):
+                diverged_at = step
+                break
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            if monitor is not None:
+                monitor.step(loss, opt)  # observes only: monitor.should_stop is deliberately ignored
+            if step % 50 == 0:
+                curve.append(round(float(loss.detach()), 5))
+    finally:
+        if monitor is not None:
+            monitor.close()  # hooks off before the final evaluation
     seconds = time.perf_counter() - t0
     final_loss, final_acc = _evaluate(model, task, x_eval, y_eval) if diverged_at is None else (float("nan"), None)
     return {"optimizer": optim[0], "lr": optim[1], "steps": task.steps, "batch": task.batch,
             "initial_loss": init_loss, "final_loss": final_loss, "initial_acc": init_acc, "final_acc": final_acc,
-            "diverged_at_step": diverged_at, "train_curve_every_50": curve, "seconds": round(seconds, 3)}
+            "diverged_at_step": diverged_at, "train_curve_every_50": curve, "seconds": round(seconds, 3),
+            "monitored": monitor is not None}, monitor
+
+
+TRAINING_ONLY_KINDS = frozenset({"diverging_loss", "dying_relu", "update_ratio"})
+"""Finding kinds that exist only over training (update_ratio names no step, so ``step`` alone misses it)."""
+
+
+def _training_view(monitor: Any) -> dict[str, Any]:
+    """The Monitor's findings over training (see the module docstring), for the JSON row."""
+    if monitor is None or monitor.steps == 0:
+        return {"status": "no_steps", "findings": [], "flagged": False, "flagged_errors": False,
+                "flagged_kinds": {"error": [], "warning": [], "info": []}}
+    try:
+        report = monitor.report()
+    except Exception as exc:  # noqa: BLE001
+        return {"status": "report_failed", "error": f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}",
+                "findings": [], "flagged": False, "flagged_errors": False,
+                "flagged_kinds": {"error": [], "warning": [], "info": []}}
+    over = [f for f in report.findings if f.step is not None or f.kind in TRAINING_ONLY_KINDS]
+    findings = [{"kind": f.kind, "severity": f.severity, "layer": f.layer, "step": f.step, "value": _num(f.value),
+                 "threshold": _num(f.threshold), "message": f.message} for f in over]
+    t = report.training
+    return {"status": "ok", "every": monitor.every, "steps_seen": monitor.steps,
+            "logged_steps": len(t.logged_steps) if t is not None else 0,
+            "should_stop": monitor.should_stop, "verdict": report.summary.verdict, "findings": findings,
+            "step0_findings": sorted({f.kind for f in report.findings if not any(f is g for g in over)}),
+            "flagged_kinds": {sev: sorted({f["kind"] for f in findings if f["severity"] == sev})
+                              for sev in ("error", "warning", "info")},
+            "flagged": any(f["severity"] in ("error", "warning") for f in findings),
+            "flagged_errors": any(f["severity"] == "error" for f in findings)}
 
 
 def _learned(result: dict[str, Any], baseline: float) -> bool:
@@ -514,7 +574,8 @@ def _clean(obj: Any) -> Any:
     return _num(obj)
 
 
-def run_case(case: Case, seed: int = 0) -> dict[str, Any]:
+def run_case(case: Case, seed: int = 0, monitor_every: int | None = 10, verify_unchanged: bool = False) -> dict[str, Any]:
+    """One case; ``monitor_every`` None skips the verdict over training (``--no-training``)."""
     import torch
 
     from gradcheck_cli import analyze
@@ -556,21 +617,52 @@ def run_case(case: Case, seed: int = 0) -> dict[str, Any]:
     row["flagged"] = bool(flagged_kinds)
 
     # training: primary Adam, secondary SGD, both from the same init and the same data stream
+    # (the Adam run is the monitored one: the same run decides "learned" and the verdict over training)
     runs = {}
     for optim in (("adam", task.lr), ("sgd", 10 * task.lr)):
         model.load_state_dict(init_state)
         torch.manual_seed(seed)
-        res = train(model, task, optim, data_seed=seed + 1, eval_set=eval_set)
+        every = monitor_every if optim[0] == "adam" else None
+        res, monitor = train(model, task, optim, data_seed=seed + 1, eval_set=eval_set, monitor_every=every)
         res["learned"] = _learned(res, baseline)
         runs[optim[0]] = res
+        if every is not None:
+            row["training"] = _training_view(monitor)
     row["train"] = runs
     row["learned"] = runs["adam"]["learned"]
     row["learned_sgd"] = runs["sgd"]["learned"]
     row["matches_expectation"] = row["learned"] == (case.expected == "learns")
     row["agree"] = row["flagged"] == (not row["learned"])
     row["agree_expected"] = row["flagged"] == (case.expected == "fails")
+    if "training" in row:
+        row["flagged_training"] = row["training"]["flagged"]
+        row["flagged_combined"] = row["flagged"] or row["flagged_training"]
+        row["agree_combined"] = row["flagged_combined"] == (not row["learned"])
+        row["agree_combined_expected"] = row["flagged_combined"] == (case.expected == "fails")
+        row["agree_combined_errors"] = (row["flagged"] or row["training"]["flagged_errors"]) == (not row["learned"])
+    if verify_unchanged and monitor_every is not None:
+        model.load_state_dict(init_state)
+        torch.manual_seed(seed)
+        bare, _ = train(model, task, ("adam", task.lr), data_seed=seed + 1, eval_set=eval_set)
+        a = runs["adam"]
+        same = {k: _same(a[k], bare[k]) for k in ("initial_loss", "final_loss", "final_acc", "diverged_at_step",
+                                                  "train_curve_every_50")}
+        row["unmonitored"] = {"final_loss": bare["final_loss"], "learned": _learned(bare, baseline),
+                              "seconds": bare["seconds"], "identical": same, "all_identical": all(same.values())}
     row["seconds"] = round(time.perf_counter() - t0, 3)
     return row
+
+
+def _same(a: Any, b: Any) -> bool:
+    """Bitwise-equal results (NaN equals NaN)."""
+    if isinstance(a, float) and isinstance(b, float) and math.isnan(a) and math.isnan(b):
+        return True
+    return a == b
+
+
+def _fmt_val(v: Any) -> str:
+    """A finding's value or threshold (non-finite ones arrive as strings from :func:`_num`)."""
+    return f"{v:.3g}" if isinstance(v, (int, float)) else str(v)
 
 
 def _fmt_loss(v: Any) -> str:
@@ -579,13 +671,42 @@ def _fmt_loss(v: Any) -> str:
     return f"{v:.3g}" if abs(v) < 1e4 else f"{v:.2e}"
 
 
+def _training_kinds(t: dict[str, Any]) -> str:
+    """``E: diverging_loss@120; W: update_ratio`` -- each counted kind once, at its earliest step."""
+    if t["status"] != "ok":
+        return t["status"].replace("_", " ") + (f": {t['error']}" if "error" in t else "")
+    parts = []
+    for sev, tag in (("error", "E"), ("warning", "W")):
+        first: dict[str, int | None] = {}
+        for f in t["findings"]:
+            if f["severity"] == sev:
+                prev = first.get(f["kind"], "absent")
+                step = f["step"]
+                if prev == "absent" or (step is not None and (prev is None or step < prev)):
+                    first[f["kind"]] = step
+        if first:
+            parts.append(f"{tag}: " + ", ".join(f"{k}@{v}" if v is not None else k for k, v in sorted(first.items())))
+    return "; ".join(parts) or "none"
+
+
+def _agreement(agree: bool, flagged: bool, expected: str) -> str:
+    if agree:
+        return "yes"
+    if flagged:
+        return "no: false alarm"
+    return "no: miss" if expected == "fails" else "no: not flagged, healthy-by-design did not learn"
+
+
 def table(rows: list[dict[str, Any]]) -> str:
+    training = any("training" in r for r in rows)
+    extra_head = " gradcheck over training (Adam run; kind@first step) | agreement (init or training) |" if training else ""
     lines = ["| model | expected | learned (Adam) | loss init -> final (baseline) | learned (SGD) | gradcheck at init "
-             "(E: errors; W: warnings) | agreement (flagged iff fails) |",
-             "|---|---|---|---|---|---|---|"]
+             "(E: errors; W: warnings) | agreement (flagged iff fails) |" + extra_head,
+             "|---|---|---|---|---|---|---|" + ("---|---|" if training else "")]
     for r in rows:
         if r["status"] == "build_failed":
-            lines.append(f"| {r['name']} | {r['expected']} | - | - | - | build failed: {r['error']} | - |")
+            lines.append(f"| {r['name']} | {r['expected']} | - | - | - | build failed: {r['error']} | - |"
+                         + (" - | - |" if training else ""))
             continue
         exp = f"{r['expected']}{' (?)' if r['borderline'] else ''}: {r['reason']}"
         a, s = r["train"]["adam"], r["train"]["sgd"]
@@ -597,15 +718,31 @@ def table(rows: list[dict[str, Any]]) -> str:
         if r["flagged_kinds"]["warning"]:
             kinds.append("W: " + ", ".join(r["flagged_kinds"]["warning"]))
         gc = "; ".join(kinds) or ("analyze failed: " + r["error"] if r["status"] == "analyze_failed" else "none")
-        if r["agree"]:
-            agree = "yes"
-        elif r["flagged"]:
-            agree = "no: false alarm"
-        else:
-            agree = "no: miss" if r["expected"] == "fails" else "no: not flagged, healthy-by-design did not learn"
+        agree = _agreement(r["agree"], r["flagged"], r["expected"])
+        extra = ""
+        if training:
+            if "training" in r:
+                changed = " (changes the verdict)" if r["flagged_training"] and not r["flagged"] else ""
+                extra = (f" {_training_kinds(r['training'])}{changed} | "
+                         f"{_agreement(r['agree_combined'], r['flagged_combined'], r['expected'])} |")
+            else:
+                extra = " - | - |"
         lines.append(f"| {r['name']} | {exp} | {learned} | {_fmt_loss(a['initial_loss'])} -> {_fmt_loss(a['final_loss'])} "
-                     f"({r['baseline_loss']:.3g}) | {sgd} | {gc} | {agree} |")
+                     f"({r['baseline_loss']:.3g}) | {sgd} | {gc} | {agree} |{extra}")
     return "\n".join(lines)
+
+
+def changed_by_training(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Cases not flagged at init but flagged over training: which findings (kind, severity, layer, step)."""
+    out = []
+    for r in rows:
+        if r.get("flagged_training") and not r["flagged"]:
+            counted = [f for f in r["training"]["findings"] if f["severity"] in ("error", "warning")]
+            out.append({"name": r["name"], "learned": r["learned"], "expected": r["expected"],
+                        "now": "agrees" if r["agree_combined"] else "false alarm",
+                        "findings": [{k: f[k] for k in ("kind", "severity", "layer", "step", "value", "threshold")}
+                                     for f in counted]})
+    return out
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -617,7 +754,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--only", default=None, help="comma list of case names")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads (default 1: stable timings)")
+    parser.add_argument("--no-training", action="store_true",
+                        help="skip the verdict over training (no Monitor on the Adam run): the verdict at init only")
+    parser.add_argument("--every", type=int, default=10, help="Monitor(every=N) on the Adam run (default 10)")
+    parser.add_argument("--verify-unchanged", action="store_true",
+                        help="also train each case's Adam run without the Monitor and check the results are identical")
     args = parser.parse_args(argv)
+    if args.every < 1:
+        parser.error("--every must be at least 1")
+    if args.no_training and args.verify_unchanged:
+        parser.error("--verify-unchanged compares with the monitored run: drop --no-training")
+    monitor_every = None if args.no_training else args.every
 
     t_start = time.perf_counter()
     import torch
@@ -635,15 +782,18 @@ def main(argv: list[str] | None = None) -> int:
         table_rows = [c for c in table_rows if c.name in wanted]
     rows = []
     for case in table_rows:
-        row = run_case(case, seed=args.seed)
+        row = run_case(case, seed=args.seed, monitor_every=monitor_every, verify_unchanged=args.verify_unchanged)
         rows.append(row)
         if row["status"] == "build_failed":
             print(f"  {case.name:<22} build failed: {row['error']}", file=sys.stderr, flush=True)
             continue
         a = row["train"]["adam"]
+        over = f"  training: {_training_kinds(row['training'])[:80]}" if "training" in row else ""
+        same = ("" if "unmonitored" not in row else
+                "  unmonitored: identical" if row["unmonitored"]["all_identical"] else "  unmonitored: DIFFERS")
         print(f"  {case.name:<22} {row['seconds']:6.2f}s  learned={row['learned']!s:<5} sgd={row['learned_sgd']!s:<5} "
-              f"{_fmt_loss(a['initial_loss'])}->{_fmt_loss(a['final_loss'])}  {row.get('verdict', row.get('error'))[:110]}",
-              file=sys.stderr, flush=True)
+              f"{_fmt_loss(a['initial_loss'])}->{_fmt_loss(a['final_loss'])}  {row.get('verdict', row.get('error'))[:110]}"
+              f"{over}{same}", file=sys.stderr, flush=True)
     total = time.perf_counter() - t_start
     ok = [r for r in rows if r["status"] != "build_failed"]
     doc = {"meta": {"torch": torch.__version__, "gradcheck": gradcheck_cli.__version__, "source": source_state(Path(gradcheck_cli.__file__).parent), "seed": args.seed,
@@ -662,6 +812,29 @@ def main(argv: list[str] | None = None) -> int:
                                                         and r["expected"] == "learns"],
                     "unexpected_outcomes": [r["name"] for r in ok if not r["matches_expectation"]]},
            "cases": rows}
+    meta = doc["meta"]
+    if monitor_every is not None:
+        trained = [r for r in ok if "training" in r]
+        meta.update({
+            "training_verdict": (f"gradcheck_cli.Monitor(model, every={monitor_every}) around the primary Adam run (the run "
+                                 "that decides learned); flagged_training = a training finding (step is not None, or kind "
+                                 f"in {sorted(TRAINING_ONLY_KINDS)}) of severity error or warning; combined = flagged at "
+                                 "init or flagged over training"),
+            "monitor_every": monitor_every,
+            "agree_combined": sum(r["agree_combined"] for r in trained),
+            "agree_combined_expected": sum(r["agree_combined_expected"] for r in trained),
+            "agree_combined_errors_only": sum(r["agree_combined_errors"] for r in trained),
+            "changed_by_training": changed_by_training(trained),
+            "false_alarms_combined": [r["name"] for r in trained if r["flagged_combined"] and r["learned"]],
+            "misses_combined": [r["name"] for r in trained if not r["flagged_combined"] and not r["learned"]
+                                and r["expected"] == "fails"],
+            "healthy_not_learned_not_flagged_combined": [r["name"] for r in trained if not r["flagged_combined"]
+                                                         and not r["learned"] and r["expected"] == "learns"],
+            "training_view_failures": [r["name"] for r in trained if r["training"]["status"] != "ok"],
+        })
+        if args.verify_unchanged:
+            meta["unmonitored_identical"] = [r["name"] for r in trained if r["unmonitored"]["all_identical"]]
+            meta["unmonitored_differs"] = [r["name"] for r in trained if not r["unmonitored"]["all_identical"]]
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(_clean(doc), indent=1, allow_nan=False) + "\n")
     print(table(rows))
@@ -671,6 +844,26 @@ def main(argv: list[str] | None = None) -> int:
           f"misses (broken by design, not flagged, did not learn): {', '.join(m['misses']) or '-'}\n"
           f"healthy by design, not flagged, did not learn: {', '.join(m['healthy_not_learned_not_flagged']) or '-'}\n"
           f"outcome differs from expectation: {', '.join(m['unexpected_outcomes']) or '-'}")
+    if "agree_combined" in m:
+        print(f"\nover training (Monitor every {m['monitor_every']} on the Adam run): agreement of init + training verdicts "
+              f"with measured outcome {m['agree_combined']}/{len(ok)}, with expectation {m['agree_combined_expected']}/{len(ok)} "
+              f"(training errors only: {m['agree_combined_errors_only']}/{len(ok)})\n"
+              f"false alarms (init or training): {', '.join(m['false_alarms_combined']) or '-'}\n"
+              f"misses (init or training): {', '.join(m['misses_combined']) or '-'}\n"
+              f"healthy by design, not flagged, did not learn (init or training): "
+              f"{', '.join(m['healthy_not_learned_not_flagged_combined']) or '-'}")
+        print("verdict changed by the training view:" + ("" if m["changed_by_training"] else " -"))
+        for c in m["changed_by_training"]:
+            what = "; ".join(f"{f['severity']} {f['kind']} at step {f['step']} on {f['layer']} (value {_fmt_val(f['value'])}, "
+                             f"threshold {_fmt_val(f['threshold'])})" if f["step"] is not None else
+                             f"{f['severity']} {f['kind']} (median over logged steps) on {f['layer']} "
+                             f"(value {_fmt_val(f['value'])}, threshold {_fmt_val(f['threshold'])})" for f in c["findings"])
+            print(f"  {c['name']} (learned={c['learned']}; now {c['now']}): {what}")
+        if m["training_view_failures"]:
+            print(f"training view failed: {', '.join(m['training_view_failures'])}")
+        if "unmonitored_identical" in m:
+            print(f"unmonitored retraining identical (final loss, acc, curve): {len(m['unmonitored_identical'])}/{len(ok)}"
+                  f"; differs: {', '.join(m['unmonitored_differs']) or '-'}")
     print(f"total {total:.1f}s; JSON: {args.out}")
     return 0
 
