@@ -53,19 +53,18 @@ def assert_same_report(single: dict, merged: dict) -> None:
 @pytest.mark.parametrize(("model", "strategy", "loss", "mode"), [
     ("mlp", "ddp", "auto", "train"),             # cross-entropy: each rank's share of the global mean
     ("mlp", "fsdp", "projection", "train"),
-    ("blocks", "fsdp", "mse", "train"),          # residual blocks in a ModuleList: one FSDP unit each
+    ("blocks", "fsdp", "projection", "train"),   # residual blocks in a ModuleList: one FSDP unit each
     ("bn", "ddp", "auto", "eval"),               # BatchNorm with its running statistics (see the README)
     ("transformer", "fsdp", "auto", "train"),
 ])
 def test_two_processes_report_what_one_process_reports(model: str, strategy: str, loss: str, mode: str,
                                                        tmp_path: Path) -> None:
-    if loss == "mse":
-        pytest.skip("mse needs float targets of the output's shape") if model != "blocks" else None
-    loss = "projection" if loss == "mse" else loss
     single = run(model, loss=loss, mode=mode)
     ranks = run_ranks(2, "dist_models:run", tmp_path, model=model, strategy=strategy, loss=loss, mode=mode)
     assert_same_report(single, ranks[0])
     assert ranks[0] == ranks[1]  # every rank holds the same merged report (rank 0 writes it)
+    assert (ranks[0]["run"]["world_size"], ranks[0]["run"]["distributed"]) == (2, strategy)
+    assert (single["run"]["world_size"], single["run"]["distributed"]) == (1, "none")
 
 
 def test_three_processes_with_an_uneven_split_and_several_batches(tmp_path: Path) -> None:
