@@ -19,15 +19,20 @@ from gradcheck_cli.cli.io import (
     boundary,
     append_step_summary,
     check_writable,
+    color_mode,
     console,
     emit,
     fail,
+    log_line,
     progress,
+    timed,
 )
 from gradcheck_cli.cli.formats import CompareFormat
 from gradcheck_cli.cli.options import (
     BatchesOpt,
     BatchSizeOpt,
+    Color,
+    ColorOpt,
     ConfigOpt,
     DebugOpt,
     DeviceOpt,
@@ -46,6 +51,7 @@ from gradcheck_cli.cli.options import (
     OutputOpt,
     PlotOpt,
     QuietOpt,
+    VerboseOpt,
     RangeOpt,
     FactoryArgOpt,
     ImportOpt,
@@ -221,36 +227,51 @@ def analyze(
     config: ConfigOpt = None,
     no_config: NoConfigOpt = False,
     quiet: QuietOpt = False,
+    verbose: VerboseOpt = False,
+    color: ColorOpt = Color.auto,
     debug: DebugOpt = False,
 ) -> None:
     """Run instrumented forward and backward passes and report per-layer signal health.
 
-    Settings come from the command line, then [tool.gradcheck] in the nearest pyproject.toml (or
-    --config FILE), then the defaults.
+    Settings come from the command line, then GRADCHECK_<KEY> environment variables
+    (GRADCHECK_FAIL_ON=all), then the config file (--config FILE, else the nearest gradcheck.toml or
+    pyproject.toml with [tool.gradcheck]), then the defaults.
 
     Exit codes: 0 no finding in the fail set, 1 a finding in the fail set, 2 bad invocation or
     unreadable input, 3 the model failed while running, 4 internal error, 130 interrupted.
     """
     follower = _follower_rank(_value(distributed))
-    err = console(stderr=True) if not follower else _silent_console()
+    colors = color_mode(_value(color))
+    err = console(stderr=True, color=colors) if not follower else _silent_console()
+    log = log_line(err) if verbose else None
     output = _stdout_dash(output)
     with boundary(err, debug):
+        _check_verbosity(quiet, verbose)
         fmt = _choose_format(_value(format), output)
         _check_outputs(output, plot)
         settings = resolve_settings(ctx, config, no_config, verify=verify)
+        for line in settings.sources.lines() if log is not None else ():
+            log(line)
         import_modules(imports or [])
-        from gradcheck_cli.analysis.engine import analyze as run
+        with timed(log, "importing torch and the engine"):
+            from gradcheck_cli.analysis.engine import analyze as run
 
-        with progress(not quiet and err.is_terminal) as bar:
+        with progress(not quiet and err.is_terminal and not follower, verbose and not follower, colors) as bar:
             report = run(model, data=settings.data, factory=settings.factory, trust_pickle=trust_pickle,
                          trust_remote_code=trust_remote_code, factory_args=parse_factory_args(factory_arg or []),
                          options=settings.options, progress=bar)
 
     if not follower:  # a distributed run: rank 0 prints and writes; every rank exits with the same code
-        emit(lambda width: fmt.report(report, width, _view(depth, only_findings, max_rows)), report.summary.verdict,
-             output, quiet, err, debug)
-        _extras(report, fmt, plot, quiet, err, debug)
+        with timed(log, f"rendering {fmt.name}"):
+            emit(lambda width: fmt.report(report, width, _view(depth, only_findings, max_rows)),
+                 report.summary.verdict, output, quiet, err, debug, colors)
+        _extras(report, fmt, plot, quiet, err, debug, log)
     raise typer.Exit(report.summary.exit_code)
+
+
+def _check_verbosity(quiet: bool, verbose: bool) -> None:
+    if quiet and verbose:
+        raise UsageError("give --quiet or --verbose, not both")
 
 
 def _view(depth: int | None, only_findings: bool, max_rows: int | None):  # noqa: ANN202 - render.grouping.View
@@ -304,8 +325,8 @@ def _choose_format(name: str | None, output: Path | None, offered: tuple[str, ..
     return choose(name, output, offered)
 
 
-def _extras(report, fmt: Format, plot: Path | None, quiet: bool, err, debug: bool) -> None:  # noqa: ANN001
-    """What goes beside the main output: the job summary for github, the --plot figure."""
+def _extras(report, fmt: Format, plot: Path | None, quiet: bool, err, debug: bool, log=None) -> None:  # noqa: ANN001
+    """What goes beside the main output: the job summary for github, the --plot figure (timed with --verbose)."""
     if fmt.step_summary:
         append_step_summary(step_summary(report), err)
     if plot is not None:
@@ -313,7 +334,8 @@ def _extras(report, fmt: Format, plot: Path | None, quiet: bool, err, debug: boo
 
         if not quiet and err.is_terminal:  # matplotlib's first import (font cache) can take seconds
             err.print(f"drawing plot {plot} ...", highlight=False, markup=False, soft_wrap=True)
-        emit(lambda _: render_plot(report, plot.suffix.lower().lstrip(".")), "", plot, True, err, debug)
+        with timed(log, f"plot {plot}"):
+            emit(lambda _: render_plot(report, plot.suffix.lower().lstrip(".")), "", plot, True, err, debug)
         if not quiet:
             err.print(f"plot written to {plot}", highlight=False, markup=False, soft_wrap=True)
 
@@ -360,6 +382,8 @@ def compare(
     output: OutputOpt = None,
     show_all: Annotated[bool, typer.Option("--all", help="List unchanged layers too.")] = False,
     quiet: QuietOpt = False,
+    verbose: VerboseOpt = False,
+    color: ColorOpt = Color.auto,
     debug: DebugOpt = False,
 ) -> None:
     """Compare two JSON reports layer by layer; exit 1 if the current one regressed.
@@ -368,21 +392,34 @@ def compare(
     allows, a rectifier layer's dead ratio rose by more than --dead-tolerance, or a finding in the fail
     set appeared. Exit codes: 0 not regressed, 1 regressed, 2 unreadable report or bad option.
     """
-    err = console(stderr=True)
+    colors = color_mode(_value(color))
+    err = console(stderr=True, color=colors)
+    log = log_line(err) if verbose else None
     output = _stdout_dash(output)
     with boundary(err, debug):
         from gradcheck_cli.analysis.options import parse_fail_on
         from gradcheck_cli.report.codec import load_report
         from gradcheck_cli.report.compare import compare as run_compare
 
+        _check_verbosity(quiet, verbose)
         fmt = _choose_format(_value(format), output, offered=COMPARISON_FORMATS)
         if output is not None:
             check_writable(output)
         kinds = sorted(parse_fail_on(fail_on)) if fail_on is not None else None
-        result = run_compare(load_report(baseline, "baseline report"), load_report(current, "current report"), tolerance=tolerance,
-                             dead_tolerance=dead_tolerance, fail_on=kinds, names=(str(baseline), str(current)))
+        with timed(log, f"reading {baseline}"):
+            old = load_report(baseline, "baseline report")
+        with timed(log, f"reading {current}"):
+            new = load_report(current, "current report")
+        if log is not None:
+            log(f"fail set: {','.join(kinds)}" if kinds is not None
+                else f"fail set: the current report's ({','.join(new.run.fail_on) or 'none'})")
+        with timed(log, "comparing"):
+            result = run_compare(old, new, tolerance=tolerance, dead_tolerance=dead_tolerance, fail_on=kinds,
+                                 names=(str(baseline), str(current)))
 
-    emit(lambda _: fmt.comparison(result, show_all), result.verdict, output, quiet, err, debug)  # type: ignore[misc]
+    with timed(log, f"rendering {fmt.name}"):
+        emit(lambda _: fmt.comparison(result, show_all), result.verdict, output, quiet, err, debug,  # type: ignore[misc]
+             colors)
     if fmt.step_summary:
         append_step_summary(step_summary(result), err)
     raise typer.Exit(result.exit_code)
@@ -399,6 +436,8 @@ def render(
     only_findings: OnlyFindingsOpt = False,
     max_rows: MaxRowsOpt = None,
     quiet: QuietOpt = False,
+    verbose: VerboseOpt = False,
+    color: ColorOpt = Color.auto,
     debug: DebugOpt = False,
 ) -> None:
     """Render a saved JSON report in another format, without running the model again.
@@ -407,19 +446,26 @@ def render(
     from it. With only --plot, only the figure is written (add --format or -o for a rendering too).
     Exit codes: 0 rendered (whatever the report found), 2 unreadable report or bad option.
     """
-    err = console(stderr=True)
+    colors = color_mode(_value(color))
+    err = console(stderr=True, color=colors)
+    log = log_line(err) if verbose else None
     plot_only = plot is not None and format is None and output is None
     output = _stdout_dash(output)
     with boundary(err, debug):
         from gradcheck_cli.report.codec import load_report
 
+        _check_verbosity(quiet, verbose)
         fmt = _choose_format(_value(format), output)
         _check_outputs(output, plot)
-        report = load_report(report_file)
+        with timed(log, f"reading {report_file}"):
+            report = load_report(report_file)
+        if log is not None and report.run.config:
+            log(f"config: {report.run.config} (when the report was made)")
     if not plot_only:
-        emit(lambda width: fmt.report(report, width, _view(depth, only_findings, max_rows)), report.summary.verdict,
-             output, quiet, err, debug)
-    _extras(report, fmt, plot, quiet, err, debug)
+        with timed(log, f"rendering {fmt.name}"):
+            emit(lambda width: fmt.report(report, width, _view(depth, only_findings, max_rows)),
+                 report.summary.verdict, output, quiet, err, debug, colors)
+    _extras(report, fmt, plot, quiet, err, debug, log)
 
 
 @app.command()

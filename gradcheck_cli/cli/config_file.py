@@ -1,9 +1,12 @@
 """``[tool.gradcheck]``: settings a project keeps next to its code, merged under the command line.
 
-Resolution is one rule, applied per setting: a flag given on the command line wins, else the
-config file's value, else the built-in default. The file is ``--config FILE`` or, without it, the
-nearest ``pyproject.toml`` holding a ``[tool.gradcheck]`` table found by walking up from the
-current directory (as pytest and ruff do); ``--no-config`` ignores it.
+Resolution is one rule, applied per setting: a flag given on the command line wins, else a
+``GRADCHECK_<KEY>`` environment variable (:func:`load_environment`), else the config file's value,
+else the built-in default. The file is ``--config FILE`` or, without it, found by walking up from
+the current directory (as pytest and ruff do): the nearest folder holding a ``gradcheck.toml`` (its
+keys at the top level) or a ``pyproject.toml`` with a ``[tool.gradcheck]`` table; in one folder
+``gradcheck.toml`` wins, as ``ruff.toml`` does over ``pyproject.toml``. ``--no-config`` ignores the
+file (not the environment).
 
 Keys use the command line's spelling (``fail-on``, ``input-shape``; ``fail_on`` is accepted
 too). Values are checked here, with the file and key in every message, so a typo in CI fails
@@ -13,6 +16,7 @@ loudly instead of silently running with defaults.
 from __future__ import annotations
 
 import sys
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -27,6 +31,9 @@ else:  # pragma: no cover - Python 3.10
     import tomli as tomllib
 
 TABLE = "tool.gradcheck"
+STANDALONE = "gradcheck.toml"
+"""The standalone config file's name: the keys of ``[tool.gradcheck]`` at its top level."""
+ENV_PREFIX = "GRADCHECK_"
 
 
 def _string(value: Any) -> str:
@@ -161,14 +168,19 @@ class FileConfig:
 
     path: Path | None = None
     values: dict[str, Any] = field(default_factory=dict)
+    shadowed: Path | None = None
+    """A ``pyproject.toml`` beside the discovered ``gradcheck.toml`` whose ``[tool.gradcheck]`` was not read."""
 
     def where(self, key: str) -> str:
         return f"{self.path}: [{TABLE}] {key}"
 
 
 def discover(start: Path) -> Path | None:
-    """The nearest ``pyproject.toml`` at or above ``start`` that has a ``[tool.gradcheck]`` table."""
+    """The config at or above ``start``: in each folder from ``start`` up, a ``gradcheck.toml``, else a
+    ``pyproject.toml`` that has a ``[tool.gradcheck]`` table; the nearest folder with either wins."""
     for folder in (start.resolve(), *start.resolve().parents):
+        if (folder / STANDALONE).is_file():
+            return folder / STANDALONE
         candidate = folder / "pyproject.toml"
         if candidate.is_file():
             try:
@@ -199,7 +211,81 @@ def load_config(explicit: Path | None, *, start: Path, enabled: bool = True) -> 
         table = data  # a standalone gradcheck.toml: the keys at the top level
     if not isinstance(table, dict):
         raise UsageError(f"{path}: [{TABLE}] must be a table")
-    return FileConfig(_display(path), _validate(table, path))
+    return FileConfig(_display(path), _validate(table, path), _shadowed(path) if explicit is None else None)
+
+
+def _shadowed(path: Path) -> Path | None:
+    """The ``pyproject.toml`` beside a discovered ``gradcheck.toml`` that holds a ``[tool.gradcheck]`` too."""
+    sibling = path.parent / "pyproject.toml"
+    if path.name != STANDALONE or not sibling.is_file():
+        return None
+    try:
+        return _display(sibling) if TABLE in _tables(_read(sibling)) else None
+    except UsageError:
+        return None
+
+
+@dataclass(frozen=True)
+class EnvConfig:
+    """The validated ``GRADCHECK_<KEY>`` overrides, keyed by the CLI parameter name (``fail_on``)."""
+
+    values: dict[str, Any] = field(default_factory=dict)
+    variables: dict[str, str] = field(default_factory=dict)
+    """The variables read, as set (``{"GRADCHECK_FAIL_ON": "all"}``)."""
+
+
+def env_name(key: str) -> str:
+    """``fail-on`` -> ``GRADCHECK_FAIL_ON``."""
+    return ENV_PREFIX + key.upper().replace("-", "_")
+
+
+def load_environment(environ: Mapping[str, str]) -> EnvConfig:
+    """``GRADCHECK_<KEY>`` for every config key: ``GRADCHECK_FAIL_ON=all``, ``GRADCHECK_SEED=3``.
+
+    A value is read as a TOML value when it is one the key accepts (``3``, ``[8, 16]``, ``["a:dead_relu",
+    "b"]``, ``{dead-ratio = 0.3}``), else as the text itself (``all``, ``8,3,32,32``, ``cuda:1``);
+    ``GRADCHECK_THRESHOLDS`` also takes ``NAME=VALUE,NAME=VALUE``. An empty variable counts as unset;
+    other ``GRADCHECK_*`` names (``GRADCHECK_DIR`` in a CI workflow) are not ours and are left alone. A
+    bad value is a usage error naming the variable.
+    """
+    values: dict[str, Any] = {}
+    variables: dict[str, str] = {}
+    for key, reader in KEYS.items():
+        name = env_name(key)
+        text = environ.get(name, "")
+        if not text.strip():
+            continue
+        try:
+            values[key.replace("-", "_")] = _env_value(reader, text.strip(), key == "thresholds")
+        except TypeError as exc:
+            raise UsageError(f"environment variable {name}={text!r}: must be {exc}") from None
+        except UsageError as exc:
+            raise UsageError(f"environment variable {name}={text!r}: {exc}") from None
+        variables[name] = text
+    return EnvConfig(values, variables)
+
+
+def _env_value(reader: Callable[[Any], Any], text: str, pairs: bool) -> Any:
+    """The TOML reading of ``text`` when the key accepts it, else ``text`` itself (its error if it fails)."""
+    try:
+        return reader(tomllib.loads(f"value = {text}")["value"])
+    except (tomllib.TOMLDecodeError, TypeError, UsageError):
+        pass
+    return reader(_pairs(text) if pairs else text)
+
+
+def _pairs(text: str) -> dict[str, float]:
+    """``dead_ratio=0.3,exploding_gradient_ratio=1e4`` (``--threshold``'s spelling, comma-separated)."""
+    out = {}
+    for item in text.split(","):
+        name, sep, number = item.partition("=")
+        try:
+            if not sep:
+                raise ValueError
+            out[name.strip()] = float(number)
+        except ValueError:
+            raise TypeError("NAME=VALUE pairs separated by commas, e.g. dead_ratio=0.3") from None
+    return out
 
 
 def _read(path: Path) -> dict[str, Any]:
@@ -251,4 +337,4 @@ def _display(path: Path) -> Path:
         return path.resolve()
 
 
-__all__ = ["KEYS", "FileConfig", "discover", "load_config"]
+__all__ = ["KEYS", "EnvConfig", "FileConfig", "discover", "env_name", "load_config", "load_environment"]

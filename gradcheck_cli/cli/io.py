@@ -9,7 +9,8 @@ from __future__ import annotations
 import os
 import sys
 import tempfile
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -33,12 +34,14 @@ def boundary(err, debug: bool) -> Iterator[None]:  # noqa: ANN001
         fail(err, exc, debug, EXIT_INTERNAL, prefix="internal error (please report it): ")
 
 
-def emit(render, verdict: str, output: Path | None, quiet: bool, err, debug: bool) -> None:  # noqa: ANN001
+def emit(render, verdict: str, output: Path | None, quiet: bool, err, debug: bool,  # noqa: ANN001
+         color: str = "auto") -> None:
     """Write the rendering to ``output`` atomically (then print the verdict) or print it to stdout.
 
-    ``render(width)`` gets the console's width for stdout and None for files (full tables).
+    ``render(width)`` gets the console's width for stdout and None for files (full tables); ``color``
+    is the resolved ``--color`` (:func:`color_mode`). Files never get colour.
     """
-    out = console()
+    out = console(color=color)
     try:
         rendered = render(None if output is not None else out.width)
         if output is not None:
@@ -86,13 +89,57 @@ def plain(renderable) -> str:  # noqa: ANN001
     return recorder.export_text()
 
 
-def console(stderr: bool = False):  # noqa: ANN202
+def color_mode(flag: str | None, environ: Mapping[str, str] | None = None) -> str:
+    """``--color`` resolved against the environment conventions: ``always``, ``never`` or ``auto``.
+
+    An explicit ``--color always|never`` wins; else NO_COLOR (set, non-empty: https://no-color.org)
+    means never; else FORCE_COLOR (set, non-empty, not ``0``: https://force-color.org) means always;
+    else ``auto``: colour when the stream is a terminal.
+    """
+    environ = os.environ if environ is None else environ
+    if flag in ("always", "never"):
+        return flag
+    if environ.get("NO_COLOR", ""):
+        return "never"
+    if environ.get("FORCE_COLOR", "") not in ("", "0"):
+        return "always"
+    return "auto"
+
+
+def console(stderr: bool = False, color: str = "auto"):  # noqa: ANN202
+    """A rich console on stdout (or stderr). ``color`` (from :func:`color_mode`) decides the ANSI
+    colours alone; whether the stream is a terminal (progress bar, width) stays what it really is, so
+    ``--color always`` in a CI log colours the text without animating a progress bar there."""
     from rich.console import Console
 
     stream = sys.stderr if stderr else sys.stdout
+    tty = stream.isatty()
     # Not a terminal (CI logs, pipes): a fixed, generous width so tables never wrap mid-row.
-    width = None if stream.isatty() or os.environ.get("COLUMNS") else 160
-    return Console(file=stream, width=width, stderr=stderr)
+    width = None if tty or os.environ.get("COLUMNS") else 160
+    if color == "never":
+        system = None
+    elif color == "always":
+        system = "auto" if tty else ("truecolor" if os.environ.get("COLORTERM") in ("truecolor", "24bit") else "256")
+    else:
+        system = "auto" if tty else None
+    return Console(file=stream, width=width, stderr=stderr, force_terminal=tty, color_system=system,
+                   no_color=False)  # NO_COLOR is read once, by color_mode
+
+
+def log_line(err) -> Callable[[str], None]:  # noqa: ANN001
+    """``--verbose``: a detail line on stderr, ``gradcheck: TEXT``, dim."""
+    def log(text: str) -> None:
+        err.print(f"gradcheck: {text}", style="dim", highlight=False, markup=False, soft_wrap=True)
+    return log
+
+
+@contextmanager
+def timed(log: Callable[[str], None] | None, label: str) -> Iterator[None]:
+    """``--verbose``: ``gradcheck: LABEL: 0.12 s`` once the block has run (nothing without ``log``)."""
+    began = time.perf_counter()
+    yield
+    if log is not None:
+        log(f"{label}: {time.perf_counter() - began:.2f} s")
 
 
 def check_writable(path: Path, flag: str = "--output") -> None:
@@ -130,34 +177,68 @@ def write_atomic(path: Path, content: str | bytes) -> None:
 
 
 class ProgressBar:
-    def __init__(self, progress) -> None:  # noqa: ANN001
+    """The engine's progress observer: a transient bar on a terminal and/or, with ``--verbose``, one line per
+    phase as it ends with its time (printed through the bar's console while it is live, so they do not tear)."""
+
+    def __init__(self, progress, log: Callable[[str], None] | None = None) -> None:  # noqa: ANN001
         self._progress = progress
-        self._task = progress.add_task("starting", total=None)
+        self._task = progress.add_task("starting", total=None) if progress is not None else None
+        self._log = log
+        self._phase: str | None = None
+        self._began = self._start = time.perf_counter()
 
     def stage(self, text: str) -> None:
-        self._progress.update(self._task, description=text)
+        if self._progress is not None:
+            self._progress.update(self._task, description=text)
+        self._next(text)
 
     def batch(self, done: int, total: int) -> None:
-        self._progress.update(self._task, description=f"forward+backward {min(done + 1, total)}/{total}",
-                              completed=done, total=total)
+        if self._progress is not None:
+            self._progress.update(self._task, description=f"forward+backward {min(done + 1, total)}/{total}",
+                                  completed=done, total=total)
+        phase = f"forward+backward ({total} batch{'es' if total != 1 else ''})"
+        if self._phase != phase:
+            self._next(phase)
+
+    def finish(self) -> None:
+        """The last phase's line and the total (``--verbose``)."""
+        self._next(None)
+        if self._log is not None:
+            self._log(f"analysis: {time.perf_counter() - self._start:.2f} s in all")
+
+    def _next(self, phase: str | None) -> None:
+        now = time.perf_counter()
+        if self._log is not None and self._phase is not None:
+            self._log(f"{self._phase}: {now - self._began:.2f} s")
+        self._phase, self._began = phase, now
 
 
 class progress:  # noqa: N801 - used as a context manager
-    def __init__(self, enabled: bool) -> None:
+    """The bar (``enabled``: stderr is a terminal and not --quiet) and the ``--verbose`` phase lines."""
+
+    def __init__(self, enabled: bool, verbose: bool = False, color: str = "auto") -> None:
         self.enabled = enabled
+        self._verbose = verbose
+        self._color = color
         self._rich = None
+        self._bar: ProgressBar | None = None
 
     def __enter__(self):  # noqa: ANN204
-        if not self.enabled:
+        if not self.enabled and not self._verbose:
             return None
-        from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+        err = console(stderr=True, color=self._color)
+        if self.enabled:
+            from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
-        self._rich = Progress(SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), TimeElapsedColumn(),
-                              console=console(stderr=True), transient=True)
-        self._rich.__enter__()
-        return ProgressBar(self._rich)
+            self._rich = Progress(SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), TimeElapsedColumn(),
+                                  console=err, transient=True)
+            self._rich.__enter__()
+        self._bar = ProgressBar(self._rich, log_line(err) if self._verbose else None)  # lines print above the bar
+        return self._bar
 
     def __exit__(self, *exc) -> None:  # noqa: ANN002
+        if self._bar is not None and exc[0] is None:
+            self._bar.finish()
         if self._rich is not None:
             self._rich.__exit__(*exc)
 

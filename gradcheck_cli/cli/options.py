@@ -42,6 +42,12 @@ class Mode(str, Enum):
     eval = "eval"
 
 
+class Color(str, Enum):
+    auto = "auto"
+    always = "always"
+    never = "never"
+
+
 ModelArg = Annotated[str, typer.Argument(
     metavar="MODEL",
     help="Model file (TorchScript, torch.export .pt2, state_dict with --factory, a Hugging Face model folder, pickled module with "
@@ -95,10 +101,21 @@ IgnoreOpt = Annotated[Optional[list[str]], typer.Option(
          "added to the config file's).")]
 ConfigOpt = Annotated[Optional[Path], typer.Option(
     "--config", "-c", metavar="FILE", show_default=False,
-    help="Settings file: a pyproject.toml with [tool.gradcheck], or a TOML file of the same keys. Default: the "
-         "nearest pyproject.toml with [tool.gradcheck] at or above the current directory.")]
-NoConfigOpt = Annotated[bool, typer.Option("--no-config", help="Ignore any config file.")]
+    help="Settings file: a pyproject.toml with [tool.gradcheck], or a TOML file of the same keys (gradcheck.toml). "
+         "Default: the nearest folder at or above the current directory with a gradcheck.toml or a pyproject.toml "
+         "holding [tool.gradcheck] (gradcheck.toml wins in the same folder). GRADCHECK_<KEY> environment variables "
+         "(GRADCHECK_FAIL_ON=all) override the file; flags override both.")]
+NoConfigOpt = Annotated[bool, typer.Option("--no-config", help="Ignore any config file (GRADCHECK_* variables still apply).")]
 QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="Print only the verdict line.")]
+VerboseOpt = Annotated[bool, typer.Option(
+    "--verbose", "-v",
+    help="More detail on stderr: where each setting came from (config file, GRADCHECK_* variables), each phase as "
+         "it ends with its time (loading, forward+backward, diagnosing, rendering) and the total. The report "
+         "itself is unchanged. Not with --quiet.")]
+ColorOpt = Annotated[Color, typer.Option(
+    "--color", case_sensitive=False,
+    help="Colours in the output: auto (when the stream is a terminal; never when NO_COLOR is set, always when "
+         "FORCE_COLOR is set and not 0), always (also into pipes and CI logs) or never (no ANSI escapes at all).")]
 DebugOpt = Annotated[bool, typer.Option("--debug", help="Show Python tracebacks for errors.")]
 StepsOpt = Annotated[Optional[int], typer.Option(
     "--steps", min=1, metavar="N", show_default=False,

@@ -1,4 +1,4 @@
-"""Settings for ``analyze``: command-line values, else the config file, else the defaults.
+"""Settings for ``analyze``: command-line values, else ``GRADCHECK_*`` variables, else the config file, else the defaults.
 
 Kept apart from :mod:`gradcheck_cli.cli.app` so the command definitions read as commands; nothing
 here prints or imports torch. The result is typed: the run's :class:`AnalyzeOptions` and where its
@@ -8,7 +8,9 @@ data comes from (:class:`DataSpec`), each field set once.
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from enum import Enum
 from pathlib import Path
 
@@ -24,43 +26,90 @@ CONFIGURABLE = ("fail_on", "input_shape", "input_range", "dtype", "loss", "devic
 
 
 @dataclass(frozen=True)
+class Sources:
+    """Where the settings came from, for ``--verbose``."""
+
+    config: Path | None = None
+    """The config file read, if any."""
+    shadowed: Path | None = None
+    """A pyproject.toml with ``[tool.gradcheck]`` beside the discovered gradcheck.toml, not read."""
+    from_file: tuple[str, ...] = ()
+    """Keys the config file set (command-line spelling)."""
+    environment: dict[str, str] = field(default_factory=dict)
+    """``GRADCHECK_*`` variables read, as set."""
+    overridden: tuple[str, ...] = ()
+    """Keys the file or the environment set that a flag overrode."""
+    disabled: bool = False
+    """``--no-config``."""
+
+    def lines(self) -> list[str]:
+        """One line per fact, plain text (the CLI prints them under --verbose)."""
+        if self.disabled:
+            out = ["config: none (--no-config)"]
+        elif self.config is None:
+            out = ["config: none found (gradcheck.toml, or pyproject.toml with [tool.gradcheck], at or above "
+                   "the current directory)"]
+        else:
+            out = [f"config: {self.config}" + (f" sets {', '.join(self.from_file)}" if self.from_file else " (empty)")]
+        if self.shadowed is not None:
+            out.append(f"config: {self.shadowed} also has [tool.gradcheck]; not read ({self.config} wins in the "
+                       "same folder)")
+        out += [f"environment: {name}={value}" for name, value in self.environment.items()]
+        if self.overridden:
+            out.append(f"command line overrides: {', '.join(self.overridden)}")
+        return out
+
+
+@dataclass(frozen=True)
 class Settings:
-    """Everything ``analyze`` resolved from its flags and the config file."""
+    """Everything ``analyze`` resolved from its flags, the environment and the config file."""
 
     options: AnalyzeOptions
     data: DataSpec
     factory: str | None
     """Builds the architecture for a weights file (``file.py:function``)."""
+    sources: Sources = field(default_factory=Sources)
 
 
-def resolve_settings(ctx: typer.Context, config: Path | None, no_config: bool, *, verify: bool = False) -> Settings:
-    """Each setting from the command line if given there, else from the config file, else the default.
+def resolve_settings(ctx: typer.Context, config: Path | None, no_config: bool, *, verify: bool = False,
+                     environ: Mapping[str, str] | None = None) -> Settings:
+    """Each setting from the command line if given there, else from a ``GRADCHECK_<KEY>`` environment
+    variable, else from the config file, else the default.
 
-    Thresholds merge key by key (flags win) and ignore rules add up. A config ``input-shape`` is
-    only a default for random data: it yields to ``--input`` as well as to ``--input-shape``; a
-    config ``factory`` is for weights files and yields to a factory given as the model.
+    Thresholds merge key by key (flags over environment over file) and ignore rules add up. A config
+    or environment ``input-shape`` is only a default for random data: it yields to ``--input`` as well
+    as to ``--input-shape``; a config ``factory`` is for weights files and yields to a factory given as
+    the model.
     """
-    from gradcheck_cli.cli.config_file import load_config
+    from gradcheck_cli.cli.config_file import load_config, load_environment
     from gradcheck_cli.loading.factory import is_factory_spec
 
     if config is not None and no_config:
         raise UsageError("give --config or --no-config, not both")
     file = load_config(config, start=Path.cwd(), enabled=not no_config)
+    env = load_environment(os.environ if environ is None else environ)
     params = ctx.params
     settings = {name: _enum_value(params[name]) for name in CONFIGURABLE}
-    for name, value in file.values.items():
-        if name in settings and _is_default(ctx, name):
-            settings[name] = value
+    overridden = []
+    for name, value in (file.values | env.values).items():  # the environment over the file
+        if name in settings:
+            if _is_default(ctx, name):
+                settings[name] = value
+            else:
+                overridden.append(name.replace("_", "-"))
     if params["input"] is not None and not params["input_shape"]:
         settings["input_shape"] = None
     if params["factory"] is None and is_factory_spec(params["model"]):
         settings["factory"] = None
-    thresholds = file.values.get("thresholds", {}) | _parse_thresholds(params["threshold"] or [])
-    ignore = [*file.values.get("ignore", []), *(params["ignore"] or [])]
+    thresholds = (file.values.get("thresholds", {}) | env.values.get("thresholds", {})
+                  | _parse_thresholds(params["threshold"] or []))
+    ignore = [*file.values.get("ignore", []), *env.values.get("ignore", []), *(params["ignore"] or [])]
     options = _options(settings, thresholds, ignore, file.path, verify, _training(settings, params))
     options = dataclasses.replace(options, distributed=_enum_value(params.get("distributed")) or "none",
                                   shard_by=params.get("shard_by"))
-    return Settings(options, _data(params, settings), settings["factory"])
+    sources = Sources(file.path, file.shadowed, tuple(name.replace("_", "-") for name in file.values),
+                      env.variables, tuple(overridden), no_config)
+    return Settings(options, _data(params, settings), settings["factory"], sources)
 
 
 def _options(settings: dict, thresholds: dict[str, float], ignore: list[str], path: Path | None,

@@ -171,6 +171,7 @@ def render_html(report: Report, view: View | None = None) -> str:
         (f'<p class="dim">{_e(m.source)} ({_e(m.format)}, {m.parameters:,} parameters) · device {_e(r.device)} · '
          f"mode {_e(r.mode)} · loss {_e(r.loss)} · {r.batches} batch(es) · seed {r.seed} · exit code {s.exit_code}</p>"),
     ]
+    parts += [f'<p class="dim">config: {_e(r.config)}</p>'] if r.config else []
     parts += [f'<p class="dim">note: {_e(note)}</p>' for note in report.notes]
     if report.findings:
         stepped = any(f.step is not None for f in report.findings)  # findings over training: the step they name

@@ -46,6 +46,7 @@ def render_markdown(report: Report, view: View | None = None) -> str:
         f"{code(m.source)} ({escape(m.format)}, {m.parameters:,} parameters) · device {escape(r.device)} · "
         f"loss {escape(r.loss)} · {r.batches} batch(es) · seed {r.seed} · exit code {s.exit_code}",
     ]
+    out += ["", f"config: {code(r.config)}"] if r.config else []
     out += [f"> note: {escape(note)}" for note in report.notes]
     if report.findings:
         fail_on = set(r.fail_on)

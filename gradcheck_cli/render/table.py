@@ -58,6 +58,8 @@ def header(report: Report) -> Text:
         + f" · seed {r.seed}",
         style="dim",
     )
+    if r.config:
+        text.append(f"\nconfig: {r.config}", style="dim")
     for note in report.notes:
         text.append(f"\nnote: {note}", style="dim")
     return text

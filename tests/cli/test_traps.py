@@ -119,7 +119,7 @@ def test_plot_shows_a_stage_line_on_a_terminal_only(invoke, report_json, tmp_pat
     piped = invoke("render", report_json, "--plot", figure)
     assert piped.exit_code == 0 and "drawing plot" not in piped.stderr  # CI logs: no progress chatter
     real = cli.console
-    monkeypatch.setattr(cli, "console", lambda stderr=False: (
+    monkeypatch.setattr(cli, "console", lambda stderr=False, **_: (
         Console(file=sys.stderr, force_terminal=True, width=200, color_system=None) if stderr else real()))
     result = invoke("render", report_json, "--plot", figure)
     assert result.exit_code == 0, result.output
