@@ -60,28 +60,43 @@ def divergence(losses: list[float], factor: float) -> tuple[int, float] | None:
     return None
 
 
-def growth(steps: list[int], norms: list[float], limit: float) -> Growth | None:
-    """Where the gradient norm grew past ``limit`` x its baseline, if it did."""
+def growth(steps: list[int], norms: list[float], limit: float, losses: list[float] | None = None) -> Growth | None:
+    """Where the gradient norm grew past ``limit`` x its healthy baseline while the loss did not fall, if it did.
+
+    The baseline is the median of the first logged steps before the peak (a spike is not its own
+    reference). A norm that grows while the loss falls is a network leaving a vanishing start (a
+    deep Xavier ReLU stack measured 0.18 -> 2.7 as its loss fell 2.30 -> 1.70), not an explosion;
+    the init-time verdicts already speak for it. ``losses``: the loss at every step (None: not judged).
+    """
     finite = [(s, g) for s, g in zip(steps, norms) if math.isfinite(g)]
-    if len(finite) < 2:
-        return None
-    baseline = statistics.median(g for _, g in finite[:BASELINE_POINTS])
-    if baseline <= 0:
-        return None
     blew_up = len(finite) < len(norms)
+    if len(finite) < (1 if blew_up else 2):
+        return None
     peak_at = len(finite) - 1 if blew_up else max(range(len(finite)), key=lambda i: finite[i][1])
-    if not blew_up and finite[peak_at][1] <= limit * baseline:
+    reference = finite[: min(BASELINE_POINTS, peak_at)] if peak_at else finite[:1] if blew_up else []
+    if not reference:
+        return None  # the largest norm is the first: the model at init (the layer table's), not a growth
+    baseline = statistics.median(g for _, g in reference)
+    if baseline <= 0 or (not blew_up and finite[peak_at][1] <= limit * baseline):
         return None
     start_at = max((i for i in range(peak_at + 1) if finite[i][1] <= HEALTHY_BAND * baseline), default=None)
     if start_at is None or (start_at >= peak_at and not blew_up):
-        return None  # large from the first step on: the model at init (the layer table's), not a growth
-    mid_at = (start_at + peak_at + 1) // 2 if peak_at > start_at else start_at
-    (mid_step, mid), (last_step, last) = finite[mid_at], finite[peak_at]
+        return None
+    start_step, (last_step, last) = finite[start_at][0], finite[peak_at]
+    peak_step = next(s for s, g in zip(steps, norms) if not math.isfinite(g)) if blew_up else last_step
+    if losses and not blew_up and _improved(losses, start_step, peak_step):
+        return None
+    mid_at = (start_at + peak_at + 1) // 2 if peak_at - start_at >= 2 else start_at
+    mid_step, mid = finite[mid_at]
     rate = (last / mid) ** (1 / (last_step - mid_step)) if last_step > mid_step and mid > 0 else math.inf
-    if blew_up:  # the peak is the first step whose norm is no longer finite
-        bad_step = next(s for s, g in zip(steps, norms) if not math.isfinite(g))
-        return Growth(baseline, finite[start_at][0], bad_step, math.inf, rate)
-    return Growth(baseline, finite[start_at][0], last_step, last, rate)
+    return Growth(baseline, start_step, peak_step, math.inf if blew_up else last, rate)
+
+
+def _improved(losses: list[float], start: int, peak: int) -> bool:
+    """The loss at the peak step is below the loss at the last healthy step (both measured, finite)."""
+    if peak >= len(losses) or start >= len(losses):
+        return False
+    return math.isfinite(losses[peak]) and math.isfinite(losses[start]) and losses[peak] < losses[start]
 
 
 def first_growing_layer(report: TrainingReport, limit: float) -> str | None:
@@ -109,7 +124,7 @@ def training_report(run: TrainingRun, thresholds: Thresholds) -> TrainingReport:
     report = TrainingReport(
         steps=run.steps, completed=run.completed, every=run.every, optimizer=run.optimizer,
         lr=run.lr, weight_decay=run.weight_decay, momentum=run.momentum, clip_grad_norm=run.clip_grad_norm, data=run.data, loss=run.losses, logged_steps=steps, grad_norm=norms,
-        layers=_series(run), advice=TrainingAdvice(None, ""), dying=run.dying,
+        layers=_series(run), advice=TrainingAdvice(None, ""), dying=run.dying, dying_after=run.dying_after,
         lr_scan={f"{lr:.6g}": ok for lr, ok in run.scan.items()},
     )
     return _with_advice(report, thresholds, run)
@@ -135,7 +150,8 @@ def _series(run: TrainingRun) -> list[LayerSeries]:
 def _with_advice(report: TrainingReport, t: Thresholds, run: TrainingRun) -> TrainingReport:
     from dataclasses import replace
 
-    grew = growth(report.logged_steps, applied(report.grad_norm, report.clip_grad_norm), t.train_gradient_growth)
+    grew = growth(report.logged_steps, applied(report.grad_norm, report.clip_grad_norm), t.train_gradient_growth,
+                  report.loss)
     diverged = divergence(report.loss, t.divergence)
     healthy = [g for s, g in zip(report.logged_steps, report.grad_norm)
                if math.isfinite(g) and (grew is None or s <= grew.start) and (diverged is None or s < diverged[0])]
@@ -167,4 +183,5 @@ def stable(run: TrainingRun, t: Thresholds) -> bool:
     """A run neither diverged nor let its gradient norm run away (what ``--lr-scan`` looks for)."""
     steps = [p.step for p in run.points]
     norms = applied([p.grad_norm for p in run.points], run.clip_grad_norm)
-    return divergence(run.losses, t.divergence) is None and growth(steps, norms, t.train_gradient_growth) is None
+    return divergence(run.losses, t.divergence) is None and growth(steps, norms, t.train_gradient_growth,
+                                                                      run.losses) is None

@@ -237,6 +237,9 @@ class TrainingReport:
     advice: TrainingAdvice
     dying: dict[str, float] = field(default_factory=dict)
     """Rectifier layer -> fraction of its units alive on the data at step 0 and dead after the last step."""
+    dying_after: int | None = None
+    """The step after which ``dying`` was measured: the last step (``--steps``: on every batch of the cycle),
+    or the last logged step (Monitor: on that step's batch against the first logged step's)."""
     lr_scan: dict[str, bool] = field(default_factory=dict)
     """``--lr-scan``: learning rate (as text) -> whether a run at it stayed stable."""
 

@@ -48,6 +48,8 @@ class TrainingRun:
     losses: list[float] = field(default_factory=list)
     points: list[StepPoint] = field(default_factory=list)
     dying: dict[str, float] = field(default_factory=dict)
+    dying_after: int | None = None
+    """The step after which ``dying`` was measured (see TrainingReport.dying_after)."""
     scan: dict[float, bool] = field(default_factory=dict)
     """``--lr-scan``: learning rate -> whether a run at it stayed stable (filled by the engine's caller)."""
     notes: list[str] = field(default_factory=list)
@@ -67,6 +69,7 @@ def train(loaded: LoadedModel, batches: list[Sample], loss_name: str, options: A
         result.data = _data_note(batches, random_inputs, loss_name)
         alive_after = probe_alive(loaded, batches, options) if result.completed and math.isfinite(result.losses[-1]) else {}
     result.dying = dying_fractions(alive_before, alive_after)
+    result.dying_after = result.completed - 1
     return result
 
 

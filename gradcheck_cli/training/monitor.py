@@ -130,7 +130,7 @@ class Monitor:
         if divergence(run.losses, t.divergence) is not None:
             found.append("diverging_loss")
         norms = applied([p.grad_norm for p in run.points], run.clip_grad_norm)
-        if growth([p.step for p in run.points], norms, t.train_gradient_growth) is not None:
+        if growth([p.step for p in run.points], norms, t.train_gradient_growth, run.losses) is not None:
             found.append("exploding_gradient")
         last = run.points[-1] if run.points else None
         if any(not math.isfinite(v) for v in run.losses) or (last is not None and (
@@ -150,6 +150,7 @@ class Monitor:
         self._flush()
         run.steps = self.steps
         run.dying = dying_fractions(self._recorder.first_alive, self._recorder.last_alive)
+        run.dying_after = run.points[-1].step if run.points else None
         device = str(next(iter(self.loaded.module.parameters())).device)
         return build_report(self.loaded, initial, self.options, notes=[], device=device, loss="(the training loop's)",
                             samples=None, batch_size=None, batches=1, training=run)

@@ -16,10 +16,11 @@ def find(e: Evidence) -> list[Finding]:
     if t is None:
         return []
     limit = e.thresholds.dying
+    after = t.dying_after if t.dying_after is not None else t.completed - 1
     return [
         finding("dying_relu", layer, fraction, limit,
-                f"{fraction:.0%} of the units of {named(e.layers, layer)} were alive at step 0 and are dead after step {t.completed - 1} "
+                f"{fraction:.0%} of the units of {named(e.layers, layer)} were alive at step 0 and are dead after step {after} "
                 f"({t.optimizer}, lr {t.lr:.3g}): once dead, a unit gets no gradient and never recovers",
-                severity="error" if fraction >= 0.5 else None, step=t.completed - 1)
+                severity="error" if fraction >= 0.5 else None, step=after)
         for layer, fraction in t.dying.items() if fraction > limit
     ]

@@ -28,7 +28,7 @@ def over_training(e: Evidence) -> list[Finding]:
     if t is None:
         return []
     limit = e.thresholds.train_gradient_growth
-    grew = growth(t.logged_steps, applied(t.grad_norm, t.clip_grad_norm), limit)
+    grew = growth(t.logged_steps, applied(t.grad_norm, t.clip_grad_norm), limit, t.loss)
     if grew is None:
         return []
     layer = first_growing_layer(t, limit)

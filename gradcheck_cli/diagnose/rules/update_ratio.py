@@ -30,11 +30,13 @@ def find(e: Evidence) -> list[Finding]:
                 "update_ratio", series.name, median, high,
                 f"each step changes {named(e.layers, series.name)} by {median:.2g} of its norm (median over {len(values)} logged steps; "
                 f"~1e-3 is usual): the learning rate {t.lr:.3g} is too high for this layer",
-                hint="lower the learning rate (or this layer's, with a parameter group), or add warm-up"))
+                hint="lower the learning rate (or this layer's, with a parameter group), or add warm-up",
+                step=t.logged_steps[-1] if t.logged_steps else None))
         elif 0 < median < low:
             findings.append(finding(
                 "update_ratio", series.name, median, low,
                 f"each step changes {named(e.layers, series.name)} by only {median:.2g} of its norm (median over {len(values)} logged "
                 f"steps; ~1e-3 is usual): the layer is effectively frozen",
-                hint="raise the learning rate, or fix the vanishing gradient that reaches this layer"))
+                hint="raise the learning rate, or fix the vanishing gradient that reaches this layer",
+                step=t.logged_steps[-1] if t.logged_steps else None))
     return findings
