@@ -266,11 +266,23 @@ def load_environment(environ: Mapping[str, str]) -> EnvConfig:
 
 
 def _env_value(reader: Callable[[Any], Any], text: str, pairs: bool) -> Any:
-    """The TOML reading of ``text`` when the key accepts it, else ``text`` itself (its error if it fails)."""
+    """The TOML reading of ``text`` when the key accepts it, else ``text`` itself. When neither is accepted,
+    the error of the reading the user meant: the TOML one for a number, array or table, else the text's."""
     try:
-        return reader(tomllib.loads(f"value = {text}")["value"])
-    except (tomllib.TOMLDecodeError, TypeError, UsageError):
-        pass
+        parsed = tomllib.loads(f"value = {text}")["value"]
+    except tomllib.TOMLDecodeError:
+        parsed = None
+    meant_toml = isinstance(parsed, (int, float, list, dict)) and not isinstance(parsed, bool)
+    if parsed is not None:
+        try:
+            return reader(parsed)
+        except (TypeError, UsageError):
+            if meant_toml:
+                try:
+                    return reader(_pairs(text) if pairs else text)
+                except (TypeError, UsageError):
+                    pass
+                raise
     return reader(_pairs(text) if pairs else text)
 
 
