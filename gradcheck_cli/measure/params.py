@@ -9,7 +9,7 @@ import torch
 from gradcheck_cli.layers import WEIGHT_KINDS, LayerInfo
 from gradcheck_cli.measure.measurements import ParamMeasure
 from gradcheck_cli.measure.distributed import local_tensor
-from gradcheck_cli.measure.reductions import squares_of
+from gradcheck_cli.measure.reductions import squares_of, sum_of_squares
 
 
 def sums_of_squares(tensors: list[torch.Tensor]) -> list[float]:
@@ -56,23 +56,67 @@ def unit_deviations(params: dict[str, torch.nn.Parameter], unit_dims: dict[str, 
     """||W - the mean unit's weights|| for each weight whose units lie along ``unit_dims[name]`` (rows of a
     Linear, output channels of a conv): 0 exactly when every unit has the same incoming weights.
 
-    One Welford pass per weight (``torch.var_mean`` across units) and one transfer for all of them.
+    Per weight, in blocks of columns (one unit's weight per row): the block copied into one reused
+    float64 buffer, centred in place on its column means, and one BLAS dot; one transfer for all
+    weights. On CPU the former ``var_mean`` across units (a strided float32 Welford reduction) took
+    1.8 ms for a 512x512 weight, 57 of the 30-layer MLP's 62 ms of parameter norms; this takes ~0.2
+    ms, is exact in float64 (float32 Welford was off by ~4e-8 relative), and its memory is one
+    buffer of at most :data:`CENTRING_BLOCK` elements (a fresh one per weight page-faults: 1 ms for
+    2 MiB on this VM).
     """
     names = [n for n in unit_dims if n in params and params[n].dim() >= 2 and params[n].shape[unit_dims[n]] >= 2]
     if not names:
         return {}
     with torch.no_grad():
-        values = []
+        order, values = [], []
+        small: dict[tuple[torch.device, int, int], list[tuple[str, torch.Tensor]]] = {}
+        size = max(max(min(CENTRING_BLOCK, params[n].numel()), params[n].shape[unit_dims[n]]) for n in names)
+        buffers: dict[torch.device, torch.Tensor] = {}
         for name in names:
             w = params[name].detach()
             if sharded and hasattr(w, "full_tensor"):  # FSDP2: the whole weight, one layer at a time
                 w = w.full_tensor()
             units = w.shape[unit_dims[name]]
-            w = w.movedim(unit_dims[name], 0).reshape(units, -1).float()
-            variance, _ = torch.var_mean(w, dim=0, correction=0)
-            values.append(variance.sum() * units)
-        squares = torch.stack(values).cpu().tolist()
-    return {name: math.sqrt(max(value, 0.0)) for name, value in zip(names, squares)}
+            w = w.movedim(unit_dims[name], 0).reshape(units, -1)
+            if w.numel() <= SMALL_WEIGHT:  # many tiny layers: per-call overhead, not bandwidth; batched below
+                small.setdefault((w.device, *w.shape), []).append((name, w))
+                continue
+            buffer = buffers.get(w.device)
+            if buffer is None:
+                buffer = buffers[w.device] = torch.empty(size, dtype=torch.float64, device=w.device)
+            order.append(name)
+            values.append(_centred_squares(w, buffer).reshape(1))
+        for group in small.values():  # weights of one shape: stacked, centred and squared in four calls
+            block = torch.stack([w for _, w in group]).to(torch.float64)
+            block -= block.mean(dim=1, keepdim=True)
+            order += [name for name, _ in group]
+            values.append(block.square_().sum(dim=(1, 2)))
+        squares = torch.cat(values).cpu().tolist()
+    found = dict(zip(order, squares))
+    return {name: math.sqrt(max(found[name], 0.0)) for name in names}
+
+
+SMALL_WEIGHT = 1 << 12
+"""Weights up to this many elements are centred together with the others of their shape (a 4x4
+Linear's own four calls cost ~50 us; 60 of them in one stack ~0.1 ms)."""
+CENTRING_BLOCK = 1 << 18
+"""Elements of the float64 buffer :func:`unit_deviations` centres weights in (2 MiB): a whole
+512x512 weight in one block, a larger one in blocks of columns."""
+
+
+def _centred_squares(w: torch.Tensor, buffer: torch.Tensor) -> torch.Tensor:
+    """Sum over a (units, k) matrix of (w[u, j] - mean over units of w[:, j])^2, as a float64 device
+    scalar: blocks of columns are centred independently, so each is copied into ``buffer`` (at least
+    ``units`` elements, overwritten), centred in place and dotted with itself."""
+    units, k = w.shape
+    step = max(1, buffer.numel() // units)
+    parts = []
+    for start in range(0, k, step):
+        part = w[:, start : start + step]
+        block = buffer[: part.numel()].view(part.shape).copy_(part)
+        block -= block.mean(dim=0)
+        parts.append(sum_of_squares(block.view(-1)))
+    return parts[0] if len(parts) == 1 else torch.stack(parts).sum()
 
 
 def parameter_measures(module: torch.nn.Module, params: dict[str, torch.nn.Parameter], batches: int,
