@@ -35,7 +35,7 @@ def boundary(err, debug: bool) -> Iterator[None]:  # noqa: ANN001
 
 
 def emit(render, verdict: str, output: Path | None, quiet: bool, err, debug: bool,  # noqa: ANN001
-         color: str = "auto") -> None:
+         color: str | None = None) -> None:
     """Write the rendering to ``output`` atomically (then print the verdict) or print it to stdout.
 
     ``render(width)`` gets the console's width for stdout and None for files (full tables); ``color``
@@ -106,12 +106,14 @@ def color_mode(flag: str | None, environ: Mapping[str, str] | None = None) -> st
     return "auto"
 
 
-def console(stderr: bool = False, color: str = "auto"):  # noqa: ANN202
-    """A rich console on stdout (or stderr). ``color`` (from :func:`color_mode`) decides the ANSI
-    colours alone; whether the stream is a terminal (progress bar, width) stays what it really is, so
-    ``--color always`` in a CI log colours the text without animating a progress bar there."""
+def console(stderr: bool = False, color: str | None = None):  # noqa: ANN202
+    """A rich console on stdout (or stderr). ``color`` (from :func:`color_mode`; None: the environment's
+    conventions alone) decides the ANSI colours; whether the stream is a terminal (progress bar, width)
+    stays what it really is, so ``--color always`` in a CI log colours the text without animating a
+    progress bar there."""
     from rich.console import Console
 
+    color = color_mode(None) if color is None else color
     stream = sys.stderr if stderr else sys.stdout
     tty = stream.isatty()
     # Not a terminal (CI logs, pipes): a fixed, generous width so tables never wrap mid-row.
@@ -128,8 +130,10 @@ def console(stderr: bool = False, color: str = "auto"):  # noqa: ANN202
 
 def log_line(err) -> Callable[[str], None]:  # noqa: ANN001
     """``--verbose``: a detail line on stderr, ``gradcheck: TEXT``, dim."""
-    def log(text: str) -> None:
-        err.print(f"gradcheck: {text}", style="dim", highlight=False, markup=False, soft_wrap=True)
+    from rich.text import Text
+
+    def log(text: str) -> None:  # the style on the Text, not the call: a live bar re-drawn below stays as it is
+        err.print(Text(f"gradcheck: {text}", style="dim"), highlight=False, soft_wrap=True)
     return log
 
 
@@ -216,7 +220,7 @@ class ProgressBar:
 class progress:  # noqa: N801 - used as a context manager
     """The bar (``enabled``: stderr is a terminal and not --quiet) and the ``--verbose`` phase lines."""
 
-    def __init__(self, enabled: bool, verbose: bool = False, color: str = "auto") -> None:
+    def __init__(self, enabled: bool, verbose: bool = False, color: str | None = None) -> None:
         self.enabled = enabled
         self._verbose = verbose
         self._color = color

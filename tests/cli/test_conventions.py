@@ -174,6 +174,15 @@ def test_color_always_in_a_pipe_colours_errors_but_draws_no_progress_bar(invoke,
     assert plain.exit_code == 2 and not ANSI.search(plain.stderr) and "gradcheck: error:" in plain.stderr
 
 
+def test_option_errors_before_the_command_follow_the_environment(invoke, report_json, monkeypatch) -> None:
+    monkeypatch.setenv("FORCE_COLOR", "1")
+    forced = invoke("render", report_json, "--bogus")
+    assert forced.exit_code == 2 and ANSI.search(forced.stderr), forced.stderr
+    monkeypatch.setenv("NO_COLOR", "1")
+    plain = invoke("render", report_json, "--bogus")
+    assert plain.exit_code == 2 and not ANSI.search(plain.stderr) and "--bogus" in plain.stderr
+
+
 def test_bad_color_value_is_a_one_line_usage_error(invoke, report_json) -> None:
     line = _one_line_error(invoke("render", report_json, "--color", "sometimes"))
     assert "--color" in line and "sometimes" in line
