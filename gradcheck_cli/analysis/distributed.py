@@ -37,6 +37,8 @@ class Distributed:
     device: torch.device
     shard_by: str | None = None
     _store: Any = None
+    meta_rng: torch.Tensor | None = None
+    """``--meta-init``: the CPU RNG state right after the factory built the model on the meta device."""
 
     def shard_batches(self, batches: list[Any]) -> list[Any]:
         return [batch.shard(self.rank, self.world) for batch in batches]
@@ -63,6 +65,8 @@ class Distributed:
             if isinstance(unit, FSDPModule):
                 unit.set_gradient_divide_factor(1.0)  # sum across ranks, as DDP's hook does
                 unit.set_force_sum_reduction_for_comms(True)  # plain SUM collectives (gloo has no PREMUL_SUM)
+        if self.meta_rng is not None:
+            materialize(module, self.device, self.meta_rng)
         return module
 
     def accumulating(self, wrapped: torch.nn.Module, last: bool) -> Any:
@@ -141,6 +145,67 @@ def start(strategy: str, device: torch.device, shard_by: str | None = None) -> D
     from torch.distributed.distributed_c10d import _get_default_store
 
     return Distributed("ddp" if strategy == "auto" else strategy, rank, world, device, shard_by, _get_default_store())
+
+
+def build_on_meta(spec: str, factory_args: dict[str, Any] | None) -> tuple[torch.nn.Module, torch.Tensor]:
+    """``--meta-init``: the factory's model on the meta device (no memory, no random draws), and the RNG
+    state it left (its own ``manual_seed``), from which :func:`materialize` replays the init."""
+    from gradcheck_cli.loading.factory import call_factory
+
+    with torch.device("meta"):
+        module = call_factory(spec, factory_args)
+    return module, torch.get_rng_state()
+
+
+_RESETS = ("reset_parameters", "_reset_parameters")
+
+
+def materialize(module: torch.nn.Module, device: torch.device, rng: torch.Tensor) -> None:
+    """Give a meta-built, FSDP2-sharded model real values: each rank allocates only its shards
+    (``to_empty``), then every module's own ``reset_parameters`` runs again in module order, from the
+    factory's RNG state, on a full-size temporary of that module's parameters only (one module at a
+    time: a layer, never the model), and each rank keeps its shard of the result. So the values are the
+    ones a normal build draws when its modules initialise in module order (nn.Sequential, ModuleList
+    stacks); an init the factory applies by hand after construction is not replayed (build normally
+    for those). A buffer no reset method rebuilds (one computed in ``__init__``) cannot be restored:
+    that is a usage error naming it.
+    """
+    from torch.distributed.tensor._utils import compute_local_shape_and_global_offset
+
+    module.to_empty(device=device)
+    torch.set_rng_state(rng)
+    rebuilt: set[int] = set()
+    with torch.no_grad():
+        for name, child in module.named_modules():
+            own = dict(child.named_parameters(recurse=False))
+            reset = next((getattr(child, r) for r in _RESETS if callable(getattr(child, r, None))), None)
+            if reset is None:
+                if own:
+                    raise UsageError(f"--meta-init: {name or 'the model'} ({type(child).__name__}) has parameters but no "
+                                     "reset_parameters() to initialise them", hint="build the model normally (no --meta-init)")
+                continue
+            full = {n: torch.empty(p.shape, dtype=p.dtype, device=device) for n, p in own.items()}
+            for n, tensor in full.items():
+                child._parameters[n] = torch.nn.Parameter(tensor, requires_grad=own[n].requires_grad)
+            try:
+                reset()
+            finally:
+                for n, sharded in own.items():
+                    child._parameters[n] = sharded
+            for n, sharded in own.items():
+                local = sharded.to_local() if hasattr(sharded, "to_local") else sharded
+                if hasattr(sharded, "device_mesh"):
+                    shape, offset = compute_local_shape_and_global_offset(sharded.shape, sharded.device_mesh,
+                                                                          sharded.placements)
+                    part = full[n][tuple(slice(o, o + k) for o, k in zip(offset, shape))]
+                else:
+                    part = full[n]
+                local.copy_(part)
+            rebuilt |= {id(b) for b in child.buffers(recurse=False)}
+    stale = [n for n, b in module.named_buffers() if id(b) not in rebuilt]
+    if stale:
+        raise UsageError(f"--meta-init cannot rebuild the buffer {stale[0]} (no reset method recomputes it)",
+                         hint="build the model normally (no --meta-init)")
 
 
 def shard_units(module: torch.nn.Module, pattern: str | None = None) -> list[str]:

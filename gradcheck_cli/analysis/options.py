@@ -188,6 +188,8 @@ class AnalyzeOptions:
     distributed: str = "none"
     """none | auto | ddp | fsdp: run under torchrun across processes (analysis/distributed.py)."""
     shard_by: str | None = None
+    meta_init: bool = False
+    """FSDP: build the factory's model on the meta device and materialise each rank's shards only."""
     """FSDP: shard the submodules matching this glob (default: the blocks of every ModuleList)."""
     training: Any = None
     """A :class:`gradcheck_cli.training.TrainOptions`: train a copy for that many steps and report the

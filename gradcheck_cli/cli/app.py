@@ -73,6 +73,7 @@ from gradcheck_cli.cli.options import (
     LrScanOpt,
     DistributedOpt,
     ShardByOpt,
+    MetaInitOpt,
     DepthOpt,
     OnlyFindingsOpt,
     MaxRowsOpt,
@@ -206,6 +207,7 @@ def analyze(
     lr_scan: LrScanOpt = False,
     distributed: DistributedOpt = "none",  # type: ignore[assignment]
     shard_by: ShardByOpt = None,
+    meta_init: MetaInitOpt = False,
     device: DeviceOpt = "cpu",
     seed: SeedOpt = 0,
     mode: ModeOpt = Mode.train,

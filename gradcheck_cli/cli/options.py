@@ -139,6 +139,9 @@ DistributedOpt = Annotated[Distributed, typer.Option(
     "--distributed", help="Run across the processes torchrun started: ddp (replicated), fsdp (FSDP2, sharded per "
                           "block), auto (ddp when WORLD_SIZE > 1), none. Launch: torchrun --nproc-per-node N -m "
                           "gradcheck_cli analyze ... Rank 0 prints and writes the one report.")]
+MetaInitOpt = Annotated[bool, typer.Option(
+    "--meta-init", help="With --distributed fsdp and a factory: build on the meta device and materialise only each rank's "
+                        "shards, re-running every module's reset_parameters, so the model never exists whole.")]
 ShardByOpt = Annotated[Optional[str], typer.Option(
     "--shard-by", metavar="GLOB", show_default=False,
     help="With --distributed fsdp: shard the submodules matching GLOB as units (default: the blocks of every ModuleList).")]

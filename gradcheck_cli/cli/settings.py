@@ -106,7 +106,7 @@ def resolve_settings(ctx: typer.Context, config: Path | None, no_config: bool, *
     ignore = [*file.values.get("ignore", []), *env.values.get("ignore", []), *(params["ignore"] or [])]
     options = _options(settings, thresholds, ignore, file.path, verify, _training(settings, params))
     options = dataclasses.replace(options, distributed=_enum_value(params.get("distributed")) or "none",
-                                  shard_by=params.get("shard_by"))
+                                  shard_by=params.get("shard_by"), meta_init=bool(params.get("meta_init")))
     sources = Sources(file.path, file.shadowed, tuple(name.replace("_", "-") for name in file.values),
                       env.variables, tuple(overridden), no_config)
     return Settings(options, _data(params, settings), settings["factory"], sources)

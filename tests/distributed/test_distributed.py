@@ -98,3 +98,11 @@ def test_torchrun_cli_writes_one_report_equal_to_the_single_process_one(tmp_path
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout.count("report written to") == 1  # rank 0 only
     assert_same_report(json.loads(single.read_text()), json.loads(merged.read_text()))
+
+
+@pytest.mark.parametrize("model", ["mlp", "blocks"])
+def test_meta_init_gives_the_report_of_the_normal_build(model: str, tmp_path: Path) -> None:
+    single = run(model)
+    ranks = run_ranks(2, "dist_models:run", tmp_path, model=model, strategy="fsdp", meta_init=True)
+    assert_same_report(single, ranks[0])
+    assert any("--meta-init" in note for note in ranks[0]["notes"])

@@ -42,7 +42,7 @@ def test_gradient_descent_past_the_limit_diverges_at_the_predicted_rate() -> Non
     report = analyze(model, x, target=y, training=TrainOptions(steps=60, optimizer="sgd", lr=lr))
     t = report.training
     assert {"diverging_loss", "exploding_gradient"} <= _over_training(report)
-    grew = growth(t.logged_steps, applied(t.grad_norm, None), report.run.thresholds["train_gradient_growth"])
+    grew = growth(t.logged_steps, applied(t.grad_norm, None), report.run.thresholds["train_gradient_growth"], t.loss)
     assert grew is not None
     assert grew.rate == pytest.approx(abs(1 - lr * lam), rel=0.01)  # 1.1x per step
     # the advice's lr bound is the stability limit 2 / lambda_max, read back from the measured rate
