@@ -27,7 +27,7 @@ if TYPE_CHECKING:  # pragma: no cover
 from gradcheck_cli.analysis.options import AnalyzeOptions, DataSpec
 from gradcheck_cli.report.model import Report
 from gradcheck_cli.measure.measurements import Measurements
-from gradcheck_cli.measure.params import parameter_measures, unit_dims
+from gradcheck_cli.measure.params import HotSquares, parameter_measures, unit_dims
 from gradcheck_cli.measure.collector import StatsCollector
 from gradcheck_cli.measure.topology import analyse as analyse_topology
 
@@ -92,7 +92,9 @@ def analyze(
         device = group.device
     try:
         progress.stage("loading model")
-        if isinstance(model, (str, Path)):
+        if options.meta_init:
+            loaded = _meta_model(model, group, factory_args)
+        elif isinstance(model, (str, Path)):
             loaded = load_model(str(model), factory=factory, trust_pickle=trust_pickle, device=device,
                                 trust_remote_code=trust_remote_code, factory_args=factory_args)
         else:
@@ -122,6 +124,9 @@ def _on_device(module: Any, device: torch.device) -> Iterator[None]:
     """Run on ``device``; a caller's module that lives elsewhere goes back where it was afterwards."""
     first = next(iter(module.parameters()), None)
     home = first.device if first is not None else device
+    if home.type == "meta":  # --meta-init: materialised on its device when sharded
+        yield
+        return
     if home != device:
         module.to(device)
     try:
@@ -214,6 +219,22 @@ def _gc_paused() -> Iterator[None]:
             gc.enable()
 
 
+def _meta_model(model: Any, group: Distributed | None, factory_args: dict[str, Any] | None) -> LoadedModel:
+    """``--meta-init``: a factory's model built on the meta device, to be materialised shard by shard."""
+    from gradcheck_cli.analysis.distributed import build_on_meta
+    from gradcheck_cli.loading.factory import is_factory_spec
+
+    if group is None or group.strategy != "fsdp":
+        raise UsageError("--meta-init needs --distributed fsdp", hint="only sharded parameters can skip the full model")
+    if not isinstance(model, str) or not is_factory_spec(model):
+        raise UsageError("--meta-init needs a factory (model.py:build) that builds the model",
+                         hint="a file holds real weights already: load it without --meta-init")
+    module, group.meta_rng = build_on_meta(model, factory_args)
+    return LoadedModel(module, "factory", model, notes=[
+        "--meta-init: built on the meta device; each rank materialised only its shards and re-ran every module's "
+        "reset_parameters in module order"])
+
+
 def _has_batchnorm(module: torch.nn.Module) -> bool:
     return any(isinstance(m, torch.nn.modules.batchnorm._BatchNorm) for m in module.modules())
 
@@ -248,16 +269,23 @@ def run(loaded: LoadedModel, batches: list[Sample], loss_name: str, options: Ana
     wrapped = group.wrap(module) if group is not None else None  # FSDP2 replaces the parameters: first
     with _preserved(module, options.mode, settable=loaded.mode_settable) as params, _gc_paused():
         torch.manual_seed(options.seed)
-        with instrument(loaded, collector, functional=options.functional) as forward:
-            forward = wrapped if wrapped is not None else forward
-            for i, batch in enumerate(batches):
-                progress.batch(i, len(batches))
-                with group.accumulating(wrapped, last=i == len(batches) - 1) if group is not None else nullcontext():
-                    forward_backward(module, forward, batch, loss_name, options.seed + i, collector)
-            progress.batch(len(batches), len(batches))
+        hot = HotSquares(params) if group is None else None  # norms taken in the last backward pass
+        try:
+            with instrument(loaded, collector, functional=options.functional) as forward:
+                forward = wrapped if wrapped is not None else forward
+                for i, batch in enumerate(batches):
+                    progress.batch(i, len(batches))
+                    if hot is not None:
+                        hot.armed = i == len(batches) - 1
+                    with group.accumulating(wrapped, last=i == len(batches) - 1) if group is not None else nullcontext():
+                        forward_backward(module, forward, batch, loss_name, options.seed + i, collector)
+                progress.batch(len(batches), len(batches))
+        finally:
+            if hot is not None:
+                hot.remove()
         layer_stats = collector.finalize()
         measured = parameter_measures(module, params, len(batches), unit_dims(collector.layers),
-                                      sharded=group is not None and group.strategy == "fsdp")
+                                      sharded=group is not None and group.strategy == "fsdp", hot=hot)
     topology = analyse_topology(collector.root, collector.nodes)
     collector.root, collector.nodes = None, {}  # the graph's skeleton is not kept
     return Measurements(layer_stats, measured, topology)

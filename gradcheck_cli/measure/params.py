@@ -12,8 +12,10 @@ from gradcheck_cli.measure.distributed import local_tensor
 from gradcheck_cli.measure.reductions import squares_of, sum_of_squares
 
 
-def sums_of_squares(tensors: list[torch.Tensor]) -> list[float]:
-    """Sum of squares of each tensor, with one device-to-host transfer.
+def sums_of_squares(tensors: list[torch.Tensor], known: dict[int, torch.Tensor] | None = None) -> list[float]:
+    """Sum of squares of each tensor, with one device-to-host transfer. ``known``: index -> the float32
+    device scalar ``squares_of(tensors[index]).float()`` already taken (by :class:`HotSquares`), for
+    large tensors only: the same kernel on the same values, so the same bits.
 
     Large tensors take a BLAS dot each (``reductions.squares_of``): on CPU it streams at memory speed,
     where ``_foreach_norm`` (a loop of norm kernels there) is slower. The many small ones (biases,
@@ -23,7 +25,8 @@ def sums_of_squares(tensors: list[torch.Tensor]) -> list[float]:
     big = [i for i, t in enumerate(tensors) if t.numel() >= 1 << 16]
     groups: list[tuple[list[int], torch.Tensor]] = []
     if big:
-        groups.append((big, torch.stack([squares_of(tensors[i]).float() for i in big])))
+        known = known or {}
+        groups.append((big, torch.stack([known[i] if i in known else squares_of(tensors[i]).float() for i in big])))
     small = [i for i, t in enumerate(tensors) if t.numel() < 1 << 16]
     for low in (False, True):  # half-precision norms overflow at 65504: accumulate those in float32
         group = [i for i in small if (tensors[i].dtype in (torch.float16, torch.bfloat16)) == low]
@@ -119,8 +122,38 @@ def _centred_squares(w: torch.Tensor, buffer: torch.Tensor) -> torch.Tensor:
     return parts[0] if len(parts) == 1 else torch.stack(parts).sum()
 
 
+LARGE = 1 << 16
+"""Tensors from this many elements take a BLAS dot each in :func:`sums_of_squares` (and may be taken hot)."""
+
+
+class HotSquares:
+    """The weight's and the gradient's sum of squares of each large parameter, taken in a
+    post-accumulate-grad hook of the last backward pass, right after autograd wrote the gradient
+    and while the weight (read again by the layer's backward) is in cache, instead of one more read
+    of every weight and gradient from memory after the pass. Armed for the last batch only (the
+    gradient is final then); a tied parameter has one accumulation node, so it is taken once. Not
+    for distributed runs, whose gradients are reduced after these hooks."""
+
+    def __init__(self, params: dict[str, torch.nn.Parameter]) -> None:
+        self.armed = False
+        self.squares: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
+        """id(parameter) -> (weight squares, gradient squares), float32 device scalars."""
+        self._handles = [p.register_post_accumulate_grad_hook(self._take) for p in params.values()
+                         if p.requires_grad and p.numel() >= LARGE]
+
+    def _take(self, p: torch.Tensor) -> None:
+        if self.armed and p.grad is not None:
+            self.squares[id(p)] = (squares_of(p.detach()).float(), squares_of(p.grad.detach()).float())
+
+    def remove(self) -> None:
+        for handle in self._handles:
+            handle.remove()
+        self._handles = []
+
+
 def parameter_measures(module: torch.nn.Module, params: dict[str, torch.nn.Parameter], batches: int,
-                       unit_dims: dict[str, int] | None = None, sharded: bool = False) -> list[ParamMeasure]:
+                       unit_dims: dict[str, int] | None = None, sharded: bool = False,
+                       hot: HotSquares | None = None) -> list[ParamMeasure]:
     """Gradient and weight norms per unique parameter, with fused multi-tensor kernels and one
     device-to-host transfer. Gradients are the mean over batches; tied names become aliases. For the
     weights of ``unit_dims``, also how far their units' weights are from identical. ``sharded``: the
@@ -133,8 +166,17 @@ def parameter_measures(module: torch.nn.Module, params: dict[str, torch.nn.Param
         return []
     with torch.no_grad():
         weights = [local_tensor(p.detach()) for p in plist]
-        grads = [local_tensor(p.grad.detach()) for p in plist if p.grad is not None]
-        squares = sums_of_squares(weights + grads)
+        with_grad = [p for p in plist if p.grad is not None]
+        grads = [local_tensor(p.grad.detach()) for p in with_grad]
+        known: dict[int, torch.Tensor] = {}
+        if hot is not None and hot.squares:  # taken in the last backward pass (see HotSquares)
+            for i, p in enumerate(plist):
+                if id(p) in hot.squares:
+                    known[i] = hot.squares[id(p)][0]
+            for j, p in enumerate(with_grad):
+                if id(p) in hot.squares:
+                    known[len(plist) + j] = hot.squares[id(p)][1]
+        squares = sums_of_squares(weights + grads, known)
         if sharded:
             squares = _summed_across_ranks(squares)
         values = [math.sqrt(max(v, 0.0)) if not math.isnan(v) else v for v in squares]
