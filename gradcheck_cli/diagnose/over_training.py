@@ -64,7 +64,8 @@ def growth(steps: list[int], norms: list[float], limit: float, losses: list[floa
     """Where the gradient norm grew past ``limit`` x its healthy baseline while the loss did not fall, if it did.
 
     The baseline is the median of the first logged steps before the peak (a spike is not its own
-    reference). A norm that grows while the loss falls is a network leaving a vanishing start (a
+    reference). A norm that grows while the loss keeps falling (never 1% above its value where the
+    growth began, up to the logged step after the peak) is a network leaving a vanishing start (a
     deep Xavier ReLU stack measured 0.18 -> 2.7 as its loss fell 2.30 -> 1.70), not an explosion;
     the init-time verdicts already speak for it. ``losses``: the loss at every step (None: not judged).
     """
@@ -84,7 +85,8 @@ def growth(steps: list[int], norms: list[float], limit: float, losses: list[floa
         return None
     start_step, (last_step, last) = finite[start_at][0], finite[peak_at]
     peak_step = next(s for s, g in zip(steps, norms) if not math.isfinite(g)) if blew_up else last_step
-    if losses and not blew_up and _improved(losses, start_step, peak_step):
+    later = [st for st in steps if st > peak_step]
+    if losses and not blew_up and not _rose(losses, start_step, later[0] if later else len(losses) - 1):
         return None
     mid_at = (start_at + peak_at + 1) // 2 if peak_at - start_at >= 2 else start_at
     mid_step, mid = finite[mid_at]
@@ -92,11 +94,18 @@ def growth(steps: list[int], norms: list[float], limit: float, losses: list[floa
     return Growth(baseline, start_step, peak_step, math.inf if blew_up else last, rate)
 
 
-def _improved(losses: list[float], start: int, peak: int) -> bool:
-    """The loss at the peak step is below the loss at the last healthy step (both measured, finite)."""
-    if peak >= len(losses) or start >= len(losses):
-        return False
-    return math.isfinite(losses[peak]) and math.isfinite(losses[start]) and losses[peak] < losses[start]
+LOSS_RISE = 1.01
+"""The loss "rose" during a growth when it exceeded its value at the last healthy step by 1%."""
+
+
+def _rose(losses: list[float], start: int, until: int) -> bool:
+    """The loss went above its value at ``start`` (or non-finite) at some step after it, up to ``until``
+    (the logged step after the peak: a spike's damage shows in the steps after it)."""
+    if start >= len(losses) or not math.isfinite(losses[start]):
+        return True
+    reference = losses[start]
+    return any(not math.isfinite(v) or v > reference * LOSS_RISE if reference > 0 else v > reference
+               for v in losses[start + 1 : until + 1])
 
 
 def first_growing_layer(report: TrainingReport, limit: float) -> str | None:
