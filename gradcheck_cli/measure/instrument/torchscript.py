@@ -126,6 +126,11 @@ def plan_graph(graph: torch._C.Graph, names: dict[str, str] | None = None) -> li
         slope = _constant(inputs[1]) if kind == "leaky_relu" and len(inputs) > 1 else None
         if slope is not None:
             attrs["negative_slope"] = slope
+        if kind == "conv":  # aten::_convolution/convolution(x, w, b, stride, pad, dil, transposed, out_pad, groups, ...)
+            slot = 8 if "convolution" in op_name else 6  # aten::conv1d/2d/3d(x, w, b, stride, pad, dil, groups)
+            groups = _constant(inputs[slot]) if len(inputs) > slot else None
+            if groups is not None and groups > 1:
+                attrs["groups"] = groups
         planned.append((node, NodeSpec(op_name, kind, path, type_name, param_roles(kind, params, op_name), attrs)))
     observed = {spec.module_path for _, spec in planned}
     norms = decomposed_norms([(path, type_name, params) for _, path, type_name, params in others], observed)
