@@ -439,6 +439,9 @@ DESCRIPTION_HELP = ("Every command answers --help with the same information as t
                     "global options go before the command name.")
 
 FILES = (
+    ("gradcheck.toml",
+     ("The settings as top-level keys; found by walking up from the current directory, and preferred to a "
+      "pyproject.toml in the same folder; --config FILE overrides.")),
     ("pyproject.toml",
      "[tool.gradcheck] table, found by walking up from the current directory; --config FILE overrides."),
 )
@@ -446,7 +449,13 @@ FILES = (
 ENVIRONMENT = (
     ("COLUMNS", ("Width of the tables. When unset, the terminal's width, or 160 columns when the output is "
                  "not a terminal (CI logs), so rows never wrap.")),
-    ("NO_COLOR", "When set, no colours (rich's convention)."),
+    ("NO_COLOR", "When set (non-empty), no colours; --color overrides."),
+    ("FORCE_COLOR", "When set (non-empty, not 0), colours even when the output is not a terminal; NO_COLOR wins."),
+    ("GRADCHECK_<KEY>", ("Any config key for analyze (GRADCHECK_FAIL_ON, GRADCHECK_DEVICE, GRADCHECK_STEPS ...): "
+                         "overrides the config file, yields to the command line; a bad value is a usage error.")),
+    ("GRADCHECK_DIST_TIMEOUT", ("Seconds a distributed run (--distributed) waits on a collective before a hung rank "
+                                "ends every rank (default 300).")),
+    ("RANK, WORLD_SIZE, LOCAL_RANK, MASTER_ADDR, MASTER_PORT", "Set by torchrun; --distributed reads them."),
     ("_GRADCHECK_COMPLETE", ("Set by the shell completion scripts (see --show-completion) to ask for "
                              "completions instead of running a command; not for interactive use.")),
 )
