@@ -178,14 +178,16 @@ class StatsCollector:
         numel, node, slot = output.numel(), output.grad_fn, output.output_nr
         grads = self._grads
 
-        def measure(grad: torch.Tensor | None) -> None:
+        if node is None:
+            output.register_hook(lambda grad: grads.append((index, numel, gradient_moments(grad.detach()))))
+            return
+
+        def pre_hook(grad_outputs: tuple[torch.Tensor | None, ...]) -> None:  # one frame a layer, not two
+            grad = grad_outputs[slot]
             if grad is not None:
                 grads.append((index, numel, gradient_moments(grad)))
 
-        if node is None:
-            output.register_hook(lambda grad: measure(grad.detach()))
-        else:
-            node.register_prehook(lambda grad_outputs: measure(grad_outputs[slot]))
+        node.register_prehook(pre_hook)
 
     def wants_time(self, info: LayerInfo) -> bool:
         """Whether this recurrent row still needs its through-time profile (measured once, first call)."""

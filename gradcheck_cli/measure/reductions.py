@@ -92,6 +92,9 @@ def _unit_moments(x: torch.Tensor, unit_dim: int | None,
     that the subtraction kept its precision (:data:`RAW_MOMENT_AMPLIFICATION`) costs no
     synchronisation, and when it did not, the exact pass (centre into ``temporary()``, dot) runs.
     """
+    if unit_dim is not None and unit_dim == x.dim() - 1 >= 1 and x.is_contiguous() and on_host(x):
+        # the usual case (see below), decided before building anything: this runs once per layer per call
+        return torch.batch_norm_update_stats(x.view(-1, x.shape[-1]), None, None, 0.0)
     dims = tuple(d for d in range(x.dim()) if unit_dim is None or d != unit_dim)
     if not dims:  # a 0-d output, or one value per unit: nothing to centre within a unit
         return x.reshape(-1), x.new_zeros(())
