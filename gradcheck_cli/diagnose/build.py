@@ -241,7 +241,8 @@ def _layer(position: int, stats: LayerStats | None, infos: list[LayerInfo], para
     )
     init = None
     if info.kind in WEIGHT_KINDS and weight is not None and weight.numel and info.observable:
-        summary = WeightSummary(weight.shape, weight.weight_norm / math.sqrt(weight.numel))
+        shape = weight.shape[-int(info.attrs["expert_slice"]):] if info.attrs.get("expert_slice") else weight.shape
+        summary = WeightSummary(shape, weight.weight_norm / math.sqrt(weight.numel))  # an expert: its slice's fans
         init = init_advice(infos, position, summary, deep_tanh)
         if weight.unit_deviation is not None:
             spread = weight.unit_deviation / weight.weight_norm if weight.weight_norm else 0.0

@@ -42,6 +42,11 @@ def _functional_kinds() -> dict[Any, str]:
 
 _FUNCTIONAL = _functional_kinds()
 _FUNCTIONAL_LAYERS = {F.linear: "linear", F.conv1d: "conv", F.conv2d: "conv", F.conv3d: "conv", F.embedding: "embedding"}
+_EXPERT_MATMULS = {fn for fn in (getattr(F, "grouped_mm", None), getattr(torch, "_grouped_mm", None), torch.bmm) if fn}
+"""Fused-expert products ``x @ W`` whose weight operand (in, out per expert) is a model parameter or a slice,
+index or transpose of one (Hugging Face MoE's grouped_mm / batched_mm implementations)."""
+for _fn in _EXPERT_MATMULS:
+    _FUNCTIONAL_LAYERS[_fn] = "linear"
 """Weight layers called as functions with a module's parameters (``F.linear(x, self.w)`` in Mamba-style
 code, fused MoE experts): observed like activations, their parameters found by identity."""
 
@@ -142,17 +147,34 @@ class _ActivationMode(TorchFunctionMode):
             self.calls.collector.observe(self.calls.row(name, kind, f"F.{func.__name__}", attrs=attrs), out)
         return out
 
+    def _parameter_of(self, weight: Any, *, matmul: bool) -> tuple[str | None, dict[str, float]]:
+        """The model parameter a weight operand is, or is a slice/index/transpose of (an expert of a fused
+        expert weight: ``F.linear(x, self.gate_up_proj[e])``, ``grouped_mm(x, W.transpose(-2, -1))``), with
+        the row's attrs: for a derived operand, ``expert_slice`` (its fans are those of one expert's matrix,
+        the parameter's last two dims) and ``transposed_weight`` when the parameter stores (in, out)."""
+        name = self.calls.param_names.get(id(weight))
+        if not isinstance(weight, torch.Tensor) or (name is not None and not matmul):
+            return name, {}
+        source = weight if name is not None else _leaf_parameter(weight)
+        name = self.calls.param_names.get(id(source)) if source is not None else None
+        if name is None or source.dim() < 2 or weight.dim() < 2:
+            return None, {}
+        attrs = {"expert_slice": 2.0} if source.dim() > 2 or source is not weight else {}
+        stored, used = tuple(source.shape[-2:]), tuple(weight.shape[-2:])
+        # F.linear's operand is (out, in); a matmul's is (in, out): a parameter that matches the operand's
+        # own layout in a matmul stores (in, out), i.e. transposed against nn.Linear's
+        if matmul and stored == used and stored[0] != stored[1]:
+            attrs["transposed_weight"] = 1.0
+        return name, attrs
+
     def _weight_layer(self, func, kind: str, args: tuple, kwargs: dict, out: torch.Tensor) -> None:  # noqa: ANN001
         """A functional weight layer whose weight is one of the model's parameters gets a row of its own."""
         weight = args[1] if len(args) > 1 else kwargs.get("weight")
         bias = args[2] if len(args) > 2 and kind != "embedding" else kwargs.get("bias")
-        weight_name = self.calls.param_names.get(id(weight))
-        attrs: dict[str, float] = {}
-        if weight_name is None and isinstance(weight, torch.Tensor) and weight._base is not None:
-            # one expert's slice of a fused expert weight (HF MoE: F.linear(x, self.gate_up_proj[e])): the
-            # row is that call, its parameter the whole fused tensor, its fans those of the slice
-            weight_name = self.calls.param_names.get(id(weight._base))
-            attrs = {"expert_slice": float(weight.dim())}
+        weight_name, attrs = self._parameter_of(weight, matmul=func in _EXPERT_MATMULS)
+        if weight_name is None and func is torch.bmm and args:  # bmm(W, x): the weight first, (out, in) per expert
+            weight_name, attrs = self._parameter_of(args[0], matmul=False)
+            bias = None
         if weight_name is None:
             return  # computed weights (not a parameter): nothing to attribute the gradient to
         params = {"weight": weight_name}
@@ -163,6 +185,25 @@ class _ActivationMode(TorchFunctionMode):
         name = f"{parent}.{op}" if parent else op
         with torch._C.DisableTorchFunction():
             self.calls.collector.observe(self.calls.row(name, kind, f"F.{op}", params=params, attrs=attrs), out)
+
+
+def _leaf_parameter(t: torch.Tensor, depth: int = 4) -> torch.Tensor | None:
+    """The parameter a tensor is a view or an index of: its ``_base``, else the leaf reached through at most
+    ``depth`` single-input autograd nodes (select, index, transpose, expand)."""
+    if t._base is not None and isinstance(t._base, nn.Parameter):
+        return t._base
+    node = t.grad_fn
+    for _ in range(depth):
+        if node is None:
+            return None
+        inputs = [n for n, _ in node.next_functions if n is not None]
+        if len(inputs) != 1:
+            return None
+        node = inputs[0]
+        variable = getattr(node, "variable", None)
+        if variable is not None:
+            return variable if isinstance(variable, nn.Parameter) else None
+    return None
 
 
 @contextmanager
