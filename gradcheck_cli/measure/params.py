@@ -48,7 +48,7 @@ def unit_dims(layers: list[LayerInfo]) -> dict[str, int]:
     dims = {}
     for info in layers:
         name = info.params.get("weight")
-        if info.kind in WEIGHT_KINDS and name:
+        if info.kind in WEIGHT_KINDS and name and not info.attrs.get("expert_slice"):  # experts are not units
             transposed = info.type_name == "Conv1D" or bool(info.attrs.get("transposed_weight")) or info.kind == "conv_transpose"
             dims[name] = 1 if transposed else 0
     return dims
