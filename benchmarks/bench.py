@@ -83,8 +83,15 @@ def lstm() -> tuple[nn.Module, tuple[torch.Tensor, ...]]:
     return LSTMNet(), (torch.randn(16, 64, 128),)
 
 
+def tiny60() -> tuple[nn.Module, tuple[torch.Tensor, ...]]:
+    """60 Linear(4, 4) layers, batch 2: the layers cost next to nothing, so analyze minus bare is
+    gradcheck's fixed cost per call (instrumenting, statistics' Python, finalising, rules, report)."""
+    return nn.Sequential(*[nn.Linear(4, 4) for _ in range(60)]), (torch.randn(2, 4),)
+
+
 MODELS: dict[str, Callable[[], tuple[nn.Module, tuple[torch.Tensor, ...]]]] = {
     "mlp30": mlp30, "resnet_bn": resnet_bn, "gpt2_small": gpt2_small, "lstm": lstm, "gpt2_large": gpt2_large,
+    "tiny60": tiny60,
 }
 def onnx_mlp30() -> tuple[object, tuple[torch.Tensor, ...]]:
     """The 30-layer MLP exported to ONNX and run by gradcheck's interpreter. The bare step runs the
@@ -123,8 +130,8 @@ def _steps(model: nn.Module, inputs: tuple[torch.Tensor, ...], device: str, samp
         compute_loss("projection", out, None, 0).backward()
         model.zero_grad(set_to_none=True)
 
-    def instrumented() -> None:
-        analyze(target, inputs, device=device, sample_stats=sample_stats)
+    def instrumented() -> object:
+        return analyze(target, inputs, device=device, sample_stats=sample_stats)
 
     return bare, instrumented
 
@@ -169,30 +176,44 @@ def time_ratio(name: str, device: str, pairs: int, warmup: int, sample_stats: in
     steps = {"bare": bare, "analyze": instrumented}
     if floor and isinstance(model, nn.Module):  # the ONNX interpreter has no leaf modules to hook
         steps["floor"] = _floor_step(model, bare)
-    times = alternate(steps, device, pairs, warmup)
+    cpu: dict[str, list[float]] = {}
+    times = alternate(steps, device, pairs, warmup, cpu=cpu)
     bare_s, analyze_s = statistics.median(times["bare"]), statistics.median(times["analyze"])
     # each pair's own ratio: adjacent runs share the machine's state, so on a shared VM whose speed
     # drifts between pairs this is the steadier estimate; the table shows both
     result = {"bare_ms": bare_s * 1e3, "analyze_ms": analyze_s * 1e3, "time_ratio": analyze_s / bare_s,
-              "pair_ratio": _pair_ratio(times["analyze"], times["bare"])}
+              "pair_ratio": _pair_ratio(times["analyze"], times["bare"]),
+              # CPU time of this process (time.process_time): what other processes' load does not inflate
+              "bare_cpu_ms": statistics.median(cpu["bare"]) * 1e3, "analyze_cpu_ms": statistics.median(cpu["analyze"]) * 1e3,
+              "cpu_ratio": _pair_ratio(cpu["analyze"], cpu["bare"]),
+              "worst_over_median": max(times["analyze"]) / analyze_s,
+              "layers": len(instrumented().layers)}
     if "floor" in times:
         result["floor_ratio"] = _pair_ratio(times["floor"], times["bare"])
+        result["floor_cpu_ratio"] = _pair_ratio(cpu["floor"], cpu["bare"])
+        result["floor_cpu_ms"] = statistics.median(cpu["floor"]) * 1e3
     return result
 
 
-def alternate(steps: dict[str, Callable[[], None]], device: str, rounds: int, warmup: int) -> dict[str, list[float]]:
-    """Seconds of each step in every round; the steps alternate within a round (after ``warmup`` rounds)."""
+def alternate(steps: dict[str, Callable[[], None]], device: str, rounds: int, warmup: int,
+              cpu: dict[str, list[float]] | None = None) -> dict[str, list[float]]:
+    """Seconds of each step in every round; the steps alternate within a round (after ``warmup`` rounds).
+    ``cpu``, when given, receives each step's CPU seconds (``time.process_time``) alike."""
     for _ in range(warmup):
         for step in steps.values():
             step()
     times: dict[str, list[float]] = {label: [] for label in steps}
+    if cpu is not None:
+        cpu.update({label: [] for label in steps})
     for _ in range(rounds):
         for label, step in steps.items():
             _sync(device)
-            start = time.perf_counter()
+            start, start_cpu = time.perf_counter(), time.process_time()
             step()
             _sync(device)
             times[label].append(time.perf_counter() - start)
+            if cpu is not None:
+                cpu[label].append(time.process_time() - start_cpu)
     return times
 
 
@@ -292,6 +313,7 @@ def main() -> None:
     parser.add_argument("--no-memory", action="store_true")
     parser.add_argument("--sample-stats", type=int, metavar="K", help="time analyze in its cheap mode")
     parser.add_argument("--floor", action="store_true", help="also time minimal hand-written hooks (see above)")
+    parser.add_argument("--threads", type=int, help="torch.set_num_threads (default: torch's own)")
     parser.add_argument("--json", type=Path)
     parser.add_argument("--memory-probe", metavar="MODEL", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -299,12 +321,14 @@ def main() -> None:
         print(json.dumps(measure_memory(args.memory_probe, args.device)))
         return
 
+    if args.threads:
+        torch.set_num_threads(args.threads)
     rows = []
     print(f"machine: {machine(args.device)}")
     cli = startup()
     print(f"gradcheck --help {cli['--help']:.2f} s, --version {cli['--version']:.2f} s (median of 7 fresh processes)")
     print(f"{'model':<12} {'bare ms':>9} {'analyze ms':>11} {'time x':>7} {'pair x':>7} {'floor x':>7} "
-          f"{'bare MB':>8} {'analyze MB':>11} {'mem x':>6}")
+          f"{'cpu x':>6} {'floor cpu x':>11} {'analyze/floor cpu':>17} {'bare MB':>8} {'analyze MB':>11} {'mem x':>6}")
     for name in args.models:
         try:
             row = {"model": name, **time_ratio(name, args.device, args.pairs, args.warmup, args.sample_stats, args.floor)}
@@ -316,9 +340,18 @@ def main() -> None:
         rows.append(row)
         mem = (f"{row['bare_peak_mb']:>8.1f} {row['analyze_peak_mb']:>11.1f} {row['memory_ratio']:>6.2f}"
                if "memory_ratio" in row else "")
-        floor = f"{row['floor_ratio']:>7.3f}" if "floor_ratio" in row else f"{'-':>7}"
+        floor = (f"{row['floor_ratio']:>7.3f} {row['cpu_ratio']:>6.3f} {row['floor_cpu_ratio']:>11.3f} "
+                 f"{row['analyze_cpu_ms'] / row['floor_cpu_ms']:>17.3f}" if "floor_ratio" in row
+                 else f"{'-':>7} {row['cpu_ratio']:>6.3f} {'-':>11} {'-':>17}")
         print(f"{name:<12} {row['bare_ms']:>9.1f} {row['analyze_ms']:>11.1f} {row['time_ratio']:>7.3f} {row['pair_ratio']:>7.3f} "
               f"{floor} {mem}", flush=True)
+        if row["bare_ms"] < 20:  # tiny layers: analyze minus bare is the fixed cost per call (issue 19's target)
+            fixed_ms, fixed_cpu_ms = row["analyze_ms"] - row["bare_ms"], row["analyze_cpu_ms"] - row["bare_cpu_ms"]
+            target = 2 + 0.01 * row["layers"]
+            print(f"{'':<12} fixed cost per call: {fixed_ms:.2f} ms wall, {fixed_cpu_ms:.2f} ms CPU for {row['layers']} "
+                  f"observed layers ({fixed_cpu_ms * 1e3 / row['layers']:.0f} us CPU a layer; target "
+                  f"2 ms + 10 us a layer = {target:.2f} ms); worst of {args.pairs} calls {row['worst_over_median']:.2f}x "
+                  "the median", flush=True)
     if args.json:
         args.json.write_text(json.dumps({"machine": machine(args.device), "device": args.device, "startup_s": cli,
                                          "sample_stats": args.sample_stats, "rows": rows}, indent=2))
