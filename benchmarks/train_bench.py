@@ -81,13 +81,18 @@ def _steps(name: str, device: str) -> dict[str, Callable[[], None]]:
 
 
 def time_ratios(name: str, device: str, pairs: int, warmup: int) -> dict[str, float]:
-    times = alternate(_steps(name, device), device, pairs, warmup)
+    cpu: dict[str, list[float]] = {}
+    times = alternate(_steps(name, device), device, pairs, warmup, cpu)
     return {
         "bare_ms": statistics.median(times["bare"]) * 1e3,
         "logged_ms": statistics.median(times["logged"]) * 1e3,
         "logged_ratio": _pair_ratio(times["logged"], times["bare"]),
         "hooks_ratio": _pair_ratio(times["hooks"], times["bare"]),
         "every10_ratio": _pair_ratio(times["block10"], times["bare10"]),
+        # CPU time of this process: steadier than wall time when other jobs share the machine
+        "logged_cpu_ratio": _pair_ratio(cpu["logged"], cpu["bare"]),
+        "hooks_cpu_ratio": _pair_ratio(cpu["hooks"], cpu["bare"]),
+        "every10_cpu_ratio": _pair_ratio(cpu["block10"], cpu["bare10"]),
     }
 
 
@@ -115,14 +120,18 @@ def main() -> None:
     parser.add_argument("--pairs", type=int, default=9)
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--no-memory", action="store_true")
+    parser.add_argument("--threads", type=int, help="torch intra-op threads (default: torch's)")
     parser.add_argument("--json", type=Path)
     parser.add_argument("--memory-probe", metavar="MODEL", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
     if args.memory_probe:
         print(json.dumps(measure_memory(args.memory_probe, args.device)))
         return
     print(f"machine: {machine(args.device)}")
-    print(f"{'model':<12} {'bare ms':>8} {'logged ms':>10} {'logged x':>9} {'hooks x':>8} {'every10 x':>10} {'memory x':>9}")
+    print(f"{'model':<12} {'bare ms':>8} {'logged ms':>10} {'logged x':>9} {'hooks x':>8} {'every10 x':>10} "
+          f"{'cpu: logged':>12} {'hooks':>6} {'every10':>8} {'memory x':>9}")
     rows = []
     for name in args.models:
         row = {"model": name, **time_ratios(name, args.device, args.pairs, args.warmup)}
@@ -131,7 +140,8 @@ def main() -> None:
         rows.append(row)
         memory = f"{row['memory_ratio']:.3f}" if "memory_ratio" in row else "-"
         print(f"{name:<12} {row['bare_ms']:>8.2f} {row['logged_ms']:>10.2f} {row['logged_ratio']:>9.3f} "
-              f"{row['hooks_ratio']:>8.3f} {row['every10_ratio']:>10.3f} {memory:>9}", flush=True)
+              f"{row['hooks_ratio']:>8.3f} {row['every10_ratio']:>10.3f} {row['logged_cpu_ratio']:>12.3f} "
+              f"{row['hooks_cpu_ratio']:>6.3f} {row['every10_cpu_ratio']:>8.3f} {memory:>9}", flush=True)
     if args.json:
         args.json.write_text(json.dumps({"machine": machine(args.device), "rows": rows}, indent=2) + "\n")
 
