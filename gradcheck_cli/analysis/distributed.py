@@ -39,6 +39,8 @@ class Distributed:
     _store: Any = None
     meta_rng: torch.Tensor | None = None
     """``--meta-init``: the CPU RNG state right after the factory built the model on the meta device."""
+    meta_weights: dict[str, Any] | None = None
+    """``--meta-init`` with a weights file: its lazily read state_dict (keys as the model's)."""
 
     def shard_batches(self, batches: list[Any]) -> list[Any]:
         return [batch.shard(self.rank, self.world) for batch in batches]
@@ -65,7 +67,9 @@ class Distributed:
             if isinstance(unit, FSDPModule):
                 unit.set_gradient_divide_factor(1.0)  # sum across ranks, as DDP's hook does
                 unit.set_force_sum_reduction_for_comms(True)  # plain SUM collectives (gloo has no PREMUL_SUM)
-        if self.meta_rng is not None:
+        if self.meta_weights is not None:
+            load_shards(module, self.device, self.meta_weights)
+        elif self.meta_rng is not None:
             materialize(module, self.device, self.meta_rng)
         return module
 
@@ -206,6 +210,27 @@ def materialize(module: torch.nn.Module, device: torch.device, rng: torch.Tensor
     if stale:
         raise UsageError(f"--meta-init cannot rebuild the buffer {stale[0]} (no reset method recomputes it)",
                          hint="build the model normally (no --meta-init)")
+
+
+def load_shards(module: torch.nn.Module, device: torch.device, state: dict[str, Any]) -> None:
+    """``--meta-init`` with weights: each rank allocates its shards and reads only those rows of every
+    tensor from the file (safetensors slices, or a memory-mapped ``torch.save`` file); buffers, which FSDP
+    does not shard, whole. A buffer the file lacks (not persistent) cannot be restored: refused by name."""
+    from torch.distributed.tensor._utils import compute_local_shape_and_global_offset
+
+    module.to_empty(device=device)
+    with torch.no_grad():
+        for name, tensor in [*module.named_parameters(), *module.named_buffers()]:
+            if name not in state:
+                raise UsageError(f"--meta-init: {name} is not in the weights file (a buffer computed in __init__)",
+                                 hint="load the model without --meta-init")
+            local = tensor.to_local() if hasattr(tensor, "to_local") else tensor
+            if hasattr(tensor, "device_mesh"):
+                shape, offset = compute_local_shape_and_global_offset(tensor.shape, tensor.device_mesh, tensor.placements)
+                part = state[name][tuple(slice(o, o + k) for o, k in zip(offset, shape))]
+            else:
+                part = state[name][tuple(slice(None) for _ in tensor.shape)] if tensor.dim() else state[name][()]
+            local.copy_(part)
 
 
 def shard_units(module: torch.nn.Module, pattern: str | None = None) -> list[str]:

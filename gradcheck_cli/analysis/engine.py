@@ -93,7 +93,7 @@ def analyze(
     try:
         progress.stage("loading model")
         if options.meta_init:
-            loaded = _meta_model(model, group, factory_args)
+            loaded = _meta_model(model, group, factory_args, factory)
         elif isinstance(model, (str, Path)):
             loaded = load_model(str(model), factory=factory, trust_pickle=trust_pickle, device=device,
                                 trust_remote_code=trust_remote_code, factory_args=factory_args)
@@ -219,20 +219,40 @@ def _gc_paused() -> Iterator[None]:
             gc.enable()
 
 
-def _meta_model(model: Any, group: Distributed | None, factory_args: dict[str, Any] | None) -> LoadedModel:
-    """``--meta-init``: a factory's model built on the meta device, to be materialised shard by shard."""
+def _meta_model(model: Any, group: Distributed | None, factory_args: dict[str, Any] | None,
+                factory: str | None) -> LoadedModel:
+    """``--meta-init``: a factory's model built on the meta device, to be materialised shard by shard --
+    by re-running its init, or (a weights file with ``--factory``) by reading each rank's rows of the file."""
     from gradcheck_cli.analysis.distributed import build_on_meta
     from gradcheck_cli.loading.factory import is_factory_spec
 
     if group is None or group.strategy != "fsdp":
         raise UsageError("--meta-init needs --distributed fsdp", hint="only sharded parameters can skip the full model")
+    if isinstance(model, (str, Path)) and not is_factory_spec(str(model)) and factory:
+        return _meta_weights(Path(model), factory, group, factory_args)
     if not isinstance(model, str) or not is_factory_spec(model):
-        raise UsageError("--meta-init needs a factory (model.py:build) that builds the model",
-                         hint="a file holds real weights already: load it without --meta-init")
+        raise UsageError("--meta-init needs a factory (model.py:build), or a state_dict/safetensors file with --factory",
+                         hint="other model files hold a whole model: load them without --meta-init")
     module, group.meta_rng = build_on_meta(model, factory_args)
     return LoadedModel(module, "factory", model, notes=[
         "--meta-init: built on the meta device; each rank materialised only its shards and re-ran every module's "
         "reset_parameters in module order"])
+
+
+def _meta_weights(path: Path, factory: str, group: Distributed, factory_args: dict[str, Any] | None) -> LoadedModel:
+    from gradcheck_cli.analysis.distributed import build_on_meta
+    from gradcheck_cli.loading.detect import detect_format
+    from gradcheck_cli.loading.torch_files import fitted_state, lazy_weights
+
+    fmt = detect_format(path)
+    if fmt not in ("torch_save", "safetensors"):
+        raise UsageError(f"--meta-init reads weights per shard from a state_dict or .safetensors file, not a {fmt} file")
+    module, _ = build_on_meta(factory, factory_args)
+    group.meta_weights, prefix = fitted_state(module.state_dict(), lazy_weights(path, fmt), path)
+    notes = [f"--meta-init: built on the meta device; each rank read only its shards of {path.name}"]
+    if prefix:
+        notes.append(f"the weights' keys carried the prefix {prefix!r}; it was stripped")
+    return LoadedModel(module, "safetensors" if fmt == "safetensors" else "state_dict", str(path), notes=notes)
 
 
 def _has_batchnorm(module: torch.nn.Module) -> bool:

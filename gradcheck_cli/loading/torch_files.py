@@ -184,7 +184,16 @@ def apply_state_dict(model: nn.Module, state: dict[str, torch.Tensor], path: Pat
     """``load_state_dict(strict=True)`` with one readable line listing what does not fit. A prefix that
     all the model's keys carry in the file (``model.`` in a Lightning checkpoint) is stripped; the note
     saying so is returned."""
-    expected = model.state_dict()
+    state, prefix = fitted_state(model.state_dict(), state, path)
+    model.load_state_dict(state, strict=True)
+    if prefix is None:
+        return None
+    return f"the weights' keys carried the prefix {prefix!r} (a Lightning or DDP checkpoint); it was stripped"
+
+
+def fitted_state(expected: dict[str, Any], state: dict[str, Any], path: Path) -> tuple[dict[str, Any], str | None]:
+    """``state`` with any common owner prefix stripped, checked against the model's keys and shapes
+    (anything with a ``.shape``: tensors, or lazily read slices); one readable line when it does not fit."""
     state, prefix = strip_common_prefix(state, expected)
     missing = [k for k in expected if k not in state]
     unexpected = [k for k in state if k not in expected]
@@ -206,10 +215,34 @@ def apply_state_dict(model: nn.Module, state: dict[str, torch.Tensor], path: Pat
             f"state_dict {path} does not fit the factory's model; " + "; ".join(problems) + starts,
             hint="check that --factory builds the same architecture",
         )
-    model.load_state_dict(state, strict=True)
-    if prefix is None:
-        return None
-    return f"the weights' keys carried the prefix {prefix!r} (a Lightning or DDP checkpoint); it was stripped"
+    return state, prefix
+
+
+class _LazySlice:
+    """One tensor of a .safetensors file, read only where it is indexed (``[rows]``): a rank reads its shard."""
+
+    def __init__(self, handle: Any, key: str) -> None:
+        self._slice = handle.get_slice(key)
+        self.shape = tuple(self._slice.get_shape())
+
+    def __getitem__(self, index: Any) -> torch.Tensor:
+        return self._slice[index]
+
+
+def lazy_weights(path: Path, fmt: str) -> dict[str, Any]:
+    """A state_dict whose tensors are read on indexing: safetensors slices, or a ``torch.save`` file
+    memory-mapped (``mmap=True``: only the pages a rank touches are read)."""
+    if fmt == "safetensors":
+        from safetensors import safe_open
+
+        handle = safe_open(str(path), framework="pt")
+        return {key: _LazySlice(handle, key) for key in handle.keys()}
+    try:
+        content = torch.load(str(path), map_location="cpu", weights_only=True, mmap=True)
+    except Exception as exc:  # noqa: BLE001 - an old (non-zip) file cannot be mapped; a pickle is refused
+        raise ModelLoadError(f"cannot map {path} for per-shard loading: {first_line(exc)}",
+                             hint="save it with torch.save (zip format) or as .safetensors") from None
+    return extract_state_dict(content, path)
 
 
 def _cap(items: list[str]) -> str:

@@ -101,7 +101,7 @@ def inputs(model: str, n: int) -> tuple[torch.Tensor, torch.Tensor | None]:
 
 
 def run(model: str, strategy: str = "none", loss: str = "auto", n: int = 24, mode: str = "train",
-        batch_size: int | None = None, batches: int = 1, meta_init: bool = False) -> dict:
+        batch_size: int | None = None, batches: int = 1, meta_init: bool = False, weights: str | None = None) -> dict:
     """One analysis; a GradcheckError becomes {"error", "exit_code"} (what the CLI would print and return)."""
     import time
 
@@ -113,9 +113,11 @@ def run(model: str, strategy: str = "none", loss: str = "auto", n: int = 24, mod
     x, y = inputs(model, n)
     start = time.monotonic()
     try:
-        built = f"{__file__}:{ {'blocks': 'Blocks'}.get(model, model)}" if meta_init else builders[model]()
+        spec = f"{__file__}:{ {'blocks': 'Blocks'}.get(model, model)}"
+        built = weights or (spec if meta_init else builders[model]())
         report = analyze(built, x, target=None if loss == "projection" else y, distributed=strategy,
-                         loss=loss, mode=mode, batch_size=batch_size, batches=batches, meta_init=meta_init)
+                         loss=loss, mode=mode, batch_size=batch_size, batches=batches, meta_init=meta_init,
+                         factory=spec if weights else None)
     except GradcheckError as exc:
         cause = exc.__cause__
         return {"error": str(exc), "exit_code": exc.exit_code, "seconds": time.monotonic() - start,

@@ -106,3 +106,28 @@ def test_meta_init_gives_the_report_of_the_normal_build(model: str, tmp_path: Pa
     ranks = run_ranks(2, "dist_models:run", tmp_path, model=model, strategy="fsdp", meta_init=True)
     assert_same_report(single, ranks[0])
     assert any("--meta-init" in note for note in ranks[0]["notes"])
+
+
+@pytest.mark.parametrize("suffix", [".safetensors", ".pt"])
+def test_meta_init_reads_each_ranks_shard_of_a_weights_file(suffix: str, tmp_path: Path) -> None:
+    """Trained-looking weights (not the factory's init) loaded per shard give the report of the whole file."""
+    import torch
+
+    from dist_models import Blocks
+
+    model = Blocks()
+    with torch.no_grad():
+        for p in model.parameters():
+            p.mul_(1.5).add_(0.01)  # not what the factory would draw
+    weights = tmp_path / f"w{suffix}"
+    state = {f"model.{k}": v.contiguous() for k, v in model.state_dict().items()}  # a Lightning-style prefix
+    if suffix == ".safetensors":
+        from safetensors.torch import save_file
+
+        save_file(state, str(weights))
+    else:
+        torch.save(state, weights)
+    single = run("blocks", weights=str(weights))
+    ranks = run_ranks(2, "dist_models:run", tmp_path, model="blocks", strategy="fsdp", meta_init=True, weights=str(weights))
+    assert_same_report(single, ranks[0])
+    assert any("read only its shards" in note for note in ranks[0]["notes"])
