@@ -270,10 +270,11 @@ MALLOC_ENV = {"MALLOC_MMAP_THRESHOLD_": "65536", "MALLOC_TRIM_THRESHOLD_": "0"}
 high-water mark follows live tensor memory instead of the heap's cached free space."""
 
 
-def memory_ratio(name: str, device: str) -> dict[str, float]:
-    """Run :func:`measure_memory` in a child process whose allocator returns freed memory at once."""
+def memory_ratio(name: str, device: str, script: str = __file__) -> dict[str, float]:
+    """Run ``script``'s ``--memory-probe`` (:func:`measure_memory` here) in a child process whose allocator
+    returns freed memory at once."""
     env = {**os.environ, **MALLOC_ENV}
-    out = subprocess.run([sys.executable, __file__, "--memory-probe", name, "--device", device],
+    out = subprocess.run([sys.executable, script, "--memory-probe", name, "--device", device],
                          capture_output=True, text=True, check=True, env=env)
     return json.loads(out.stdout.strip().splitlines()[-1])
 

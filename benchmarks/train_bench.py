@@ -22,9 +22,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import statistics
-import subprocess
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -32,7 +30,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench import MALLOC_ENV, MODELS, _floor_step, _pair_ratio, alternate, machine, peak_memory  # noqa: E402
+from bench import MODELS, _floor_step, _pair_ratio, alternate, machine, memory_ratio, peak_memory  # noqa: E402
 
 DEFAULT = ["mlp30", "resnet_bn", "gpt2_small", "lstm"]
 
@@ -107,12 +105,6 @@ def measure_memory(name: str, device: str, repeats: int = 3) -> dict[str, float]
             "memory_ratio": min(peaks["logged"]) / min(peaks["bare"])}
 
 
-def memory_ratio(name: str, device: str) -> dict[str, float]:
-    out = subprocess.run([sys.executable, __file__, "--memory-probe", name, "--device", device],
-                         capture_output=True, text=True, check=True, env={**os.environ, **MALLOC_ENV})
-    return json.loads(out.stdout.strip().splitlines()[-1])
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--models", nargs="*", default=DEFAULT, choices=list(MODELS))
@@ -136,7 +128,7 @@ def main() -> None:
     for name in args.models:
         row = {"model": name, **time_ratios(name, args.device, args.pairs, args.warmup)}
         if not args.no_memory:
-            row |= memory_ratio(name, args.device)
+            row |= memory_ratio(name, args.device, __file__)
         rows.append(row)
         memory = f"{row['memory_ratio']:.3f}" if "memory_ratio" in row else "-"
         print(f"{name:<12} {row['bare_ms']:>8.2f} {row['logged_ms']:>10.2f} {row['logged_ratio']:>9.3f} "

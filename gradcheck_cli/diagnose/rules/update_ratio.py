@@ -19,6 +19,7 @@ def find(e: Evidence) -> list[Finding]:
     if t is None:
         return []
     high, low = e.thresholds.update_ratio_high, e.thresholds.update_ratio_low
+    step = t.logged_steps[-1] if t.logged_steps else None
     findings = []
     for series in t.layers:
         values = [v for v in series.update_ratio if v is not None]
@@ -26,17 +27,15 @@ def find(e: Evidence) -> list[Finding]:
             continue
         median = statistics.median(values)
         if median > high:
-            findings.append(finding(
-                "update_ratio", series.name, median, high,
-                f"each step changes {named(e.layers, series.name)} by {median:.2g} of its norm (median over {len(values)} logged steps; "
-                f"~1e-3 is usual): the learning rate {t.lr:.3g} is too high for this layer",
-                hint="lower the learning rate (or this layer's, with a parameter group), or add warm-up",
-                step=t.logged_steps[-1] if t.logged_steps else None))
+            threshold, size, verdict = high, "", f"the learning rate {t.lr:.3g} is too high for this layer"
+            hint = "lower the learning rate (or this layer's, with a parameter group), or add warm-up"
         elif 0 < median < low:
-            findings.append(finding(
-                "update_ratio", series.name, median, low,
-                f"each step changes {named(e.layers, series.name)} by only {median:.2g} of its norm (median over {len(values)} logged "
-                f"steps; ~1e-3 is usual): the layer is effectively frozen",
-                hint="raise the learning rate, or fix the vanishing gradient that reaches this layer",
-                step=t.logged_steps[-1] if t.logged_steps else None))
+            threshold, size, verdict = low, "only ", "the layer is effectively frozen"
+            hint = "raise the learning rate, or fix the vanishing gradient that reaches this layer"
+        else:
+            continue
+        findings.append(finding(
+            "update_ratio", series.name, median, threshold,
+            f"each step changes {named(e.layers, series.name)} by {size}{median:.2g} of its norm (median over "
+            f"{len(values)} logged steps; ~1e-3 is usual): {verdict}", hint=hint, step=step))
     return findings
