@@ -14,7 +14,6 @@ from typing import Annotated, Optional
 import typer
 import typer.core
 
-from gradcheck_cli import __version__
 from gradcheck_cli.cli.io import (
     boundary,
     append_step_summary,
@@ -78,6 +77,7 @@ from gradcheck_cli.cli.options import (
     OnlyFindingsOpt,
     MaxRowsOpt,
 )
+from gradcheck_cli.cli.process import follower_rank, silent_console, version_text
 from gradcheck_cli.cli.settings import import_modules, resolve_settings
 from gradcheck_cli.loading.factory import parse_factory_args
 from gradcheck_cli.errors import EXIT_INTERNAL, EXIT_INTERRUPTED, EXIT_USAGE, UsageError
@@ -128,51 +128,6 @@ def _version(value: bool) -> None:
     if value:
         typer.echo(version_text())
         raise typer.Exit()
-
-
-def version_text() -> str:
-    """gradcheck's version and what it runs on (torch, its CUDA build, Python), like ``transformers env``.
-
-    Read from the installed packages' metadata, not by importing torch (1-4 s): ``--version`` stays instant.
-    """
-    import platform
-
-    lines = [f"gradcheck {__version__}"]
-    torch_version, cuda = _torch_build()
-    if torch_version is None:
-        lines.append("torch: not installed (pip install torch)")
-    else:
-        lines.append(f"torch {torch_version} ({cuda or 'CPU build'})")
-    lines.append(f"python {platform.python_version()} ({platform.python_implementation()}, {platform.system()} "
-                 f"{platform.machine()})")
-    return "\n".join(lines)
-
-
-def _torch_build() -> tuple[str | None, str | None]:
-    """(torch's version, the GPU platform it was built for -- "CUDA 12.4", "ROCm 6.1" -- or None), without
-    importing torch."""
-    import importlib.metadata
-    import importlib.util
-    import re
-
-    try:
-        version = importlib.metadata.version("torch")
-    except importlib.metadata.PackageNotFoundError:
-        return None, None
-    cuda = None
-    try:
-        spec = importlib.util.find_spec("torch")  # a top-level package: located, not imported
-        for folder in (spec.submodule_search_locations or []) if spec is not None else []:
-            text = (Path(folder) / "version.py").read_text(encoding="utf-8")
-            for key, label in (("cuda", "CUDA"), ("hip", "ROCm")):
-                found = re.search(rf"^{key}\b[^=\n]*=\s*['\"]([^'\"]+)['\"]", text, re.M)
-                if found:
-                    cuda = f"{label} {found.group(1)}"
-                    break
-            break
-    except (OSError, ValueError, ImportError):
-        pass
-    return version, cuda
 
 
 @app.callback()
@@ -242,9 +197,9 @@ def analyze(
     Exit codes: 0 no finding in the fail set, 1 a finding in the fail set, 2 bad invocation or
     unreadable input, 3 the model failed while running, 4 internal error, 130 interrupted.
     """
-    follower = _follower_rank(_value(distributed))
+    follower = follower_rank(_value(distributed))
     colors = color_mode(_value(color))
-    err = console(stderr=True, color=colors) if not follower else _silent_console()
+    err = console(stderr=True, color=colors) if not follower else silent_console()
     log = log_line(err) if verbose else None
     output = _stdout_dash(output)
     with boundary(err, debug):
@@ -281,21 +236,6 @@ def _view(depth: int | None, only_findings: bool, max_rows: int | None):  # noqa
     from gradcheck_cli.render.grouping import View
 
     return View(depth=depth, only_findings=only_findings, max_rows=max_rows)
-
-
-def _follower_rank(distributed: str | None) -> bool:
-    """Under torchrun (--distributed), every rank but 0 stays silent and writes nothing."""
-    import os
-
-    return distributed not in (None, "none") and os.environ.get("RANK", "0") != "0"
-
-
-def _silent_console():  # noqa: ANN202
-    import os
-
-    from rich.console import Console
-
-    return Console(file=open(os.devnull, "w"), stderr=True)  # noqa: SIM115 - lives as long as the process
 
 
 def _value(choice: Enum | None) -> str | None:
