@@ -99,7 +99,7 @@ def analyze(
                                 trust_remote_code=trust_remote_code, factory_args=factory_args)
         else:
             loaded = wrap_object(model)
-        with _on_device(loaded.module, device), _rng_kept(device):
+        with _on_device(loaded.module, device), _rng_kept(device), _gc_paused():
             return _analyze_loaded(loaded, device, options, progress, data, group)
     except GradcheckError as exc:
         if group is None:
@@ -207,9 +207,15 @@ def _train(loaded: LoadedModel, batches: list[Sample], loss_name: str, options: 
 
 @contextmanager
 def _gc_paused() -> Iterator[None]:
-    """No cyclic garbage collection during the measured passes: a full collection landing inside one
-    (hundreds of ms with torch's object graph) made single calls several times slower than the median.
-    The collector is restored, never forced, afterwards."""
+    """No cyclic garbage collection during the analysis (passes, statistics, rules, report).
+
+    A full collection walks every object of the process (~150 ms once torch and transformers are
+    imported) and fired about once in ten calls; paused only around the passes, it fired right
+    after them, when the re-enabled collector found the passes' objects pending. Paused for the whole
+    call, the temporaries die by reference count before any young collection can promote them, so only
+    the returned report ages into the old generation: on the 30-layer MLP one full collection per ~60
+    calls instead of one per ~10 (benchmarks/bench.py, "worst call"). The collector is restored,
+    never forced, afterwards; a model whose forward makes reference cycles holds them until then."""
     enabled = gc.isenabled()
     gc.disable()
     try:
@@ -287,9 +293,10 @@ def run(loaded: LoadedModel, batches: list[Sample], loss_name: str, options: Ana
         raise AnalysisError("the model has no parameters, so there are no gradients to diagnose",
                             hint="analyse a model with trainable layers")
     wrapped = group.wrap(module) if group is not None else None  # FSDP2 replaces the parameters: first
-    with _preserved(module, options.mode, settable=loaded.mode_settable) as params, _gc_paused():
+    with _preserved(module, options.mode, settable=loaded.mode_settable) as params:
         torch.manual_seed(options.seed)
-        hot = HotSquares(params) if group is None else None  # norms taken in the last backward pass
+        # norms (and unit spreads) taken in the last backward pass
+        hot = HotSquares(params, lambda: unit_dims(collector.layers)) if group is None else None
         try:
             with instrument(loaded, collector, functional=options.functional) as forward:
                 forward = wrapped if wrapped is not None else forward

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import torch
 
 from gradcheck_cli.layers import WEIGHT_KINDS, LayerInfo
 from gradcheck_cli.measure.measurements import ParamMeasure
 from gradcheck_cli.measure.distributed import local_tensor
-from gradcheck_cli.measure.reductions import squares_of, sum_of_squares
+from gradcheck_cli.measure.reductions import squares_of
 
 
 def sums_of_squares(tensors: list[torch.Tensor], known: dict[int, torch.Tensor] | None = None) -> list[float]:
@@ -55,21 +56,25 @@ def unit_dims(layers: list[LayerInfo]) -> dict[str, int]:
 
 
 def unit_deviations(params: dict[str, torch.nn.Parameter], unit_dims: dict[str, int],
-                    sharded: bool = False) -> dict[str, float]:
+                    sharded: bool = False, hot: HotSquares | None = None) -> dict[str, float]:
     """||W - the mean unit's weights|| for each weight whose units lie along ``unit_dims[name]`` (rows of a
     Linear, output channels of a conv): 0 exactly when every unit has the same incoming weights.
 
-    Per weight, in blocks of columns (one unit's weight per row): the block copied into one reused
-    float64 buffer, centred in place on its column means, and one BLAS dot; one transfer for all
-    weights. On CPU the former ``var_mean`` across units (a strided float32 Welford reduction) took
-    1.8 ms for a 512x512 weight, 57 of the 30-layer MLP's 62 ms of parameter norms; this takes ~0.2
-    ms, is exact in float64 (float32 Welford was off by ~4e-8 relative), and its memory is one
+    Per weight, in blocks of columns (one unit's weight per row): the block centred into one reused
+    buffer (see :func:`_centred_squares`); one transfer for all weights. On CPU the former
+    ``var_mean`` across units (a strided float32 Welford reduction) took 1.8 ms for a 512x512
+    weight, 57 of the 30-layer MLP's 62 ms of parameter norms; this takes ~0.17 ms, agrees with a
+    float64 reference to ~1e-9 relative (float32 Welford was off by ~4e-8), and its memory is one
     buffer of at most :data:`CENTRING_BLOCK` elements (a fresh one per weight page-faults: 1 ms for
     2 MiB on this VM).
     """
     names = [n for n in unit_dims if n in params and params[n].dim() >= 2 and params[n].shape[unit_dims[n]] >= 2]
     if not names:
         return {}
+    found = _shortcut_deviations(params, names, hot) if hot is not None and hot.spreads else {}
+    exact = unit_deviations(params, {n: unit_dims[n] for n in names if n not in found}, sharded) if found else None
+    if exact is not None:
+        return {name: found[name] if name in found else exact[name] for name in names}
     with torch.no_grad():
         order, values = [], []
         small: dict[tuple[torch.device, int, int], list[tuple[str, torch.Tensor]]] = {}
@@ -86,7 +91,7 @@ def unit_deviations(params: dict[str, torch.nn.Parameter], unit_dims: dict[str, 
                 continue
             buffer = buffers.get(w.device)
             if buffer is None:
-                buffer = buffers[w.device] = torch.empty(size, dtype=torch.float64, device=w.device)
+                buffer = buffers[w.device] = torch.empty(size, dtype=_centring_dtype(params), device=w.device)
             order.append(name)
             values.append(_centred_squares(w, buffer).reshape(1))
         for group in small.values():  # weights of one shape: stacked, centred and squared in four calls
@@ -99,26 +104,54 @@ def unit_deviations(params: dict[str, torch.nn.Parameter], unit_dims: dict[str, 
     return {name: math.sqrt(max(found[name], 0.0)) for name in names}
 
 
+def _centring_dtype(params: dict[str, torch.nn.Parameter]) -> torch.dtype:
+    """float32, or float64 when any weight is float64 (half-precision weights centre in float32)."""
+    return torch.float64 if any(p.dtype == torch.float64 for p in params.values()) else torch.float32
+
+
+def _shortcut_deviations(params: dict[str, torch.nn.Parameter], names: list[str], hot: HotSquares) -> dict[str, float]:
+    """Deviations from the terms :class:`HotSquares` took in the backward pass, where the shortcut
+    keeps its precision (:data:`SPREAD_SHORTCUT`); one transfer."""
+    taken = [name for name in names if id(params[name]) in hot.spreads]
+    if not taken:
+        return {}
+    terms = torch.stack([t for name in taken for t in hot.spreads[id(params[name])]]).cpu().view(-1, 2).tolist()
+    found = {}
+    for name, (rows, columns) in zip(taken, terms):
+        squares = rows - columns
+        if math.isfinite(rows) and squares >= SPREAD_SHORTCUT * rows > 0:  # NaN/Inf, near-identical: exact
+            found[name] = math.sqrt(squares)
+    return found
+
+
 SMALL_WEIGHT = 1 << 12
 """Weights up to this many elements are centred together with the others of their shape (a 4x4
 Linear's own four calls cost ~50 us; 60 of them in one stack ~0.1 ms)."""
 CENTRING_BLOCK = 1 << 18
-"""Elements of the float64 buffer :func:`unit_deviations` centres weights in (2 MiB): a whole
-512x512 weight in one block, a larger one in blocks of columns."""
+"""Elements of the buffer :func:`unit_deviations` centres weights in (1 MiB in float32, half this
+VM's L2 cache): a whole 512x512 weight in one block, a larger one in blocks of columns."""
 
 
 def _centred_squares(w: torch.Tensor, buffer: torch.Tensor) -> torch.Tensor:
     """Sum over a (units, k) matrix of (w[u, j] - mean over units of w[:, j])^2, as a float64 device
-    scalar: blocks of columns are centred independently, so each is copied into ``buffer`` (at least
-    ``units`` elements, overwritten), centred in place and dotted with itself."""
+    scalar: blocks of columns are centred independently, each in ``buffer`` (at least ``units``
+    elements, overwritten, float32 or wider), and each unit's row of the block squared and summed.
+
+    Each column is shifted by its first unit's value before it is centred: the subtraction is exact
+    where the units are (nearly) identical -- the case the statistic exists to catch, where it must
+    give 0 exactly -- so float32 centring loses nothing there, and the float32 rounding of random
+    weights moves the result by ~1e-9 relative. Row norms (float32 over ``k``) are squared and
+    summed in float64. On CPU a 512x512 weight takes ~0.17 ms against 0.31-0.43 ms for centring
+    a float64 copy (which also needed twice the buffer).
+    """
     units, k = w.shape
     step = max(1, buffer.numel() // units)
     parts = []
     for start in range(0, k, step):
         part = w[:, start : start + step]
-        block = buffer[: part.numel()].view(part.shape).copy_(part)
+        block = torch.sub(part, part[0], out=buffer[: part.numel()].view(part.shape))
         block -= block.mean(dim=0)
-        parts.append(sum_of_squares(block.view(-1)))
+        parts.append(torch.linalg.vector_norm(block, dim=1).double().square().sum())
     return parts[0] if len(parts) == 1 else torch.stack(parts).sum()
 
 
@@ -132,23 +165,74 @@ class HotSquares:
     and while the weight (read again by the layer's backward) is in cache, instead of one more read
     of every weight and gradient from memory after the pass. Armed for the last batch only (the
     gradient is final then); a tied parameter has one accumulation node, so it is taken once. Not
-    for distributed runs, whose gradients are reduced after these hooks."""
+    for distributed runs, whose gradients are reduced after these hooks.
 
-    def __init__(self, params: dict[str, torch.nn.Parameter]) -> None:
+    With ``units`` (called once, at the first armed hook, when every layer is known: what
+    :func:`unit_dims` gives), a weight's unit spread is prepared there too from two more reads of the
+    cached weight: the sum of its units' squared norms and the norm of its column sums, whose
+    difference ``S - |c|^2 / n`` is the squared deviation from the mean unit (see :func:`unit_deviations`,
+    which uses it only where it keeps its precision). That replaces three to five cold passes over
+    every weight after the backward: on the 30-layer MLP ~12 ms of the 8M-parameter model's
+    parameter statistics on this VM.
+    """
+
+    def __init__(self, params: dict[str, torch.nn.Parameter],
+                 units: Callable[[], dict[str, int]] | None = None) -> None:
         self.armed = False
         self.squares: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
         """id(parameter) -> (weight squares, gradient squares), float32 device scalars."""
+        self.spreads: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
+        """id(weight) -> (sum of its units' squared norms, |column sums|^2 / units), float64 device scalars."""
+        self._units = units
+        self._dims: dict[int, int] | None = None
+        self._names = {id(p): name for name, p in params.items()}
         self._handles = [p.register_post_accumulate_grad_hook(self._take) for p in params.values()
                          if p.requires_grad and p.numel() >= LARGE]
 
     def _take(self, p: torch.Tensor) -> None:
-        if self.armed and p.grad is not None:
-            self.squares[id(p)] = (squares_of(p.detach()).float(), squares_of(p.grad.detach()).float())
+        if not self.armed or p.grad is None:
+            return
+        w = p.detach()
+        self.squares[id(p)] = (squares_of(w).float(), squares_of(p.grad.detach()).float())
+        dim = self._unit_dim(p)
+        if dim is not None:
+            self.spreads[id(p)] = _spread_terms(w, dim)
+
+    def _unit_dim(self, p: torch.Tensor) -> int | None:
+        if self._units is None:
+            return None
+        if self._dims is None:
+            found = self._units()
+            self._dims = {key: found[name] for key, name in self._names.items() if name in found}
+        dim = self._dims.get(id(p))
+        if dim is None or not p.is_contiguous() or p.dim() < 2 or p.shape[dim] < 2 or (dim != 0 and p.dim() != 2):
+            return None  # a transposed conv's units (dim 1 of 4) would need a copy: the cold path has it
+        return dim
 
     def remove(self) -> None:
         for handle in self._handles:
             handle.remove()
         self._handles = []
+
+
+def _spread_terms(w: torch.Tensor, dim: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(sum over units of |w_u|^2, |sum over units of w_u|^2 / units) of a weight whose units lie along
+    ``dim`` (0, or 1 of a 2-d weight), as float64 device scalars: two read-only passes, no temporary
+    of the weight's size. Per-unit norms in float32 are summed in float64."""
+    units = w.shape[dim]
+    m = w.reshape(units, -1) if dim == 0 else w
+    other = 1 - dim
+    rows = torch.linalg.vector_norm(m, dim=other).double().square().sum()
+    columns = m.sum(dim=dim).double().square().sum() / units
+    return rows, columns
+
+
+SPREAD_SHORTCUT = 0.25
+"""The shortcut ``S - |c|^2 / n`` for a weight's squared deviation is used when it is at least this
+share of ``S`` (a unit spread of 0.5 or more; random init gives ~1): float32 column sums and unit
+norms are good to ~1e-7 of ``S``, so the result is then good to ~4e-7 relative. Below it (units
+close to identical: what the symmetry rule looks for, where the difference cancels) the weight is
+centred exactly instead."""
 
 
 def parameter_measures(module: torch.nn.Module, params: dict[str, torch.nn.Parameter], batches: int,
@@ -182,7 +266,7 @@ def parameter_measures(module: torch.nn.Module, params: dict[str, torch.nn.Param
         values = [math.sqrt(max(v, 0.0)) if not math.isnan(v) else v for v in squares]
     count = len(plist)
     weight_norms, grad_norms = values[:count], iter(values[count:])
-    deviations = unit_deviations(params, unit_dims or {}, sharded)
+    deviations = unit_deviations(params, unit_dims or {}, sharded, hot=hot)
     result = []
     for i, (name, p) in enumerate(params.items()):
         grad_norm = next(grad_norms) / batches if p.grad is not None else None

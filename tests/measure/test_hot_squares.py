@@ -3,6 +3,7 @@ large and small parameters, a tied weight, several batches, and a parameter the 
 
 from __future__ import annotations
 
+import pytest
 import torch
 from torch import nn
 
@@ -46,3 +47,37 @@ def test_hot_norms_equal_cold_ones_bitwise() -> None:
     cold, hot = _measures(False), _measures(True)
     assert [(m.name, m.weight_norm, m.grad_norm) for m in hot] == [(m.name, m.weight_norm, m.grad_norm) for m in cold]
     assert any(m.name == "skipped.weight" and m.grad_norm for m in hot)  # its gradient from batch 1, read after
+
+
+def _deviations(model: nn.Module, x: torch.Tensor, hot: bool) -> dict[str, float | None]:
+    params = dict(model.named_parameters())
+    dims = {name: 0 for name in params if name.endswith("weight")}
+    taps = HotSquares(params, lambda: dims) if hot else None
+    if taps is not None:
+        taps.armed = True
+    try:
+        model(x).square().sum().backward()
+    finally:
+        if taps is not None:
+            taps.remove()
+    if taps is not None:
+        assert set(taps.spreads) == {id(p) for p in params.values() if p.dim() == 2 and p.numel() >= 1 << 16}
+    out = {m.name: m.unit_deviation for m in parameter_measures(model, params, 1, dims, hot=taps)}
+    model.zero_grad(set_to_none=True)
+    return out
+
+
+def test_hot_unit_spreads_match_the_exact_centring() -> None:
+    """Random weights take the shortcut (within 1e-6 of exact centring); near-identical units and a
+    constant weight fall back to the exact pass, so they come out equal to it bit for bit (0 for constant)."""
+    torch.manual_seed(1)
+    model = nn.Sequential(nn.Linear(300, 400), nn.ReLU(), nn.Linear(400, 300), nn.ReLU(), nn.Linear(300, 300), nn.Linear(300, 4))
+    with torch.no_grad():
+        model[2].weight.copy_(model[2].weight[:1].expand(300, 400) + 1e-6 * torch.randn(300, 400))  # near-identical
+        model[4].weight.fill_(0.01)  # identical units
+    x = torch.randn(8, 300)
+    cold, hot = _deviations(model, x, hot=False), _deviations(model, x, hot=True)
+    assert hot["0.weight"] != cold["0.weight"]  # the shortcut ran (float32 terms, not the centring)
+    assert hot["0.weight"] == pytest.approx(cold["0.weight"], rel=1e-6)
+    assert hot["2.weight"] == cold["2.weight"] and hot["4.weight"] == cold["4.weight"] == 0.0
+    assert hot["5.weight"] == cold["5.weight"]  # small: centred with the other small weights either way
