@@ -320,22 +320,25 @@ def run(loaded: LoadedModel, batches: list[Sample], loss_name: str, options: Ana
 
 @contextmanager
 def _preserved(module: torch.nn.Module, mode: str, settable: bool = True) -> Iterator[dict[str, torch.nn.Parameter]]:
-    """Set train/eval mode and clear grads; restore modes, grads and buffers (BN stats) afterwards."""
+    """Set train/eval mode and clear grads; restore modes, grads and buffers (BN stats) afterwards.
+    Only what differs is written (``Module.__setattr__`` is the slow part of a mode flag)."""
     modes = [(m, m.training) for m in module.modules()]
     params: dict[str, torch.nn.Parameter] = dict(module.named_parameters())
-    saved_grads = {name: p.grad for name, p in params.items()}
+    saved_grads = {name: p.grad for name, p in params.items() if p.grad is not None}
     saved_buffers = [(b, b.detach().clone()) for b in module.buffers()]
     try:
-        if settable:
-            module.train(mode == "train")
-        for p in params.values():
-            p.grad = None
+        training = mode == "train"
+        if settable and any(flag != training for _, flag in modes):
+            module.train(training)
+        for name in saved_grads:
+            params[name].grad = None
         yield params
     finally:
         with torch.no_grad():
             for buffer, value in saved_buffers:
                 buffer.copy_(value)
         for m, training in modes:
-            m.training = training
+            if m.training != training:
+                m.training = training
         for name, p in params.items():
-            p.grad = saved_grads[name]
+            p.grad = saved_grads.get(name)

@@ -50,8 +50,9 @@ def build_report(loaded: LoadedModel, m: Measurements, options: AnalyzeOptions, 
     batch = min((n for n in (batch_size, samples) if n), default=None)  # samples per pass: the first batch's size
     places = _places(infos, m.topology)
     deep_tanh = deep_tanh_stack(infos)
-    layers = _relative_ratios([_layer(position, stats.get(info.index), infos, by_name, options, places.get(info.index),
-                                      batch, deep_tanh) for position, info in enumerate(infos)])
+    median = _median_weight_ratio(infos, by_name)
+    layers = [_layer(position, stats.get(info.index), infos, by_name, options, places.get(info.index), batch, deep_tanh,
+                     median) for position, info in enumerate(infos)]
     paths = [[layers[i] for i in path] for path in m.topology.paths]
     series = training_report(training, options.thresholds) if training is not None else None
     evidence = Evidence(layers, options.thresholds, paths=paths, training=series)
@@ -79,19 +80,23 @@ def build_report(loaded: LoadedModel, m: Measurements, options: AnalyzeOptions, 
     )
 
 
-def _relative_ratios(layers: list[LayerReport]) -> list[LayerReport]:
-    """Fill ``grad.relative_ratio``: each weight_ratio over the median of the Linear/Conv layers' (of every layer
-    with a weight gradient when there are none), so the loss's own scale cancels."""
+def _weight_ratio(info: LayerInfo, params: dict[str, ParamMeasure]) -> float | None:
+    """The layer's weight-gradient norm over its weight norm (None without a weight gradient)."""
+    weight = params.get(info.params.get("weight", ""))
+    if weight is None or weight.grad_norm is None or not weight.weight_norm:
+        return None
+    return weight.grad_norm / weight.weight_norm
+
+
+def _median_weight_ratio(infos: list[LayerInfo], params: dict[str, ParamMeasure]) -> float | None:
+    """What ``grad.relative_ratio`` divides by: the median weight_ratio of the Linear/Conv layers (of every
+    layer with a weight gradient when there are none), so the loss's own scale cancels."""
     def usable(value: float | None) -> bool:
         return value is not None and math.isfinite(value) and value > 0
 
-    pool = [l.grad.weight_ratio for l in layers if l.kind in WEIGHT_KINDS and usable(l.grad.weight_ratio)]
-    pool = pool or [l.grad.weight_ratio for l in layers if usable(l.grad.weight_ratio)]
-    if not pool:
-        return layers
-    median = statistics.median(pool)  # type: ignore[type-var]
-    return [dataclasses.replace(l, grad=dataclasses.replace(l.grad, relative_ratio=l.grad.weight_ratio / median))
-            if l.grad.weight_ratio is not None else l for l in layers]
+    ratios = [(info.kind in WEIGHT_KINDS, _weight_ratio(info, params)) for info in infos]
+    pool = [r for weighted, r in ratios if weighted and usable(r)] or [r for _, r in ratios if usable(r)]
+    return statistics.median(pool) if pool else None  # type: ignore[type-var]
 
 
 _TREND_KINDS = frozenset({"vanishing_gradient", "exploding_gradient", "vanishing_activation", "exploding_activation"})
@@ -222,7 +227,8 @@ def _unobserved(m: Measurements, by_name: dict[str, ParamMeasure], display: dict
 
 
 def _layer(position: int, stats: LayerStats | None, infos: list[LayerInfo], params: dict[str, ParamMeasure],
-           options: AnalyzeOptions, place: LayerTopology | None, batch: int | None, deep_tanh: bool) -> LayerReport:
+           options: AnalyzeOptions, place: LayerTopology | None, batch: int | None, deep_tanh: bool,
+           median_ratio: float | None) -> LayerReport:
     info = infos[position]
     forward = stats.forward if stats else None
     note = info.note
@@ -231,22 +237,24 @@ def _layer(position: int, stats: LayerStats | None, infos: list[LayerInfo], para
         note = f"dead ratio not judged: only {activation.samples_per_unit:.0f} observations per unit (use more samples)"
     weight = params.get(info.params.get("weight", ""))
     bias = params.get(info.params.get("bias", ""))
+    weight_ratio = _weight_ratio(info, params)
     grad = GradStats(
         output_rms=stats.grad_rms if stats else None,
         nonfinite=bool(stats.grad_nonfinite) if stats else False,
         weight_norm=weight.grad_norm if weight else None,
         bias_norm=bias.grad_norm if bias else None,
         weight_rms=weight.grad_norm / math.sqrt(weight.numel) if weight and weight.grad_norm is not None else None,
-        weight_ratio=(weight.grad_norm / weight.weight_norm) if weight and weight.grad_norm is not None and weight.weight_norm else None,
+        weight_ratio=weight_ratio,
+        relative_ratio=weight_ratio / median_ratio if weight_ratio is not None and median_ratio is not None else None,
     )
     init = None
     if info.kind in WEIGHT_KINDS and weight is not None and weight.numel and info.observable:
         shape = weight.shape[-int(info.attrs["expert_slice"]):] if info.attrs.get("expert_slice") else weight.shape
         summary = WeightSummary(shape, weight.weight_norm / math.sqrt(weight.numel))  # an expert: its slice's fans
-        init = init_advice(infos, position, summary, deep_tanh)
+        spread = None
         if weight.unit_deviation is not None:
             spread = weight.unit_deviation / weight.weight_norm if weight.weight_norm else 0.0
-            init = dataclasses.replace(init, unit_spread=spread)
+        init = init_advice(infos, position, summary, deep_tanh, spread)
     shape = list(info.shape) if info.shape is not None else None
     per_sample = math.prod(shape) // batch if shape and batch and math.prod(shape) % batch == 0 else None
     time = None

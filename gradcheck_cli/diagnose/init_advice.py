@@ -105,8 +105,10 @@ def deep_tanh_stack(layers: Sequence[LayerInfo]) -> bool:
     return tanh_fed >= DEEP_TANH
 
 
-def init_advice(layers: Sequence[LayerInfo], index: int, weight: WeightSummary, deep_tanh: bool = False) -> InitAdvice:
-    """``deep_tanh`` (see :func:`deep_tanh_stack`) makes the tanh advice depth-aware: gain 1."""
+def init_advice(layers: Sequence[LayerInfo], index: int, weight: WeightSummary, deep_tanh: bool = False,
+                unit_spread: float | None = None) -> InitAdvice:
+    """``deep_tanh`` (see :func:`deep_tanh_stack`) makes the tanh advice depth-aware: gain 1.
+    ``unit_spread``: how different the units' weights are (measured; carried into the advice)."""
     layer = layers[index]
     transposed = layer.type_name == "Conv1D" or bool(layer.attrs.get("transposed_weight"))
     fan_in, fan_out = fans(layer.kind, weight.shape, transposed, int(layer.attrs.get("groups", 1)))
@@ -131,6 +133,7 @@ def init_advice(layers: Sequence[LayerInfo], index: int, weight: WeightSummary, 
         recommended_std=recommended,
         ratio=weight.rms / recommended if recommended > 0 else math.nan,
         current_scheme=classify_init(fan_in, fan_out, weight),
+        unit_spread=unit_spread,
     )
 
 

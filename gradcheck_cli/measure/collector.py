@@ -255,6 +255,9 @@ class StatsCollector:
         # observations (one slice when it was observed once, the usual case)
         broken_units = ~np.isfinite(unit_sums)  # NaN/Inf poisons a unit's sum
         fired_units = unit_sums > 0             # a rectifier unit is alive if it ever fired
+        # per-observation counts in one call each: a layer observed once (the usual case) reads its own
+        broken_counts = np.add.reduceat(broken_units, offsets).tolist()
+        fired_counts = np.add.reduceat(fired_units, offsets).tolist()
         bounds = offsets.tolist() + [len(unit_sums)]
         sizes, numels, sqs = units.tolist(), [int(n) for n in numel_local], sqs.tolist()
         lows, highs = extremes.T.tolist()
@@ -268,13 +271,18 @@ class StatsCollector:
             mean, var, signal = merge_rows((numels[k], sizes[k], [sums[k], sqs[k], sum_sq_units[k]]) for k in ks)
             total = sum(numels[k] for k in ks)
             same_layout = len({sizes[k] for k in ks}) == 1
-            nonfinite = int(np.count_nonzero(_union(broken_units, bounds, ks))) if same_layout else sum(
-                int(np.count_nonzero(broken_units[bounds[k] : bounds[k + 1]])) for k in ks)
+            once = len(ks) == 1
+            if once:
+                nonfinite = int(broken_counts[ks[0]])
+            elif same_layout:
+                nonfinite = int(np.count_nonzero(_union(broken_units, bounds, ks)))
+            else:
+                nonfinite = sum(int(broken_counts[k]) for k in ks)
             dead = n_units = samples_per_unit = alive = None
             if info.kind in RECTIFIER_KINDS and same_layout:
                 n_units = sizes[ks[0]]
                 alive = _union(fired_units, bounds, ks)
-                dead = 1.0 - int(np.count_nonzero(alive)) / n_units
+                dead = 1.0 - (int(fired_counts[ks[0]]) if once else int(np.count_nonzero(alive))) / n_units
                 samples_per_unit = sum(numels[k] // sizes[k] for k in ks)
             sat = [saturated[k] for k in ks if k in saturated]
             if len(ks) == 1:

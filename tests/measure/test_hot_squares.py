@@ -68,7 +68,7 @@ def _deviations(model: nn.Module, x: torch.Tensor, hot: bool) -> dict[str, float
 
 
 def test_hot_unit_spreads_match_the_exact_centring() -> None:
-    """Random weights take the shortcut (within 1e-6 of exact centring); near-identical units and a
+    """Random weights take the shortcut (within 1e-5 of exact centring); near-identical units and a
     constant weight fall back to the exact pass, so they come out equal to it bit for bit (0 for constant)."""
     torch.manual_seed(1)
     model = nn.Sequential(nn.Linear(300, 400), nn.ReLU(), nn.Linear(400, 300), nn.ReLU(), nn.Linear(300, 300), nn.Linear(300, 4))
@@ -78,6 +78,6 @@ def test_hot_unit_spreads_match_the_exact_centring() -> None:
     x = torch.randn(8, 300)
     cold, hot = _deviations(model, x, hot=False), _deviations(model, x, hot=True)
     assert hot["0.weight"] != cold["0.weight"]  # the shortcut ran (float32 terms, not the centring)
-    assert hot["0.weight"] == pytest.approx(cold["0.weight"], rel=1e-6)
+    assert hot["0.weight"] == pytest.approx(cold["0.weight"], rel=1e-5)
     assert hot["2.weight"] == cold["2.weight"] and hot["4.weight"] == cold["4.weight"] == 0.0
     assert hot["5.weight"] == cold["5.weight"]  # small: centred with the other small weights either way

@@ -70,7 +70,21 @@ class DepthSequence:
 
 
 def sequences(e: Evidence) -> list[DepthSequence]:
-    """Every main path, and every role repeated across at least ``min_depth`` blocks on the branches."""
+    """Every main path, and every role repeated across at least ``min_depth`` blocks on the branches
+    (once per report: see ``Evidence.derived``)."""
+    if "sequences" not in e.derived:
+        e.derived["sequences"] = _sequences(e)
+    return e.derived["sequences"]
+
+
+def segmented(e: Evidence) -> list[tuple[DepthSequence, list[list[LayerReport]]]]:
+    """Each of :func:`sequences` with its :func:`segments`, computed once per report."""
+    if "segmented" not in e.derived:
+        e.derived["segmented"] = [(sequence, segments(sequence.layers)) for sequence in sequences(e)]
+    return e.derived["segmented"]
+
+
+def _sequences(e: Evidence) -> list[DepthSequence]:
     if not e.paths:
         return [DepthSequence(_measured(e.layers))]
     out = [DepthSequence(_measured(path)) for path in e.paths]
@@ -117,7 +131,7 @@ class Extreme:
 
     @property
     def steps(self) -> int:
-        return abs(self.segment.index(self.layer) - self.segment.index(self.reference))
+        return abs(_position(self.segment, self.layer) - _position(self.segment, self.reference))
 
     def where(self) -> str:
         per = f"{gain(self.ratio, self.steps):.3g}x per"
@@ -126,11 +140,16 @@ class Extreme:
         return f"across {self.steps + 1} blocks of {self.sequence.role} ({per} block)"
 
 
+def _position(segment: list[LayerReport], layer: LayerReport) -> int:
+    """Where ``layer`` (the object itself) is in ``segment``: ``list.index`` would compare rows field by field."""
+    return next(i for i, member in enumerate(segment) if member is layer)
+
+
 def extremes(e: Evidence, value: Signal, reference_of: Reference) -> tuple[Extreme | None, Extreme | None]:
     """Most extreme ratios below and above 1 over every segment of at least ``min_depth`` layers."""
     low = high = None
-    for sequence in sequences(e):
-        for segment in segments(sequence.layers):
+    for sequence, parts in segmented(e):
+        for segment in parts:
             reference = reference_of(segment)
             if len(segment) < e.thresholds.min_depth or not value(reference):
                 continue
@@ -198,10 +217,10 @@ class Trend:
         R^2 >= 0.9), in this trend's direction, though the end-to-end ratio is under its threshold."""
         t = e.thresholds
         best: tuple[float, list[LayerReport], float] | None = None
-        for sequence in sequences(e):
+        for sequence, parts in segmented(e):
             if sequence.role is not None:
                 continue  # along main paths only: a role across blocks is a few points, not a steady fit
-            for segment in segments(sequence.layers):
+            for segment in parts:
                 if len(segment) < t.gain_depth:
                     continue
                 fit = _log_slope([self.signal(layer) for layer in segment])  # type: ignore[misc]
