@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 import statistics
 from dataclasses import asdict
@@ -177,8 +178,10 @@ def _device_name(device: str) -> str | None:
         return None
 
 
+@functools.lru_cache(maxsize=1)
 def _cpu_name() -> str | None:
-    """The processor's model name (Linux: /proc/cpuinfo; elsewhere what ``platform`` knows)."""
+    """The processor's model name (Linux: /proc/cpuinfo; elsewhere what ``platform`` knows), read once
+    per process (0.3 ms a report otherwise)."""
     import platform
 
     try:
