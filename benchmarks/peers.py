@@ -2,49 +2,49 @@
 
     python benchmarks/peers.py --models mlp30 resnet_bn gpt2_small --pairs 7 --threads 1 --json peers.json
 
-Why: bench.py says what gradcheck costs; this says what the tools people would otherwise reach for cost on
-the same models, measured the same way, so the two can be read side by side. Everything timed comes from
-bench.py (models, bare/analyze steps, the hand-written-hooks floor, the alternation, the per-round ratio):
-in one process the steps alternate round by round after ``--warmup`` rounds, and each column is the median
-of the per-round ratios of CPU time (``time.process_time``: this process only, so a busy machine inflates
-it less than wall time; work a tool hands to another process, e.g. wandb's service, is not counted).
+Why: bench.py says what gradcheck costs; this says what the tools one would otherwise reach for cost on the
+same models, measured the same way (bench.py's models, bare/analyze/floor steps, alternation, per-round
+ratio), so the numbers read side by side. In one process the steps alternate round by round after
+``--warmup`` rounds; each column is the median of the per-round ratios of CPU time (``time.process_time``:
+this process only, so a busy machine inflates it less than wall time, and work a tool hands to another
+process, e.g. wandb's service, is not counted).
 
 Every peer step is the bare step (forward, gradcheck's projection loss, backward, zero_grad) under the tool:
-- anomaly: the bare step inside ``torch.autograd.detect_anomaly()`` (check_nan=True, its default).
+- anomaly: inside ``torch.autograd.detect_anomaly()`` (check_nan=True, its default).
 - fastai: fastai's own ``ActivationStats(with_hist=True).hook`` (per module output: mean, std, share <= 0.05,
-  40-bin histc) installed through fastai's ``Hooks`` on the modules ``HookCallback.before_fit`` picks
-  (``flatten_model`` leaves with parameters; detach=True, cpu=True), stored per batch as ``after_batch``
-  does. No Learner: fastai's training loop is not what is measured.
-- torchlens: ``torchlens.trace(model, inputs, capture=CaptureOptions(save_grads=True))`` (its defaults
-  otherwise: every op's output saved as a copy; torch functions stay wrapped after the first call, as by
-  default, which did not measurably slow the other steps), the loss of its first output tensor, then
-  ``trace.log_backward(loss)``, ``trace.cleanup()``. (TorchLens 2.x renamed ``log_forward_pass`` to ``trace``.)
-- wandb: ``wandb.watch(model, log="all", log_freq=1)`` in an offline run (no network; files under a temp
-  dir), i.e. parameter and gradient histograms every step, committed by ``run.log({})`` each step.
+  40-bin histc), installed by fastai's ``Hooks`` on the modules ``HookCallback.before_fit`` picks (leaves
+  of ``flatten_model`` with parameters; detach=True, cpu=True), stored each batch as ``after_batch`` does.
+  No Learner: fastai's training loop is not what is measured.
+- torchlens: ``torchlens.trace(model, inputs, capture=CaptureOptions(save_grads=True))``, else its defaults
+  (every op's output saved as a copy; torch functions stay wrapped after the first call, which did not
+  measurably slow the other steps), the loss of its first output tensor, ``trace.log_backward(loss)``,
+  ``trace.cleanup()``. (TorchLens 2.x replaced ``log_forward_pass`` by ``trace``.)
+- wandb: ``wandb.watch(model, log="all", log_freq=1)`` in an offline run (no network, files in a temp dir):
+  parameter and gradient histograms every step, committed by ``run.log({})`` as a training loop's log does.
 - cockpit: ``Cockpit(params, configuration("economy"))`` on a BackPACK-extended model, the backward inside
-  ``cockpit(step, info=...)`` with the per-sample projection losses; an SGD optimizer is handed in (Alpha
-  needs one) but never stepped. It costs far more than the rest, so it alternates with the bare step on its
-  own, ``--cockpit-pairs`` rounds (on ``--cockpit-models``, default all). BackPACK has no per-sample
-  gradients for GPT-2's Conv1D/LayerNorm, so Cockpit is skipped there, with that reason.
+  ``cockpit(step, info=...)`` with the per-sample projection losses and an SGD optimizer (Alpha needs one;
+  never stepped). It can cost 200x, so it alternates with the bare step on its own, ``--cockpit-pairs``
+  rounds. BackPACK has no per-sample gradients for GPT-2's Conv1D/LayerNorm: skipped there, so stated.
 Tools that attach once (fastai, wandb, cockpit) get their own deep copy of the model, hooks left on as in
-training; gradcheck analyze, anomaly and torchlens are per-call tools and run on the model itself.
-A peer that is not importable, or fails on a model, is skipped with a one-line reason.
+training; analyze, anomaly and torchlens are per-call and run on the model itself. A peer that does not
+import, or fails on a model, is skipped with a one-line reason.
 
-Reproduce (torch from the local CPU wheel; torchvision does not import beside it, so nothing that pulls it in
-is installed with its dependencies; fastai and backpack import torchvision only in parts not used here):
+Reproduce (torch from the local CPU wheel; torchvision does not import beside it, so packages that pull it
+in go in with --no-deps: fastai and backpack import it only in parts not used here):
     python3 -m venv /tmp/peers-venv && V=/tmp/peers-venv/bin
     $V/pip install torch==2.13.0 && $V/pip install -e /work/main transformers==5.24.0
-    $V/pip install torchlens==2.36.1 wandb==0.31.0 scikit-learn==1.9.1
+    $V/pip install torchlens==2.36.1 wandb==0.31.0 scikit-learn==1.9.1 matplotlib pandas scipy seaborn \\
+        "setuptools<81" "plum-dispatch==2.9.0"
     $V/pip install --no-deps fastai==2.8.12 fastcore==2.2.41 fasttransform==0.0.5 fastprogress==1.0.5 \\
-        fastdownload==0.0.8 "plum-dispatch==2.9.0"
-    $V/pip install --no-deps cockpit-for-pytorch==1.0.2 backpack-for-pytorch==1.7.1 unfoldNd==0.2.3 einops==0.8.2 \\
-        json-tricks==3.17.3 && $V/pip install matplotlib pandas scipy seaborn "setuptools<81"
+        fastdownload==0.0.8 cockpit-for-pytorch==1.0.2 backpack-for-pytorch==1.7.1 unfoldNd==0.2.3 \\
+        einops==0.8.2 json-tricks==3.17.3
     $V/python benchmarks/peers.py --models mlp30 resnet_bn gpt2_small --pairs 7 --threads 1
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import copy
 import importlib.metadata
 import json
@@ -54,6 +54,7 @@ import sys
 import tempfile
 import warnings
 from collections.abc import Callable
+from typing import Any
 from pathlib import Path
 
 import torch
@@ -65,6 +66,7 @@ from bench import MODELS, _floor_step, _pair_ratio, _steps, alternate, machine  
 Step = Callable[[], None]
 Inputs = tuple[torch.Tensor, ...]
 PEERS = ("anomaly", "fastai", "torchlens", "wandb", "cockpit")
+IMPORTS = {"fastai": "fastai.callback.hook", "torchlens": "torchlens", "wandb": "wandb", "cockpit": "cockpit"}
 DISTRIBUTIONS = {"base": ("torch", "transformers", "gradcheck"), "fastai": ("fastai", "fastcore"),
                  "torchlens": ("torchlens",), "wandb": ("wandb",), "cockpit": ("cockpit-for-pytorch", "backpack-for-pytorch")}
 
@@ -115,49 +117,45 @@ def torchlens(model: nn.Module, inputs: Inputs, bare: Step) -> Step:
     return step
 
 
-_WANDB_RUN: list[object] = []
+_WANDB_RUN: list[Any] = []  # one offline run for the process; one watched model copy per reference model
 
 
 def wandb(model: nn.Module, inputs: Inputs, bare: Step) -> Step:
     os.environ.update(WANDB_MODE="offline", WANDB_SILENT="true", WANDB_DISABLE_GIT="true",
-                      WANDB_DIR=os.environ.get("WANDB_DIR", tempfile.mkdtemp(prefix="peers-wandb-")))
+                      WANDB_DIR=os.environ.get("WANDB_DIR") or tempfile.mkdtemp(prefix="peers-wandb-"))
     import wandb as wb
 
-    if not _WANDB_RUN:  # one offline run for the whole process, one watched model copy per reference model
+    if not _WANDB_RUN:
         _WANDB_RUN.append(wb.init(mode="offline", project="gradcheck-peers",
                                   settings=wb.Settings(console="off", save_code=False, x_disable_stats=True)))
-    run = _WANDB_RUN[0]
     clone = copy.deepcopy(model)
-    run.watch(clone, log="all", log_freq=1)
+    _WANDB_RUN[0].watch(clone, log="all", log_freq=1)
     bare_clone = _bare_on(clone, inputs)
 
     def step() -> None:
         bare_clone()
-        run.log({})  # commits the step's histograms, as a training loop's wandb.log does
+        _WANDB_RUN[0].log({})  # commits the step's histograms
 
     return step
 
 
 def cockpit(model: nn.Module, inputs: Inputs, bare: Step) -> Step:
     from backpack import extend
+    from backpack.extensions import BatchGrad
     from cockpit import Cockpit
     from cockpit.utils.configuration import configuration
 
     from gradcheck_cli.analysis.loss import _seeded, pick_output
 
-    from backpack.extensions import BatchGrad
-
-    supported = getattr(BatchGrad(), "_BackpropExtension__module_extensions", None)
-    missing = sorted({type(m).__name__ for m in model.modules() if next(m.parameters(recurse=False), None) is not None
-                      and supported is not None and type(m) not in supported})
+    supported = getattr(BatchGrad(), "_BackpropExtension__module_extensions", None) or {}
+    missing = sorted({type(m).__name__ for m in model.modules()
+                      if supported and next(m.parameters(recurse=False), None) is not None and type(m) not in supported})
     if missing:  # else Cockpit fails later on a parameter without per-sample gradients (grad_batch_transforms)
         raise NotImplementedError(f"BackPACK has no per-sample-gradient extension for {', '.join(missing)}, "
                                   "which Cockpit's economy quantities need for every parameter")
     clone = extend(copy.deepcopy(model))
     params = [p for p in clone.parameters() if p.requires_grad]
-    tracker = Cockpit(params, quantities=configuration("economy"))
-    optimizer = torch.optim.SGD(params, lr=0.01)
-    counter = [0]
+    tracker, optimizer, counter = Cockpit(params, quantities=configuration("economy")), torch.optim.SGD(params, lr=0.01), [0]
 
     def step() -> None:
         out = pick_output(clone(*inputs))
@@ -174,21 +172,16 @@ def cockpit(model: nn.Module, inputs: Inputs, bare: Step) -> Step:
 
 FACTORIES: dict[str, Callable[[nn.Module, Inputs, Step], Step]] = {
     "anomaly": anomaly, "fastai": fastai, "torchlens": torchlens, "wandb": wandb, "cockpit": cockpit}
-IMPORTS = {"fastai": "fastai.callback.hook", "torchlens": "torchlens", "wandb": "wandb", "cockpit": "cockpit"}
 
 
-def importable(peers: list[str]) -> list[str]:
-    """The peers whose package imports here; a one-line reason for each that does not."""
-    kept = []
-    for peer in peers:
-        if peer in IMPORTS:
-            try:
-                __import__(IMPORTS[peer])
-            except Exception as exc:  # ImportError, or a broken install (e.g. a torchvision that cannot load)
-                print(f"peer {peer} skipped: {IMPORTS[peer]} does not import ({type(exc).__name__}: {exc})")
-                continue
-        kept.append(peer)
-    return kept
+def importable(peer: str) -> bool:
+    """Whether the peer's package imports here; a one-line reason where it does not."""
+    try:
+        __import__(IMPORTS.get(peer, "torch"))
+        return True
+    except Exception as exc:  # ImportError, or a broken install (e.g. a torchvision that cannot load)
+        print(f"peer {peer} skipped: {IMPORTS[peer]} does not import ({type(exc).__name__}: {exc})")
+        return False
 
 
 def _probe(name: str, make: Callable[[], Step]) -> Step | None:
@@ -198,12 +191,12 @@ def _probe(name: str, make: Callable[[], Step]) -> Step | None:
         step()
         return step
     except Exception as exc:
-        print(f"  {name}: skipped ({type(exc).__name__}: {str(exc).splitlines()[0][:200] if str(exc) else ''})")
+        print(f"  {name}: skipped ({type(exc).__name__}: {(str(exc).splitlines() or [''])[0][:200]})")
         return None
 
 
-def measure(name: str, peers: list[str], pairs: int, warmup: int, cockpit_pairs: int) -> dict[str, object]:
-    """One row: the bare step's CPU ms and every step's median per-round CPU-time ratio to it."""
+def measure(name: str, peers: list[str], pairs: int, warmup: int, cockpit_pairs: int) -> dict[str, Any]:
+    """One row: the bare step's CPU ms and every other step's median per-round CPU-time ratio to it."""
     torch.manual_seed(0)
     model, inputs = MODELS[name]()
     bare, analyze = _steps(model, inputs, "cpu")
@@ -213,13 +206,12 @@ def measure(name: str, peers: list[str], pairs: int, warmup: int, cockpit_pairs:
             steps[peer] = step
     cpu: dict[str, list[float]] = {}
     alternate(steps, "cpu", pairs, warmup, cpu=cpu)
-    row: dict[str, object] = {"model": name, "bare_cpu_ms": statistics.median(cpu["bare"]) * 1e3}
+    row: dict[str, Any] = {"model": name, "bare_cpu_ms": statistics.median(cpu["bare"]) * 1e3}
     row |= {f"{label}_x": _pair_ratio(cpu[label], cpu["bare"]) for label in steps if label != "bare"}
     if "cockpit" in peers and cockpit_pairs and (step := _probe("cockpit", lambda: cockpit(model, inputs, bare))):
         cpu = {}
         alternate({"bare": bare, "cockpit": step}, "cpu", cockpit_pairs, 1, cpu=cpu)
-        row["cockpit_x"] = _pair_ratio(cpu["cockpit"], cpu["bare"])
-        row["cockpit_pairs"] = cockpit_pairs
+        row |= {"cockpit_x": _pair_ratio(cpu["cockpit"], cpu["bare"]), "cockpit_pairs": cockpit_pairs}
     return row
 
 
@@ -227,14 +219,12 @@ def versions(peers: list[str]) -> dict[str, str]:
     """Installed versions of torch, transformers, gradcheck and the measured peers' distributions."""
     found = {}
     for dist in (d for group in ("base", *peers) for d in DISTRIBUTIONS.get(group, ())):
-        try:
+        with contextlib.suppress(importlib.metadata.PackageNotFoundError):
             found[dist] = importlib.metadata.version(dist)
-        except importlib.metadata.PackageNotFoundError:
-            pass
     return found
 
 
-def table(rows: list[dict[str, object]], peers: list[str]) -> str:
+def table(rows: list[dict[str, Any]], peers: list[str]) -> str:
     columns = ["analyze", "floor", *peers]
     lines = ["| model | bare ms (CPU) | " + " | ".join(f"{c} x" for c in columns) + " |",
              "|---|---:|" + "---:|" * len(columns)]
@@ -252,14 +242,13 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--threads", type=int, help="torch.set_num_threads (default: torch's own)")
     parser.add_argument("--cockpit-pairs", type=int, default=3, help="rounds of Cockpit against the bare step")
-    parser.add_argument("--cockpit-models", nargs="*", choices=list(MODELS),
-                        help="models Cockpit runs on (default: all; it can cost 100x a step, so it has its own rounds)")
+    parser.add_argument("--cockpit-models", nargs="*", choices=list(MODELS), help="models Cockpit runs on (default: all)")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
-    warnings.filterwarnings("ignore")  # detect_anomaly's notice on every entry, deprecations of the peers
-    peers = importable(args.peers)
+    warnings.filterwarnings("ignore")  # detect_anomaly's notice on every entry, the peers' deprecations
+    peers = [peer for peer in args.peers if importable(peer)]
     print(f"machine: {machine('cpu')}; ratios: CPU time of this process, median of per-round ratios")
     rows = []
     for name in args.models:
@@ -273,15 +262,12 @@ def main() -> None:
             print(f"  skipped: {exc}")
     measured = [p for p in peers if any(f"{p}_x" in row for row in rows)]
     found = versions(measured)
-    print()
-    print(table(rows, measured))
-    print()
-    print("versions: " + ", ".join(f"{dist} {v}" for dist, v in found.items()))
+    print(f"\n{table(rows, measured)}\n\nversions: " + ", ".join(f"{dist} {v}" for dist, v in found.items()))
     if args.json:
         args.json.write_text(json.dumps({"machine": machine("cpu"), "threads": torch.get_num_threads(),
                                          "pairs": args.pairs, "versions": found, "rows": rows}, indent=2))
     for run in _WANDB_RUN:
-        run.finish()  # type: ignore[attr-defined]
+        run.finish()
 
 
 if __name__ == "__main__":
