@@ -85,9 +85,11 @@ def analyze(
         raise UsageError("pass either options=AnalyzeOptions(...) or option keywords, not both")
     progress = progress or _Silent()
     device = resolve_device(options.device)
-    from gradcheck_cli.analysis.distributed import start
+    group = None
+    if options.distributed != "none":  # imported only then: torch.distributed's set-up is not free
+        from gradcheck_cli.analysis.distributed import start
 
-    group = start(options.distributed, device, options.shard_by) if options.distributed != "none" else None
+        group = start(options.distributed, device, options.shard_by)
     if group is not None:
         device = group.device
     try:
