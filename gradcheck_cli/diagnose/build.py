@@ -7,6 +7,7 @@ import functools
 import math
 import statistics
 from dataclasses import asdict
+from typing import TYPE_CHECKING
 
 from gradcheck_cli import __version__
 from gradcheck_cli.diagnose.init_advice import WeightSummary, deep_tanh_stack, init_advice
@@ -30,12 +31,14 @@ from gradcheck_cli.report.model import (
 )
 from gradcheck_cli.diagnose.evaluate import Evidence, evaluate
 from gradcheck_cli.diagnose.over_training import training_report
-from gradcheck_cli.training.loop import TrainingRun
 from gradcheck_cli.diagnose.registry import SEVERITIES, fails
 from gradcheck_cli.diagnose.rules.dead_relu import too_few_samples
 from gradcheck_cli.measure.collector import ForwardSummary, LayerStats
 from gradcheck_cli.measure.measurements import Measurements, ParamMeasure
 from gradcheck_cli.measure.topology import Topology, roles
+
+if TYPE_CHECKING:  # the training loop (and what it imports) only for --steps runs
+    from gradcheck_cli.training.loop import TrainingRun
 
 
 def build_report(loaded: LoadedModel, m: Measurements, options: AnalyzeOptions, *, notes: list[str], device: str, loss: str,

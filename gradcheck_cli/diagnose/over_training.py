@@ -9,10 +9,13 @@ from __future__ import annotations
 import math
 import statistics
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from gradcheck_cli.analysis.options import Thresholds
 from gradcheck_cli.report.model import LayerSeries, TrainingAdvice, TrainingReport
-from gradcheck_cli.training.loop import TrainingRun
+
+if TYPE_CHECKING:  # the training loop (and what it imports) only for --steps runs
+    from gradcheck_cli.training.loop import TrainingRun
 
 BASELINE_POINTS = 3
 """The healthy baseline is the median of the first logged steps (robust to one noisy step)."""
