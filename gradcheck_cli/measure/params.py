@@ -218,10 +218,11 @@ class HotSquares:
 
 def _column_squares(w: torch.Tensor, dim: int) -> torch.Tensor:
     """|sum over units of w_u|^2 / units of a weight whose units lie along ``dim`` (0, or 1 of a 2-d
-    weight), as a float64 device scalar: one read-only pass (float32 sums over the units)."""
+    weight), as a float64 device scalar: one read-only pass (sums over the units in float32 at least:
+    a half-precision sum is rounded to 3 digits, or overflows at 65504 in float16)."""
     units = w.shape[dim]
     m = w.reshape(units, -1) if dim == 0 else w
-    return m.sum(dim=dim).double().square().sum() / units
+    return m.sum(dim=dim, dtype=torch.promote_types(w.dtype, torch.float32)).double().square().sum() / units
 
 
 SPREAD_SHORTCUT = 0.25
