@@ -211,13 +211,14 @@ def _train(loaded: LoadedModel, batches: list[Sample], loss_name: str, options: 
 def _gc_paused() -> Iterator[None]:
     """No cyclic garbage collection during the analysis (passes, statistics, rules, report).
 
-    A full collection walks every object of the process (~150 ms once torch and transformers are
-    imported) and fired about once in ten calls; paused only around the passes, it fired right
-    after them, when the re-enabled collector found the passes' objects pending. Paused for the whole
-    call, the temporaries die by reference count before any young collection can promote them, so only
-    the returned report ages into the old generation: on the 30-layer MLP one full collection per ~60
-    calls instead of one per ~10 (benchmarks/bench.py, "worst call"). The collector is restored,
-    never forced, afterwards; a model whose forward makes reference cycles holds them until then."""
+    A full collection walks every object of the process (130-170 ms once torch and transformers are
+    imported); landing inside a pass it made that call several times slower than the median. Paused
+    for the whole call rather than the passes only, the temporaries of finalising and reporting die
+    by reference count before any young collection can promote them: on the 30-layer MLP young
+    collections fell from 90 to 37 per 100 calls. A full collection still comes about once per ~100
+    calls, wherever the process next allocates (benchmarks/bench.py reports the worst call with and
+    without one). The collector is restored, never forced, afterwards; a model whose forward makes
+    reference cycles holds them until then."""
     enabled = gc.isenabled()
     gc.disable()
     try:
