@@ -290,8 +290,18 @@ def _type_labels(param) -> list[str]:
     ptype = getattr(param, "type", None)  # click parameter types
     parts = getattr(ptype, "types", None)
     if parts:
-        return [str(getattr(t, "name", "value")).upper() for t in parts]
-    return [str(getattr(ptype, "name", "value")).upper()] * nargs
+        return [_click_label(t) for t in parts]
+    return [_click_label(ptype)] * nargs
+
+
+def _click_label(ptype) -> str:
+    """The same label for a click type as for its annotation, whichever typer built it.
+
+    typer 0.28's vendored click names them "str", "int range", "float range"; the range itself is
+    printed on its own line, so the page reads the same under every typer version.
+    """
+    name = str(getattr(ptype, "name", "value")).removesuffix(" range")
+    return _TYPE_LABELS.get(name, name.upper())
 
 
 def value_placeholder(param) -> str:
