@@ -232,7 +232,10 @@ def _check_verbosity(quiet: bool, verbose: bool) -> None:
 
 
 def _view(depth: int | None, only_findings: bool, max_rows: int | None):  # noqa: ANN202 - render.grouping.View
-    """--depth, --only-findings, --max-rows: how the layer tables are laid out."""
+    """--depth, --only-findings, --max-rows: how the layer tables are laid out (None: the defaults, and the
+    table-grouping module is not imported by a run that writes JSON)."""
+    if depth is None and not only_findings and max_rows is None:
+        return None
     from gradcheck_cli.render.grouping import View
 
     return View(depth=depth, only_findings=only_findings, max_rows=max_rows)

@@ -106,18 +106,53 @@ def color_mode(flag: str | None, environ: Mapping[str, str] | None = None) -> st
     return "auto"
 
 
-def console(stderr: bool = False, color: str | None = None):  # noqa: ANN202
-    """A rich console on stdout (or stderr). ``color`` (from :func:`color_mode`; None: the environment's
-    conventions alone) decides the ANSI colours; whether the stream is a terminal (progress bar, width)
-    stays what it really is, so ``--color always`` in a CI log colours the text without animating a
-    progress bar there."""
+def console(stderr: bool = False, color: str | None = None) -> LazyConsole:
+    """A rich console on stdout (or stderr), made when first printed to. ``color`` (from
+    :func:`color_mode`; None: the environment's conventions alone) decides the ANSI colours; whether the
+    stream is a terminal (progress bar, width) stays what it really is, so ``--color always`` in a CI log
+    colours the text without animating a progress bar there."""
+    return LazyConsole(stderr, color_mode(None) if color is None else color)
+
+
+_PIPE_WIDTH = 160
+"""Not a terminal (CI logs, pipes): a fixed, generous width so tables never wrap mid-row."""
+
+
+class LazyConsole:
+    """A rich ``Console`` built on first use.
+
+    Asking whether the stream is a terminal, or its width when that is the fixed width of a pipe, needs no
+    rich; so a run that writes a string (JSON, Markdown, HTML) to a pipe or file and prints nothing else
+    never imports rich (~25 ms of a whole process, measured).
+    """
+
+    def __init__(self, stderr: bool, color: str) -> None:
+        self._stderr = stderr
+        self._color = color
+        self._stream = sys.stderr if stderr else sys.stdout
+        self.is_terminal: bool = self._stream.isatty()
+        self._console = None
+
+    @property
+    def width(self) -> int:
+        if not self.is_terminal and not os.environ.get("COLUMNS"):
+            return _PIPE_WIDTH
+        return self.rich.width
+
+    @property
+    def rich(self):  # noqa: ANN201 - rich.console.Console, imported here
+        if self._console is None:
+            self._console = _rich_console(self._stream, self._stderr, self.is_terminal, self._color)
+        return self._console
+
+    def __getattr__(self, name: str):  # noqa: ANN204 - print, print_exception, file ...: the real console's
+        return getattr(self.rich, name)
+
+
+def _rich_console(stream, stderr: bool, tty: bool, color: str):  # noqa: ANN001, ANN202
     from rich.console import Console
 
-    color = color_mode(None) if color is None else color
-    stream = sys.stderr if stderr else sys.stdout
-    tty = stream.isatty()
-    # Not a terminal (CI logs, pipes): a fixed, generous width so tables never wrap mid-row.
-    width = None if tty or os.environ.get("COLUMNS") else 160
+    width = None if tty or os.environ.get("COLUMNS") else _PIPE_WIDTH
     if color == "never":
         system = None
     elif color == "always":
@@ -235,7 +270,7 @@ class progress:  # noqa: N801 - used as a context manager
             from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
             self._rich = Progress(SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), TimeElapsedColumn(),
-                                  console=err, transient=True)
+                                  console=err.rich, transient=True)
             self._rich.__enter__()
         self._bar = ProgressBar(self._rich, log_line(err) if self._verbose else None)  # lines print above the bar
         return self._bar
