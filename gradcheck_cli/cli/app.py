@@ -77,7 +77,7 @@ from gradcheck_cli.cli.options import (
     OnlyFindingsOpt,
     MaxRowsOpt,
 )
-from gradcheck_cli.cli.process import follower_rank, silent_console, version_text
+from gradcheck_cli.cli.process import follower_rank, imports_without_gc, one_shot_process, silent_console, version_text
 from gradcheck_cli.cli.settings import import_modules, resolve_settings
 from gradcheck_cli.loading.factory import parse_factory_args
 from gradcheck_cli.errors import EXIT_INTERNAL, EXIT_INTERRUPTED, EXIT_USAGE, UsageError
@@ -206,12 +206,13 @@ def analyze(
         _check_verbosity(quiet, verbose)
         fmt = _choose_format(_value(format), output)
         _check_outputs(output, plot)
-        settings = resolve_settings(ctx, config, no_config, verify=verify)
-        for line in settings.sources.lines() if log is not None else ():
-            log(line)
-        import_modules(imports or [])
-        with timed(log, "importing torch and the engine"):
-            from gradcheck_cli.analysis.engine import analyze as run
+        with imports_without_gc():  # the settings import torch (shapes, dtypes)
+            settings = resolve_settings(ctx, config, no_config, verify=verify)
+            for line in settings.sources.lines() if log is not None else ():
+                log(line)
+            import_modules(imports or [])
+            with timed(log, "importing torch and the engine"):
+                from gradcheck_cli.analysis.engine import analyze as run
 
         with progress(not quiet and err.is_terminal and not follower, verbose and not follower, colors) as bar:
             report = run(model, data=settings.data, factory=settings.factory, trust_pickle=trust_pickle,
@@ -221,7 +222,7 @@ def analyze(
     if not follower:  # a distributed run: rank 0 prints and writes; every rank exits with the same code
         with timed(log, f"rendering {fmt.name}"):
             emit(lambda width: fmt.report(report, width, _view(depth, only_findings, max_rows)),
-                 report.summary.verdict, output, quiet, err, debug, colors)
+                 report.summary.verdict, output, quiet, err, debug, colors, wants_width=fmt.wants_width)
         _extras(report, fmt, plot, quiet, err, debug, log)
     raise typer.Exit(report.summary.exit_code)
 
@@ -409,7 +410,7 @@ def render(
     if not plot_only:
         with timed(log, f"rendering {fmt.name}"):
             emit(lambda width: fmt.report(report, width, _view(depth, only_findings, max_rows)),
-                 report.summary.verdict, output, quiet, err, debug, colors)
+                 report.summary.verdict, output, quiet, err, debug, colors, wants_width=fmt.wants_width)
     _extras(report, fmt, plot, quiet, err, debug, log)
 
 
@@ -427,7 +428,8 @@ def schema(
 
 
 def main() -> None:
-    """Console-script entry point."""
+    """Console-script entry point (and ``python -m gradcheck_cli``): one command, then the process exits."""
+    one_shot_process()
     try:
         app()
     except KeyboardInterrupt:

@@ -35,15 +35,16 @@ def boundary(err, debug: bool) -> Iterator[None]:  # noqa: ANN001
 
 
 def emit(render, verdict: str, output: Path | None, quiet: bool, err, debug: bool,  # noqa: ANN001
-         color: str | None = None) -> None:
+         color: str | None = None, wants_width: bool = True) -> None:
     """Write the rendering to ``output`` atomically (then print the verdict) or print it to stdout.
 
-    ``render(width)`` gets the console's width for stdout and None for files (full tables); ``color``
-    is the resolved ``--color`` (:func:`color_mode`). Files never get colour.
+    ``render(width)`` gets the console's width for stdout and None for files (full tables), or None when
+    the format does not lay itself out to a width (``wants_width`` False: no console is asked, so rich is
+    not imported); ``color`` is the resolved ``--color`` (:func:`color_mode`). Files never get colour.
     """
     out = console(color=color)
     try:
-        rendered = render(None if output is not None else out.width)
+        rendered = render(out.width if output is None and wants_width else None)
         if output is not None:
             write_atomic(output, rendered if isinstance(rendered, (str, bytes)) else plain(rendered))
     except KeyboardInterrupt:

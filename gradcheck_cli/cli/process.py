@@ -1,8 +1,11 @@
-"""What ``--version`` prints, and who prints in a distributed run: facts about the process, read without
-importing torch (``--version`` and ``--help`` stay instant)."""
+"""What ``--version`` prints, who prints in a distributed run, and the one-shot process's garbage collector:
+facts about the process, read without importing torch (``--version`` and ``--help`` stay instant)."""
 
 from __future__ import annotations
 
+import gc
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from gradcheck_cli import __version__
@@ -66,3 +69,43 @@ def silent_console():  # noqa: ANN202
     from rich.console import Console
 
     return Console(file=open(os.devnull, "w"), stderr=True)  # noqa: SIM115 - lives as long as the process
+
+
+
+_ONE_SHOT = False
+"""Set by the console-script entry point (:func:`one_shot_process`): this process runs one command and exits."""
+
+
+def one_shot_process() -> None:
+    """Mark the process as one command's (``gradcheck ...``, ``python -m gradcheck_cli``).
+
+    Only then is the garbage collector tuned (:func:`imports_without_gc`): a test runner or notebook that
+    calls the typer app in-process keeps its collector as it is, and nothing of its heap is frozen.
+    """
+    global _ONE_SHOT
+    _ONE_SHOT = True
+
+
+@contextmanager
+def imports_without_gc() -> Iterator[None]:
+    """In a one-shot process: import torch and the engine with the cyclic garbage collector off, then
+    freeze what they built.
+
+    The process keeps every module it imports until it exits, so walking their ~170k objects is wasted.
+    Measured on a 2-core machine (``analyze`` of a 2M-parameter MLP): 3 full collections (0.13-0.16 s)
+    land in these imports, the last and largest (70-90 ms) only because of the engine's imports on top of
+    torch's; and the interpreter's shutdown walks them again. ``gc.freeze`` keeps them out of every later
+    collection, which still runs over what the analysis and the rendering allocate (+0.8 MiB peak RSS).
+    Elsewhere (``one_shot_process`` not called: tests, notebooks, the Python API) this does nothing.
+    """
+    if not _ONE_SHOT:
+        yield
+        return
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        gc.freeze()
+        if enabled:
+            gc.enable()

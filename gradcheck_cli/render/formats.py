@@ -88,10 +88,12 @@ class Format:
     """(comparison, list unchanged layers too) -> the rendering; None: not offered by ``compare``."""
     step_summary: bool = False
     """Also append the Markdown rendering to ``$GITHUB_STEP_SUMMARY`` (in an Actions job)."""
+    wants_width: bool = False
+    """The rendering is laid out to the console's width (the table); the others are given None."""
 
 
 FORMATS: dict[str, Format] = {f.name: f for f in (
-    Format("table", (".txt",), _table, _comparison_table),
+    Format("table", (".txt",), _table, _comparison_table, wants_width=True),
     Format("json", (".json",), _json, _comparison_json),
     Format("markdown", (".md",), _markdown, _comparison_markdown),
     Format("html", (".html", ".htm"), _html),
