@@ -147,6 +147,8 @@ class LazyConsole:
         return self._console
 
     def __getattr__(self, name: str):  # noqa: ANN204 - print, print_exception, file ...: the real console's
+        if name.startswith("_"):  # never delegated: no recursion through a half-built instance (copy, pickle)
+            raise AttributeError(name)
         return getattr(self.rich, name)
 
 
