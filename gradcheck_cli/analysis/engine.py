@@ -117,7 +117,7 @@ def _seed(device: torch.device, seed: int) -> None:
     """Seed the generators the passes draw from (dropout; CPU-side random data): the CPU's and the device's.
 
     Not ``torch.manual_seed``: for every accelerator that is not initialised (CUDA, XPU, MTIA on a CPU run)
-    it queues a deferred seed with a formatted stack trace, 0.8 ms a call measured. :func:`_rng_kept`
+    it queues a deferred seed with a formatted stack trace (250 us a call timed directly, against 1.3 us). :func:`_rng_kept`
     restores whatever this changes.
     """
     torch.default_generator.manual_seed(seed)

@@ -136,9 +136,8 @@ class LazyConsole:
 
     @property
     def width(self) -> int:
-        if not self.is_terminal and not os.environ.get("COLUMNS"):
-            return _PIPE_WIDTH
-        return self.rich.width
+        fixed = _fixed_width(self.is_terminal)
+        return fixed if fixed is not None else self.rich.width
 
     @property
     def rich(self):  # noqa: ANN201 - rich.console.Console, imported here
@@ -152,10 +151,15 @@ class LazyConsole:
         return getattr(self.rich, name)
 
 
+def _fixed_width(tty: bool) -> int | None:
+    """The pipe width, or None where rich measures it (a terminal, or ``COLUMNS`` set)."""
+    return None if tty or os.environ.get("COLUMNS") else _PIPE_WIDTH
+
+
 def _rich_console(stream, stderr: bool, tty: bool, color: str):  # noqa: ANN001, ANN202
     from rich.console import Console
 
-    width = None if tty or os.environ.get("COLUMNS") else _PIPE_WIDTH
+    width = _fixed_width(tty)
     if color == "never":
         system = None
     elif color == "always":

@@ -71,7 +71,6 @@ def silent_console():  # noqa: ANN202
     return Console(file=open(os.devnull, "w"), stderr=True)  # noqa: SIM115 - lives as long as the process
 
 
-
 _ONE_SHOT = False
 """Set by the console-script entry point (:func:`one_shot_process`): this process runs one command and exits."""
 
