@@ -25,7 +25,7 @@ class Evidence:
     """The main paths (measure/topology.py), each in forward order; empty when the graph was not read."""
     training: TrainingReport | None = None
     """``--steps N``: the series over training (the rules over training read it; None: one-shot only)."""
-    derived: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
+    derived: dict[Any, Any] = field(default_factory=dict, compare=False, repr=False)
     """What several rules derive from ``layers`` and ``paths`` alone (the depth sequences and their
     segments), computed once per report: :func:`evaluate`'s per-kind copies share this dict."""
 

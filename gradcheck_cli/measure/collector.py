@@ -24,6 +24,7 @@ import torch
 
 from gradcheck_cli.layers import DENSE_KINDS, RECTIFIER_KINDS, LayerInfo, saturation_for
 from gradcheck_cli.measure.reductions import GradientMoments, ScratchPool, forward_row, gradient_moments
+from gradcheck_cli.records import record
 
 if TYPE_CHECKING:
     from collections.abc import Iterable
@@ -33,7 +34,7 @@ _CHANNEL_FIRST = frozenset({"conv", "conv_transpose", "batchnorm", "groupnorm", 
 _FEATURE_LAST = frozenset({"linear", "layernorm", "rmsnorm", "embedding", "attention", "rnn"})
 
 
-@dataclass(frozen=True)
+@record
 class ForwardSummary:
     count: int
     mean: float
@@ -51,7 +52,7 @@ class ForwardSummary:
     """Rectifier layers: which units fired at least once (what training's dying-unit rule compares)."""
 
 
-@dataclass(frozen=True)
+@record
 class LayerStats:
     """Everything measured for one layer, merged over all batches and calls."""
 

@@ -7,13 +7,14 @@ turns it into a report.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import field
 
 from gradcheck_cli.measure.collector import LayerStats
+from gradcheck_cli.records import record
 from gradcheck_cli.measure.topology import Topology
 
 
-@dataclass(frozen=True)
+@record
 class ParamMeasure:
     name: str
     shape: tuple[int, ...]
@@ -26,7 +27,7 @@ class ParamMeasure:
     """||W - mean unit|| over the layer's units (None: not a layer weight); 0 when all units are identical."""
 
 
-@dataclass(frozen=True)
+@record
 class Measurements:
     layers: list[LayerStats]
     params: list[ParamMeasure]

@@ -20,20 +20,20 @@ def sums_of_squares(tensors: list[torch.Tensor], known: dict[int, torch.Tensor] 
 
     Large tensors take a BLAS dot each (``reductions.squares_of``): on CPU it streams at memory speed,
     where ``_foreach_norm`` (a loop of norm kernels there) is slower. The many small ones (biases,
-    norm scales) share one ``_foreach_norm`` call, whose per-tensor overhead is lower than a dot's.
-    Each group is squared and gathered as one vector, not scalar by scalar.
+    norm scales) are squared together (:func:`_small_squares`). Each group is gathered as one
+    vector, not scalar by scalar.
     """
     big = [i for i, t in enumerate(tensors) if t.numel() >= 1 << 16]
     groups: list[tuple[list[int], torch.Tensor]] = []
     if big:
         known = known or {}
         groups.append((big, torch.stack([known[i] if i in known else squares_of(tensors[i]).float() for i in big])))
-    small = [i for i, t in enumerate(tensors) if t.numel() < 1 << 16]
-    for low in (False, True):  # half-precision norms overflow at 65504: accumulate those in float32
-        group = [i for i in small if (tensors[i].dtype in (torch.float16, torch.bfloat16)) == low]
-        if group:
-            norms = torch._foreach_norm([tensors[i] for i in group], 2, **({"dtype": torch.float32} if low else {}))
-            groups.append((group, torch.stack(norms).float().square()))
+    small: dict[tuple[torch.device, bool], list[int]] = {}
+    for i, t in enumerate(tensors):
+        if t.numel() < 1 << 16:
+            small.setdefault((t.device, t.dtype in (torch.float16, torch.bfloat16)), []).append(i)
+    for group in small.values():
+        groups.append((group, _small_squares([tensors[i] for i in group])))
     if not groups:
         return []
     values = torch.cat([squares for _, squares in groups]).cpu().tolist()
@@ -41,6 +41,17 @@ def sums_of_squares(tensors: list[torch.Tensor], known: dict[int, torch.Tensor] 
     for i, value in zip((i for indices, _ in groups for i in indices), values):
         result[i] = value
     return result
+
+
+def _small_squares(tensors: list[torch.Tensor]) -> torch.Tensor:
+    """Each small tensor's sum of squares as one float32 vector: the tensors flattened into one buffer
+    (one C++ call), squared and summed per tensor by ``segment_reduce`` in float64 (half-precision
+    squares overflow at 65504; float32 sums of many would lose digits). On CPU ``_foreach_norm`` is a loop of norm kernels: for tiny60's
+    240 tensors it took 0.46 ms against 0.16 ms for this."""
+    flat = torch._C._nn.flatten_dense_tensors(tensors)
+    flat = (flat.abs() if flat.is_complex() else flat).double()  # accumulated in float64, as CPU norms are
+    lengths = torch.tensor([t.numel() for t in tensors], device=flat.device)
+    return torch.segment_reduce(flat.square(), "sum", lengths=lengths).float()
 
 
 def unit_dims(layers: list[LayerInfo]) -> dict[str, int]:
@@ -77,25 +88,26 @@ def unit_deviations(params: dict[str, torch.nn.Parameter], unit_dims: dict[str, 
         return {name: found[name] if name in found else exact[name] for name in names}
     with torch.no_grad():
         order, values = [], []
-        small: dict[tuple[torch.device, int, int], list[tuple[str, torch.Tensor]]] = {}
+        small: dict[tuple[torch.device, int, torch.Size], list[tuple[str, torch.Tensor]]] = {}
         size = max(max(min(CENTRING_BLOCK, params[n].numel()), params[n].shape[unit_dims[n]]) for n in names)
         buffers: dict[torch.device, torch.Tensor] = {}
         for name in names:
             w = params[name].detach()
             if sharded and hasattr(w, "full_tensor"):  # FSDP2: the whole weight, one layer at a time
                 w = w.full_tensor()
-            units = w.shape[unit_dims[name]]
-            w = w.movedim(unit_dims[name], 0).reshape(units, -1)
+            dim = unit_dims[name]
             if w.numel() <= SMALL_WEIGHT:  # many tiny layers: per-call overhead, not bandwidth; batched below
-                small.setdefault((w.device, *w.shape), []).append((name, w))
+                small.setdefault((w.device, dim, w.shape), []).append((name, w))
                 continue
+            w = w.movedim(dim, 0).reshape(w.shape[dim], -1)
             buffer = buffers.get(w.device)
             if buffer is None:
                 buffer = buffers[w.device] = torch.empty(size, dtype=_centring_dtype(params), device=w.device)
             order.append(name)
             values.append(_centred_squares(w, buffer).reshape(1))
-        for group in small.values():  # weights of one shape: stacked, centred and squared in four calls
-            block = torch.stack([w for _, w in group]).to(torch.float64)
+        for (_, dim, shape), group in small.items():  # weights of one shape: stacked, centred and squared together
+            block = torch.stack([w for _, w in group]).movedim(dim + 1, 1).reshape(len(group), shape[dim], -1)
+            block = block.to(torch.float64)
             block -= block.mean(dim=1, keepdim=True)
             order += [name for name, _ in group]
             values.append(block.square_().sum(dim=(1, 2)))

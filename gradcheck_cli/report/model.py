@@ -1,4 +1,4 @@
-"""The report: frozen dataclasses, one per part of the JSON document (:mod:`.codec` writes and reads it).
+"""The report: frozen dataclasses (:func:`~gradcheck_cli.records.record`), one per part of the JSON document (:mod:`.codec` writes and reads it).
 
 ``SCHEMA_VERSION`` is bumped on any breaking change to keys or meanings; additions of new keys keep
 the version (they get defaults, so older reports still load).
@@ -6,15 +6,16 @@ the version (they get defaults, so older reports still load).
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import field
 from typing import Any
 
 from gradcheck_cli.analysis.options import IgnoreRule
+from gradcheck_cli.records import record
 
 SCHEMA_VERSION = 1
 
 
-@dataclass(frozen=True)
+@record
 class ActivationStats:
     mean: float
     """Mean of every output element over all analysed samples."""
@@ -44,7 +45,7 @@ class ActivationStats:
     """Fraction of outputs within 0.01 of a sigmoid/tanh asymptote (at the bound for hard variants)."""
 
 
-@dataclass(frozen=True)
+@record
 class GradStats:
     output_rms: float | None
     """RMS of dLoss/d(layer output): the backward signal arriving at this layer (inf when its
@@ -68,7 +69,7 @@ class GradStats:
     (and in reports written before it existed)."""
 
 
-@dataclass(frozen=True)
+@record
 class InitAdvice:
     fan_in: int
     fan_out: int
@@ -100,7 +101,7 @@ class InitAdvice:
     information, not as something to apply."""
 
 
-@dataclass(frozen=True)
+@record
 class LayerTopology:
     """Where a layer sits in the model's graph (README "Verdicts": main path and branches)."""
 
@@ -114,7 +115,7 @@ class LayerTopology:
     layers of one role are compared across blocks."""
 
 
-@dataclass(frozen=True)
+@record
 class TimeProfile:
     """A recurrent layer's backward signal through time (measure/through_time.py)."""
 
@@ -126,7 +127,7 @@ class TimeProfile:
     """grad_rms at the first step / at the last: the through-time analogue of the depth ratio."""
 
 
-@dataclass(frozen=True)
+@record
 class LayerReport:
     index: int
     name: str
@@ -148,7 +149,7 @@ class LayerReport:
     """For nn.RNN/LSTM/GRU layers: the backward signal at every time step."""
 
 
-@dataclass(frozen=True)
+@record
 class ParameterReport:
     name: str
     layer: str | None
@@ -164,7 +165,7 @@ class ParameterReport:
     """Other names of the same tensor (tied weights are counted once)."""
 
 
-@dataclass(frozen=True)
+@record
 class Finding:
     kind: str
     severity: str
@@ -178,7 +179,7 @@ class Finding:
     the first non-finite step); None for a finding about the model at the analysed step."""
 
 
-@dataclass(frozen=True)
+@record
 class LayerSeries:
     """One layer over the logged training steps (aligned with :attr:`TrainingReport.logged_steps`);
     None where the layer was not measured at that step (no gradient reached it, no weight)."""
@@ -200,7 +201,7 @@ class LayerSeries:
     inf also when its squares overflow float32, i.e. values beyond ~1.8e19)."""
 
 
-@dataclass(frozen=True)
+@record
 class TrainingAdvice:
     clip_grad_norm: float | None
     """A ``max_norm`` for ``torch.nn.utils.clip_grad_norm_`` (README "Training": the median global gradient
@@ -211,7 +212,7 @@ class TrainingAdvice:
     lr_reason: str | None = None
 
 
-@dataclass(frozen=True)
+@record
 class TrainingReport:
     """``analyze --steps N``: the model trained for N optimiser steps on a copy; every ``every``-th logged."""
 
@@ -244,7 +245,7 @@ class TrainingReport:
     """``--lr-scan``: learning rate (as text) -> whether a run at it stayed stable."""
 
 
-@dataclass(frozen=True)
+@record
 class ModelInfo:
     source: str
     format: str
@@ -252,7 +253,7 @@ class ModelInfo:
     trainable_parameters: int
 
 
-@dataclass(frozen=True)
+@record
 class RunInfo:
     device: str
     loss: str
@@ -286,7 +287,7 @@ class RunInfo:
     """The strategy of a distributed run: ``ddp`` or ``fsdp`` (``none``: a single process)."""
 
 
-@dataclass(frozen=True)
+@record
 class Summary:
     status: str
     """ok (no findings), warn (findings outside the fail set) or fail (a finding in the fail set)."""
@@ -300,7 +301,7 @@ class Summary:
     verdict: str
 
 
-@dataclass(frozen=True)
+@record
 class Report:
     schema_version: int
     gradcheck_version: str

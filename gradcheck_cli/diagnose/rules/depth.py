@@ -146,20 +146,29 @@ def _position(segment: list[LayerReport], layer: LayerReport) -> int:
 
 
 def extremes(e: Evidence, value: Signal, reference_of: Reference) -> tuple[Extreme | None, Extreme | None]:
-    """Most extreme ratios below and above 1 over every segment of at least ``min_depth`` layers."""
-    low = high = None
+    """Most extreme ratios below and above 1 over every segment of at least ``min_depth`` layers
+    (once per signal and reference: the vanishing and exploding kinds of a signal share them)."""
+    key = ("extremes", value, reference_of)
+    if key not in e.derived:
+        e.derived[key] = _extremes(e, value, reference_of)
+    return e.derived[key]
+
+
+def _extremes(e: Evidence, value: Signal, reference_of: Reference) -> tuple[Extreme | None, Extreme | None]:
+    low = high = None  # (ratio, layer, reference, segment, sequence): an Extreme is built for the two winners only
     for sequence, parts in segmented(e):
         for segment in parts:
             reference = reference_of(segment)
-            if len(segment) < e.thresholds.min_depth or not value(reference):
+            scale = value(reference) if len(segment) >= e.thresholds.min_depth else None
+            if not scale:
                 continue
             for layer in segment:
-                ratio = value(layer) / value(reference)  # type: ignore[operator]
-                if low is None or ratio < low.ratio:
-                    low = Extreme(ratio, layer, reference, segment, sequence)
-                if high is None or ratio > high.ratio:
-                    high = Extreme(ratio, layer, reference, segment, sequence)
-    return low, high
+                ratio = value(layer) / scale  # type: ignore[operator]
+                if low is None or ratio < low[0]:
+                    low = (ratio, layer, reference, segment, sequence)
+                if high is None or ratio > high[0]:
+                    high = (ratio, layer, reference, segment, sequence)
+    return (Extreme(*low) if low is not None else None), (Extreme(*high) if high is not None else None)
 
 
 def nearest_output(segment: list[LayerReport]) -> LayerReport:
