@@ -96,6 +96,24 @@ def merge_rows(rows: Iterable[tuple[int, int, list[float]]]) -> tuple[float, flo
     return mean, var, signal
 
 
+def _single_rows(n: np.ndarray, units: np.ndarray, f0: np.ndarray, f1: np.ndarray,
+                 f2: np.ndarray) -> tuple[list[float], list[float], list[float | None]]:
+    """:func:`merge_rows` of each observation alone, vectorised: the same float64 operations in the
+    same order (numpy's are IEEE's, as Python's are), so the same bits; an observed-once layer (the
+    usual case) reads its values here instead of running the merge in Python."""
+    with np.errstate(all="ignore"):
+        per_unit = n / units
+        row_mean = f0 / n
+        between = np.where(np.isfinite(f2), np.maximum(f2 / (units * per_unit * per_unit) - row_mean * row_mean, 0.0), f2)
+        row_var = f1 / n + between
+        mean = 0.0 + row_mean * n / n
+        m2 = 0.0 + (row_var * n + row_mean * row_mean * 0.0 * n / n)
+        var = m2 / n
+        signal = f1 / n
+    signals = [value if keep else None for value, keep in zip(signal.tolist(), (per_unit >= 2).tolist())]
+    return mean.tolist(), var.tolist(), signals
+
+
 @dataclass
 class _Observation:
     index: int
@@ -260,19 +278,24 @@ class StatsCollector:
         broken_counts = np.add.reduceat(broken_units, offsets).tolist()
         fired_counts = np.add.reduceat(fired_units, offsets).tolist()
         bounds = offsets.tolist() + [len(unit_sums)]
+        sqs_array = sqs
         sizes, numels, sqs = units.tolist(), [int(n) for n in numel_local], sqs.tolist()
         lows, highs = extremes.T.tolist()
 
         groups: dict[int, list[int]] = {}
         for k, o in enumerate(obs):
             groups.setdefault(o.index, []).append(k)
+        single = _single_rows(numel_local, units.astype(np.float64), np.asarray(sums), sqs_array, np.asarray(sum_sq_units))
         out = {}
         for index, ks in groups.items():
             info = self.layers[index]
-            mean, var, signal = merge_rows((numels[k], sizes[k], [sums[k], sqs[k], sum_sq_units[k]]) for k in ks)
-            total = sum(numels[k] for k in ks)
-            same_layout = len({sizes[k] for k in ks}) == 1
             once = len(ks) == 1
+            if once:  # the usual case: merge_rows of one row, computed for every observation at once
+                mean, var, signal = single[0][ks[0]], single[1][ks[0]], single[2][ks[0]]
+            else:
+                mean, var, signal = merge_rows((numels[k], sizes[k], [sums[k], sqs[k], sum_sq_units[k]]) for k in ks)
+            total = sum(numels[k] for k in ks)
+            same_layout = once or len({sizes[k] for k in ks}) == 1
             if once:
                 nonfinite = int(broken_counts[ks[0]])
             elif same_layout:

@@ -48,28 +48,33 @@ def _children(node: Any) -> list[Any]:
     return out
 
 
-def _postorder(root: Any) -> list[Any]:
-    """Nodes reachable from ``root`` in postorder (children before parents), iteratively."""
+def _postorder(root: Any) -> tuple[list[Any], dict[int, list[int]]]:
+    """Nodes reachable from ``root`` in postorder (children before parents), iteratively, and each
+    node's children ids (read once: ``next_functions`` builds a fresh tuple on every access)."""
     order: list[Any] = []
+    children: dict[int, list[int]] = {}
     seen = {id(root)}
-    stack = [(root, iter(_children(root)))]
+    first = _children(root)
+    children[id(root)] = [id(c) for c in first]
+    stack = [(root, iter(first))]
     while stack:
-        node, children = stack[-1]
-        child = next(children, None)
+        node, pending = stack[-1]
+        child = next(pending, None)
         if child is None:
             stack.pop()
             order.append(node)
         elif id(child) not in seen:
             seen.add(id(child))
-            stack.append((child, iter(_children(child))))
-    return order
+            kids = _children(child)
+            children[id(child)] = [id(c) for c in kids]
+            stack.append((child, iter(kids)))
+    return order, children
 
 
 def dominators(root: Any) -> tuple[dict[int, int], dict[int, list[int]], list[int]]:
     """(immediate dominator of every node id, children ids per node id, node ids in postorder)."""
-    post = _postorder(root)
+    post, children = _postorder(root)
     number = {id(node): i for i, node in enumerate(post)}
-    children = {id(node): [id(c) for c in _children(node)] for node in post}
     parents: dict[int, list[int]] = {key: [] for key in number}
     for key, kids in children.items():
         for kid in kids:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import pytest
 import torch
 from hypothesis import given, settings
@@ -12,7 +13,7 @@ from torch import nn
 
 from gradcheck_cli import analyze
 from gradcheck_cli.analysis.loss import compute_loss
-from gradcheck_cli.measure.collector import merge_rows
+from gradcheck_cli.measure.collector import _single_rows, merge_rows
 
 
 def _model() -> nn.Sequential:
@@ -159,3 +160,21 @@ def test_merging_observations_equals_concatenation(chunks):
     everything = torch.tensor([v for c in chunks for v in c], dtype=torch.float64)
     assert mean == pytest.approx(everything.mean().item(), rel=1e-9, abs=1e-6)
     assert var == pytest.approx(everything.var(correction=0).item(), rel=1e-6, abs=1e-3)
+
+
+def test_single_rows_equal_merge_rows_bitwise() -> None:
+    """The vectorised one-observation merge gives merge_rows' bits, NaN/Inf and tiny counts included."""
+    rng = np.random.default_rng(0)
+    rows = [(int(n), int(u), [float(a), float(b), float(c)]) for n, u, a, b, c in zip(
+        rng.integers(1, 5000, 200) * 4, [1, 2, 4, 4] * 50, rng.normal(size=200) * 1e3, rng.random(200) * 1e4,
+        rng.random(200) * 1e6)]
+    rows += [(8, 4, [math.inf, 1.0, 2.0]), (8, 4, [1.0, math.nan, 2.0]), (8, 4, [1.0, 2.0, math.inf]),
+             (4, 4, [0.0, 0.0, 0.0]), (8, 8, [-3.0, 0.0, 9.0]), (6, 2, [-0.0, 0.0, 0.0])]
+    n = np.array([r[0] for r in rows], dtype=np.float64)
+    units = np.array([r[1] for r in rows], dtype=np.float64)
+    f = np.array([r[2] for r in rows])
+    means, variances, signals = _single_rows(n, units, f[:, 0], f[:, 1], f[:, 2])
+    for k, row in enumerate(rows):
+        expected = merge_rows([row])
+        got = (means[k], variances[k], signals[k])
+        assert [repr(v) for v in got] == [repr(v) for v in expected], row
