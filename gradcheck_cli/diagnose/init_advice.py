@@ -9,9 +9,9 @@ with the weights' current RMS.
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
 
 from gradcheck_cli.layers import (
     ACTIVATION_KINDS,
@@ -20,6 +20,7 @@ from gradcheck_cli.layers import (
     WEIGHT_KINDS,
     init_scheme_for,
 )
+from gradcheck_cli.records import record
 from gradcheck_cli.report.model import InitAdvice
 
 # Kinds that end the look-ahead: the signal enters another weighted transformation.
@@ -27,7 +28,7 @@ _STOPS = WEIGHT_KINDS | {"embedding", "attention", "rnn"}
 _MATCH_TOLERANCE = 0.1
 
 
-@dataclass(frozen=True)
+@record
 class WeightSummary:
     shape: tuple[int, ...]
     rms: float
@@ -55,7 +56,7 @@ def fans(kind: str, shape: Sequence[int], transposed: bool = False, groups: int 
 def following_activation(layers: Sequence[LayerInfo], index: int) -> tuple[str, float | None, bool]:
     """(activation kind or ``linear``, its negative slope if any, whether a norm layer comes first)."""
     normalized = False
-    for later in layers[index + 1 :]:
+    for later in itertools.islice(layers, index + 1, None):
         if later.kind in NORM_KINDS:
             normalized = True
         elif later.kind in ACTIVATION_KINDS:

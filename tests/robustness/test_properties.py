@@ -17,7 +17,7 @@ from hypothesis.extra import numpy as hnp
 
 from gradcheck_cli.errors import InputError, UsageError
 from gradcheck_cli.analysis.sample import Sample, load_sample, load_target, parse_range, parse_shape
-from gradcheck_cli.analysis.options import FINDING_KINDS, parse_fail_on
+from gradcheck_cli.analysis.options import FINDING_KINDS, GATE_TOKENS, parse_fail_on
 from gradcheck_cli.report.codec import encode
 from gradcheck_cli.report.model import Report
 
@@ -84,14 +84,14 @@ def test_parse_fail_on_round_trips_kind_lists(kinds, sep):
 
 
 @FAST
-@given(st.one_of(st.text(), st.lists(st.sampled_from([*FINDING_KINDS, "all", "none", "", " "])).map(",".join)))
+@given(st.one_of(st.text(), st.lists(st.sampled_from([*FINDING_KINDS, *GATE_TOKENS, "all", "none", "", " "])).map(",".join)))
 def test_parse_fail_on_returns_known_kinds_or_raises_usage_error(text):
     try:
         kinds = parse_fail_on(text)
     except UsageError as exc:
         assert "unknown finding kind" in str(exc)
     else:
-        assert isinstance(kinds, frozenset) and kinds <= set(FINDING_KINDS)
+        assert isinstance(kinds, frozenset) and kinds <= set(FINDING_KINDS) | set(GATE_TOKENS)  # severities gate too
 
 
 # --- load_sample on arbitrary file contents ------------------------------------------------------
