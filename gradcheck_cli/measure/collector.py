@@ -16,13 +16,13 @@ those over their concatenation.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from dataclasses import field
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import numpy as np
 import torch
 
-from gradcheck_cli.layers import DENSE_KINDS, RECTIFIER_KINDS, LayerInfo, saturation_for
+from gradcheck_cli.layers import DENSE_KINDS, RECTIFIER_KINDS, LayerInfo, Saturation, saturation_for
 from gradcheck_cli.measure.reductions import GradientMoments, ScratchPool, forward_row, gradient_moments
 from gradcheck_cli.records import record
 
@@ -114,8 +114,7 @@ def _single_rows(n: np.ndarray, units: np.ndarray, f0: np.ndarray, f1: np.ndarra
     return mean.tolist(), var.tolist(), signals
 
 
-@dataclass
-class _Observation:
+class _Observation(NamedTuple):  # a tuple: built once a layer per call, on the hot path
     index: int
     numel: int
     row: list[torch.Tensor | None]
@@ -132,6 +131,7 @@ class StatsCollector:
         self._sample_units = sample_units
         self._samples: dict[tuple[int, int, torch.device], torch.Tensor] = {}
         self._scratch = ScratchPool()
+        self._plans: dict[int, tuple[Saturation | None, bool]] = {}
         self.nodes: dict[int, Any] = {}
         """Row index -> the autograd node of its first output (the graph's skeleton, for the topology)."""
         self.root: Any = None
@@ -167,13 +167,23 @@ class StatsCollector:
             x = x.index_select(unit_dim, self._unit_sample(info.index, x.shape[unit_dim], x.device))
         if x.dtype in (torch.float16, torch.bfloat16):
             x = x.float()
-        row = forward_row(x, saturation_for(info.kind, info.attrs), unit_dim, self._scratch.get(x),
-                          count_zeros=info.kind not in DENSE_KINDS)
+        saturation, count_zeros = self._plan(info)
+        # the pooled buffer only where an elementwise temporary is certain (a count, a saturation test):
+        # looking it up costs a few us in situ, and a dense layer's moments write nothing
+        scratch = self._scratch.get(x) if count_zeros or saturation is not None else None
+        row = forward_row(x, saturation, unit_dim, scratch, count_zeros=count_zeros)
         self._observations.append(_Observation(info.index, x.numel(), row))
         if output.requires_grad:
             if output.grad_fn is not None and info.index not in self.nodes:
                 self.nodes[info.index] = output.grad_fn
             self._hook_gradient(output, info.index)
+
+    def _plan(self, info: LayerInfo) -> tuple[Saturation | None, bool]:
+        """What a row's reductions include (saturation bounds, whether zeros are counted), decided once a row."""
+        plan = self._plans.get(info.index)
+        if plan is None:
+            plan = self._plans[info.index] = (saturation_for(info.kind, info.attrs), info.kind not in DENSE_KINDS)
+        return plan
 
     def _unit_sample(self, index: int, units: int, device: torch.device) -> torch.Tensor:
         """``--sample-stats K``: the same K units of a layer on every call and batch, seeded per layer,

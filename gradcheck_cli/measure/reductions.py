@@ -1,7 +1,7 @@
 """Device-side reductions of one tensor: the kernels the hot path launches, chosen per layout and device.
 
 Every function here returns small device tensors and never retains its input. Each fast path is
-pinned against a float64 reference in ``tests/test_stats_fast_paths.py``; the measurements that
+pinned against a float64 reference in ``tests/measure/test_reductions.py``; the measurements that
 chose them are in the docstrings.
 """
 
@@ -21,8 +21,9 @@ if TYPE_CHECKING:
 def on_host(t: torch.Tensor) -> bool:
     """Whether ``t`` lives in host memory: the one switch between the CPU kernels (fused moments,
     host-side checks of scalar results, pooled scratch) and the accelerator ones (plain reductions,
-    nothing read back). Tests flip it to run the accelerator arithmetic on CPU tensors."""
-    return t.device.type == "cpu"
+    nothing read back). Tests flip it to run the accelerator arithmetic on CPU tensors. ``is_cpu``,
+    not ``device.type``: the latter builds a device object (0.5 us against 0.09, three times a layer)."""
+    return t.is_cpu
 
 
 def forward_row(x: torch.Tensor, saturation: Saturation | None, unit_dim: int | None,

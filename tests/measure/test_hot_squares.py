@@ -81,3 +81,16 @@ def test_hot_unit_spreads_match_the_exact_centring() -> None:
     assert hot["0.weight"] == pytest.approx(cold["0.weight"], rel=1e-5)
     assert hot["2.weight"] == cold["2.weight"] and hot["4.weight"] == cold["4.weight"] == 0.0
     assert hot["5.weight"] == cold["5.weight"]  # small: centred with the other small weights either way
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.bfloat16, torch.float16])
+def test_hot_unit_spreads_in_other_precisions(dtype: torch.dtype) -> None:
+    """The shortcut's terms keep the weight's precision (float32 at least for half weights: their
+    column sums are taken in float32) and are combined in float64 on the host, so they agree with the
+    exact centring in every dtype a model may train in."""
+    torch.manual_seed(2)
+    model = nn.Sequential(nn.Linear(300, 400), nn.ReLU(), nn.Linear(400, 4)).to(dtype)
+    x = torch.randn(8, 300, dtype=dtype)
+    cold, hot = _deviations(model, x, hot=False), _deviations(model, x, hot=True)
+    assert hot["0.weight"] != cold["0.weight"]  # the shortcut ran
+    assert hot["0.weight"] == pytest.approx(cold["0.weight"], rel=1e-9 if dtype == torch.float64 else 1e-5)
