@@ -318,8 +318,8 @@ class StatsCollector:
                 alive = _union(fired_units, bounds, ks)
                 dead = 1.0 - (int(fired_counts[ks[0]]) if once else int(np.count_nonzero(alive))) / n_units
                 samples_per_unit = sum(numels[k] // sizes[k] for k in ks)
-            sat = [saturated[k] for k in ks if k in saturated]
-            if len(ks) == 1:
+            sat = [saturated[k] for k in ks if k in saturated] if saturated else None
+            if once:
                 lo, hi = lows[ks[0]], highs[ks[0]]
             else:  # numpy's min/max propagate NaN whatever the order
                 lo, hi = float(np.min([lows[k] for k in ks])), float(np.max([highs[k] for k in ks]))
@@ -332,7 +332,7 @@ class StatsCollector:
                 max=hi,
                 zero_fraction=_zero_fraction([counts.get(k) for k in ks], total, lo, hi),
                 nonfinite_units=nonfinite,
-                saturation=sum(sat) / total if saturation_for(info.kind, info.attrs) and sat else None,
+                saturation=sum(sat) / total if sat and self._plan(info)[0] is not None else None,
                 dead_ratio=dead,
                 units=n_units,
                 samples_per_unit=samples_per_unit,
