@@ -95,7 +95,7 @@ def _unit_moments(x: torch.Tensor, unit_dim: int | None,
     """
     if unit_dim is not None and unit_dim == x.dim() - 1 >= 1 and x.is_contiguous() and on_host(x):
         # the usual case (see below), decided before building anything: this runs once per layer per call
-        return torch.batch_norm_update_stats(x.view(-1, x.shape[-1]), None, None, 0.0)
+        return torch.batch_norm_update_stats(x if unit_dim == 1 else x.view(-1, x.shape[-1]), None, None, 0.0)
     dims = tuple(d for d in range(x.dim()) if unit_dim is None or d != unit_dim)
     if not dims:  # a 0-d output, or one value per unit: nothing to centre within a unit
         return x.reshape(-1), x.new_zeros(())
@@ -114,6 +114,9 @@ def _unit_moments(x: torch.Tensor, unit_dim: int | None,
             return sums.reshape(-1).div_(per_unit), centred
     means = sums.div_(per_unit)
     return means.reshape(-1), sum_of_squares(torch.sub(x, means, out=temporary()).view(-1))
+
+
+_WIDE = (torch.float32, torch.float64)
 
 
 def squares_of(t: torch.Tensor) -> torch.Tensor:
@@ -165,7 +168,11 @@ def gradient_moments(grad: torch.Tensor) -> GradientMoments:
     float32 sum instead: their variance would overflow float16 at an RMS of 256, their sum at 65504.
     """
     if on_host(grad):
-        squares = squares_of(grad)
+        if grad.dtype in _WIDE and grad.is_contiguous():  # the usual case, without the two calls below
+            flat = grad.view(-1)
+            squares = torch.dot(flat, flat) if flat.numel() < 2**31 else sum_of_squares(flat)
+        else:
+            squares = squares_of(grad)
         sentinel = squares if math.isfinite(squares.item()) else grad.sum()
         return GradientMoments(squares, sentinel, centred=False)
     if grad.dtype in (torch.float16, torch.bfloat16):
