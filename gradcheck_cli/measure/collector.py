@@ -32,6 +32,7 @@ if TYPE_CHECKING:
 # Kinds whose output is laid out channel-first (N, C, ...): a rectifier after them has channel units.
 _CHANNEL_FIRST = frozenset({"conv", "conv_transpose", "batchnorm", "groupnorm", "instancenorm", "pool"})
 _FEATURE_LAST = frozenset({"linear", "layernorm", "rmsnorm", "embedding", "attention", "rnn"})
+_HALF = (torch.float16, torch.bfloat16)
 
 
 @record
@@ -131,7 +132,7 @@ class StatsCollector:
         self._sample_units = sample_units
         self._samples: dict[tuple[int, int, torch.device], torch.Tensor] = {}
         self._scratch = ScratchPool()
-        self._plans: dict[int, tuple[Saturation | None, bool]] = {}
+        self._plans: dict[int, tuple[bool | None, Saturation | None, bool]] = {}
         self.nodes: dict[int, Any] = {}
         """Row index -> the autograd node of its first output (the graph's skeleton, for the topology)."""
         self.root: Any = None
@@ -152,37 +153,48 @@ class StatsCollector:
 
     # -- hot path -------------------------------------------------------------------------------
     def observe(self, info: LayerInfo, output: torch.Tensor) -> None:
-        """Record forward statistics of a layer output and hook its gradient. Never synchronises."""
-        if info.kind in _CHANNEL_FIRST:
-            self._channel_first = True
-        elif info.kind in _FEATURE_LAST:
-            self._channel_first = False
-        if not output.is_floating_point() or output.numel() == 0:
+        """Record forward statistics of a layer output and hook its gradient. Never synchronises.
+
+        Written for the hot path: in situ every attribute read, call and tuple costs about three times
+        what it does in a loop (the model's kernels evict the interpreter's working set between layers),
+        so each tensor property is read once and the row's decisions come from :meth:`_plan`."""
+        layout, saturation, count_zeros = self._plan(info)
+        if layout is not None:
+            self._channel_first = layout
+        numel = output.numel()
+        if not numel or not output.is_floating_point():
             return
         x = output.detach()
         if info.shape is None:
             info.shape = tuple(x.shape)
-        unit_dim = None if x.dim() == 0 else (1 if self._channel_first and x.dim() >= 3 else x.dim() - 1)
+        dims = x.dim()
+        unit_dim = None if dims == 0 else (1 if self._channel_first and dims >= 3 else dims - 1)
+        observed = numel
         if self._sample_units and unit_dim is not None and x.shape[unit_dim] > self._sample_units:
             x = x.index_select(unit_dim, self._unit_sample(info.index, x.shape[unit_dim], x.device))
-        if x.dtype in (torch.float16, torch.bfloat16):
+            observed = x.numel()
+        if x.dtype in _HALF:
             x = x.float()
-        saturation, count_zeros = self._plan(info)
         # the pooled buffer only where an elementwise temporary is certain (a count, a saturation test):
         # looking it up costs a few us in situ, and a dense layer's moments write nothing
         scratch = self._scratch.get(x) if count_zeros or saturation is not None else None
         row = forward_row(x, saturation, unit_dim, scratch, count_zeros=count_zeros)
-        self._observations.append(_Observation(info.index, x.numel(), row))
+        index = info.index
+        self._observations.append(_Observation(index, observed, row))
         if output.requires_grad:
-            if output.grad_fn is not None and info.index not in self.nodes:
-                self.nodes[info.index] = output.grad_fn
-            self._hook_gradient(output, info.index)
+            node = output.grad_fn
+            if node is not None and index not in self.nodes:
+                self.nodes[index] = node
+            self._hook_gradient(output, index, node, numel)
 
-    def _plan(self, info: LayerInfo) -> tuple[Saturation | None, bool]:
-        """What a row's reductions include (saturation bounds, whether zeros are counted), decided once a row."""
+    def _plan(self, info: LayerInfo) -> tuple[bool | None, Saturation | None, bool]:
+        """What a row's kind decides, once a row: the layout it sets for the rectifiers after it (True:
+        channel-first, False: feature-last, None: unchanged), its saturation bounds, whether zeros are counted."""
         plan = self._plans.get(info.index)
         if plan is None:
-            plan = self._plans[info.index] = (saturation_for(info.kind, info.attrs), info.kind not in DENSE_KINDS)
+            kind = info.kind
+            layout = True if kind in _CHANNEL_FIRST else False if kind in _FEATURE_LAST else None
+            plan = self._plans[info.index] = (layout, saturation_for(kind, info.attrs), kind not in DENSE_KINDS)
         return plan
 
     def _unit_sample(self, index: int, units: int, device: torch.device) -> torch.Tensor:
@@ -195,7 +207,7 @@ class StatsCollector:
             self._samples[key] = chosen.to(device)
         return self._samples[key]
 
-    def _hook_gradient(self, output: torch.Tensor, index: int) -> None:
+    def _hook_gradient(self, output: torch.Tensor, index: int, node: Any, numel: int) -> None:
         """Measure the gradient reaching ``output`` during backward.
 
         The hook goes on the autograd node that made the tensor, as a pre-hook reading the
@@ -204,8 +216,7 @@ class StatsCollector:
         skips the Python-side bookkeeping of a tensor hook, which is several microseconds per
         layer per call. A leaf (no node) takes the tensor hook.
         """
-        numel, node, slot = output.numel(), output.grad_fn, output.output_nr
-        grads = self._grads
+        slot, grads = output.output_nr, self._grads
 
         if node is None:
             output.register_hook(lambda grad: grads.append((index, numel, gradient_moments(grad.detach()))))
@@ -332,7 +343,7 @@ class StatsCollector:
                 max=hi,
                 zero_fraction=_zero_fraction([counts.get(k) for k in ks], total, lo, hi),
                 nonfinite_units=nonfinite,
-                saturation=sum(sat) / total if sat and self._plan(info)[0] is not None else None,
+                saturation=sum(sat) / total if sat and self._plan(info)[1] is not None else None,
                 dead_ratio=dead,
                 units=n_units,
                 samples_per_unit=samples_per_unit,

@@ -237,7 +237,7 @@ def _hooked_grads(model: nn.Module, x: torch.Tensor, use_collector: bool) -> lis
     collector = StatsCollector()
     a, b = model(x)
     if use_collector:
-        collector._hook_gradient(b, index=0)
+        collector._hook_gradient(b, 0, b.grad_fn, b.numel())
     else:
         b.register_hook(lambda g: seen.append(g.square().sum()))
     out = (b * 3).sum() + (b * torch.arange(8.0)).sum() + a.sum()  # b consumed twice
@@ -260,7 +260,7 @@ def test_node_prehook_sees_what_a_tensor_hook_sees():
 def test_leaf_output_falls_back_to_a_tensor_hook():
     leaf = torch.randn(3, 4, requires_grad=True)
     collector = StatsCollector()
-    collector._hook_gradient(leaf, index=0)
+    collector._hook_gradient(leaf, 0, leaf.grad_fn, leaf.numel())
     (leaf * 2).sum().backward()
     index, numel, moments = collector._grads[0]
     assert (index, numel) == (0, 12)
