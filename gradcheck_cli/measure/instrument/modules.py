@@ -114,13 +114,15 @@ class _Calls:
         self.stack.clear()
         self.in_layer = 0
 
-    def row(self, name: str, kind: str, type_name: str, **extra: Any) -> LayerInfo:
+    def row(self, name: str, kind: str, type_name: str, extra: dict[str, Any] | None = None) -> LayerInfo:
+        """The row of this call of ``name`` (``name#2`` for its second call in a batch); ``extra``: the
+        LayerInfo fields a new row gets (params, attrs), passed as one dict built once per hook."""
         call = self.counts.get(name, 0)
         self.counts[name] = call + 1
         info = self.rows.get((name, call))
         if info is None:
             shown = name if call == 0 else f"{name}#{call + 1}"
-            info = self.collector.add_layer(shown, kind, type_name, **extra)
+            info = self.collector.add_layer(shown, kind, type_name, **(extra or {}))
             self.rows[(name, call)] = info
         return info
 
@@ -132,19 +134,21 @@ class _ActivationMode(TorchFunctionMode):
 
     def __torch_function__(self, func, types, args=(), kwargs=None):  # noqa: ANN001 - torch protocol
         out = func(*args, **(kwargs or {}))
+        if self.calls.in_layer or not isinstance(out, torch.Tensor):  # most calls: inside a layer's own forward
+            return out
         layer_kind = _FUNCTIONAL_LAYERS.get(func)
-        if layer_kind is not None and not self.calls.in_layer and isinstance(out, torch.Tensor):
+        if layer_kind is not None:
             self._weight_layer(func, layer_kind, args, kwargs or {}, out)
             return out
         kind = _FUNCTIONAL.get(func)
-        if kind is not None and not self.calls.in_layer and isinstance(out, torch.Tensor):
+        if kind is not None:
             parent = self.calls.stack[-1] if self.calls.stack else ""
             name = f"{parent}.{func.__name__.rstrip('_')}" if parent else func.__name__.rstrip("_")
             attrs = {}
             if kind == "leaky_relu":
                 slope = args[1] if len(args) > 1 else (kwargs or {}).get("negative_slope", 0.01)
                 attrs = {"negative_slope": float(slope)}
-            self.calls.collector.observe(self.calls.row(name, kind, f"F.{func.__name__}", attrs=attrs), out)
+            self.calls.collector.observe(self.calls.row(name, kind, f"F.{func.__name__}", {"attrs": attrs}), out)
         return out
 
     def _parameter_of(self, weight: Any, *, matmul: bool) -> tuple[str | None, dict[str, float]]:
@@ -184,7 +188,7 @@ class _ActivationMode(TorchFunctionMode):
         op = func.__name__
         name = f"{parent}.{op}" if parent else op
         with torch._C.DisableTorchFunction():
-            self.calls.collector.observe(self.calls.row(name, kind, f"F.{op}", params=params, attrs=attrs), out)
+            self.calls.collector.observe(self.calls.row(name, kind, f"F.{op}", {"params": params, "attrs": attrs}), out)
 
 
 def _leaf_parameter(t: torch.Tensor, depth: int = 4) -> torch.Tensor | None:
@@ -259,8 +263,10 @@ def _root_hooks(calls: _Calls, mode: _ActivationMode | None) -> tuple[Any, Any, 
 
 
 def _enter(calls: _Calls, name: str, layer: bool):
+    push = calls.stack.append
+
     def pre_hook(module: nn.Module, args: Any) -> None:
-        calls.stack.append(name)
+        push(name)
         if layer:
             calls.in_layer += 1
 
@@ -273,19 +279,21 @@ def _leave(calls: _Calls, name: str, module: nn.Module, layer: bool):
     params = _params(name, module)
     attrs = _attrs(module) | ({"reparametrized": 1.0} if _reparametrised(module) else {})
     recurrent = type_name in RECURRENT_MODULES
+    extra = {"params": params, "attrs": attrs}
+    collector, stack = calls.collector, calls.stack
 
     def hook(module: nn.Module, args: Any, output: Any) -> None:
-        if calls.stack and calls.stack[-1] == name:
-            calls.stack.pop()
+        if stack and stack[-1] == name:
+            stack.pop()
         if not layer:
             return
         calls.in_layer -= 1
-        tensor = first_tensor(output)
+        tensor = output if isinstance(output, torch.Tensor) else first_tensor(output)
         if tensor is not None:
-            info = calls.row(name, kind, type_name, params=params, attrs=attrs)
+            info = calls.row(name, kind, type_name, extra)
             with torch._C.DisableTorchFunction():  # our own reductions need not pass through the mode
-                calls.collector.observe(info, tensor)
-            if recurrent and calls.collector.wants_time(info):
-                calls.collector.observe_time(info, time_profile(module, args, calls.collector.seed + info.index))
+                collector.observe(info, tensor)
+            if recurrent and collector.wants_time(info):
+                collector.observe_time(info, time_profile(module, args, collector.seed + info.index))
 
     return hook
