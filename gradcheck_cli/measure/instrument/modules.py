@@ -274,19 +274,24 @@ def _enter(calls: _Calls, name: str, layer: bool):
 
 
 def _leave(calls: _Calls, name: str, module: nn.Module, layer: bool):
+    stack = calls.stack
+    if not layer:  # a container (or a module only named for the functional calls inside it)
+        def leave_container(module: nn.Module, args: Any, output: Any) -> None:
+            if stack and stack[-1] == name:
+                stack.pop()
+
+        return leave_container
     type_name = type(module).__name__
     kind = module_kind(type_name)
     params = _params(name, module)
     attrs = _attrs(module) | ({"reparametrized": 1.0} if _reparametrised(module) else {})
     recurrent = type_name in RECURRENT_MODULES
     extra = {"params": params, "attrs": attrs}
-    collector, stack = calls.collector, calls.stack
+    collector = calls.collector
 
     def hook(module: nn.Module, args: Any, output: Any) -> None:
         if stack and stack[-1] == name:
             stack.pop()
-        if not layer:
-            return
         calls.in_layer -= 1
         tensor = output if isinstance(output, torch.Tensor) else first_tensor(output)
         if tensor is not None:
