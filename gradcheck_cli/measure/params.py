@@ -84,7 +84,7 @@ def unit_deviations(params: dict[str, torch.nn.Parameter], unit_dims: dict[str, 
     buffer of at most :data:`CENTRING_BLOCK` elements (a fresh one per weight page-faults: 1 ms for
     2 MiB on this VM).
     """
-    names = [n for n in unit_dims if n in params and params[n].dim() >= 2 and params[n].shape[unit_dims[n]] >= 2]
+    names = [n for n, dim in unit_dims.items() if (p := params.get(n)) is not None and p.dim() >= 2 and p.shape[dim] >= 2]
     if not names:
         return {}
     found = _shortcut_deviations(params, names, hot) if hot is not None and hot.spreads else {}
@@ -97,9 +97,9 @@ def unit_deviations(params: dict[str, torch.nn.Parameter], unit_dims: dict[str, 
         size = max(max(min(CENTRING_BLOCK, params[n].numel()), params[n].shape[unit_dims[n]]) for n in names)
         buffers: dict[torch.device, torch.Tensor] = {}
         for name in names:
-            w = params[name].detach()
+            w = params[name]  # no detached copy: nothing below records under no_grad
             if sharded and hasattr(w, "full_tensor"):  # FSDP2: the whole weight, one layer at a time
-                w = w.full_tensor()
+                w = w.detach().full_tensor()
             dim = unit_dims[name]
             if w.numel() <= SMALL_WEIGHT:  # many tiny layers: per-call overhead, not bandwidth; batched below
                 small.setdefault((w.device, dim, w.shape), []).append((name, w))
