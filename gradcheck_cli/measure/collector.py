@@ -9,30 +9,27 @@ skip work: the uncentred shortcut's precision test and the gradient's finiteness
 :mod:`gradcheck_cli.measure.reductions`; this module decides what to observe and merges the results.
 Everything derived from them -- means, variances, dead units, NaN/Inf units -- is computed once
 in :meth:`StatsCollector.finalize`, vectorised with numpy after one transfer per table, and
-batches merge with Chan's parallel variance formula, so statistics over several batches equal
-those over their concatenation.
+batches merge with Chan's parallel variance formula (:mod:`gradcheck_cli.measure.merging` holds the
+merges), so statistics over several batches equal those over their concatenation.
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import field
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import Any, NamedTuple
 
 import numpy as np
 import torch
 
 from gradcheck_cli.layers import DENSE_KINDS, RECTIFIER_KINDS, LayerInfo, Saturation, saturation_for
-from gradcheck_cli.measure.reductions import GradientMoments, ScratchPool, forward_row, gradient_moments
+from gradcheck_cli.measure.merging import host, merge_rows, single_rows, union, zero_fraction
+from gradcheck_cli.measure.reductions import HALF, GradientMoments, ScratchPool, forward_row, gradient_moments
 from gradcheck_cli.records import record
-
-if TYPE_CHECKING:
-    from collections.abc import Iterable
 
 # Kinds whose output is laid out channel-first (N, C, ...): a rectifier after them has channel units.
 _CHANNEL_FIRST = frozenset({"conv", "conv_transpose", "batchnorm", "groupnorm", "instancenorm", "pool"})
 _FEATURE_LAST = frozenset({"linear", "layernorm", "rmsnorm", "embedding", "attention", "rnn"})
-_HALF = (torch.float16, torch.bfloat16)
 
 
 @record
@@ -64,55 +61,6 @@ class LayerStats:
     grad_nonfinite: int
     time: list[float] | None = None
     """A recurrent layer's backward signal per time step (measure/through_time.py)."""
-
-
-def merge_rows(rows: Iterable[tuple[int, int, list[float]]]) -> tuple[float, float, float | None]:
-    """(numel, units, [sum, centred sum of squares, sum over units of (unit sum)^2]) per observation
-    -> mean, population variance, signal variance.
-
-    The centred sum of squares over n = units x m elements is the signal part: divided by n it is
-    each unit's variance across samples and positions, averaged over units (it needs m >= 2). The
-    total variance adds the variance of the unit means. Observations merge with Chan et al.'s
-    pairwise formula, so several batches give the variance of their concatenation; the signal
-    variance is averaged over observations, weighted by size (between-batch shifts of a unit's
-    mean are not counted as signal).
-    """
-    n_total, mean, m2 = 0, 0.0, 0.0
-    signal_weight, signal_sum = 0, 0.0
-    for n, units, f in rows:
-        per_unit = n / units
-        row_mean = f[0] / n
-        between = max(f[2] / (units * per_unit * per_unit) - row_mean * row_mean, 0.0) if math.isfinite(f[2]) else f[2]
-        row_var = f[1] / n + between
-        delta = row_mean - mean
-        new_total = n_total + n
-        mean += delta * n / new_total
-        m2 += row_var * n + delta * delta * n_total * n / new_total
-        n_total = new_total
-        if per_unit >= 2:
-            signal_sum += f[1]
-            signal_weight += n
-    var = m2 / n_total if n_total else math.nan
-    signal = signal_sum / signal_weight if signal_weight else None
-    return mean, var, signal
-
-
-def _single_rows(n: np.ndarray, units: np.ndarray, f0: np.ndarray, f1: np.ndarray,
-                 f2: np.ndarray) -> tuple[list[float], list[float], list[float | None]]:
-    """:func:`merge_rows` of each observation alone, vectorised: the same float64 operations in the
-    same order (numpy's are IEEE's, as Python's are), so the same bits; an observed-once layer (the
-    usual case) reads its values here instead of running the merge in Python."""
-    with np.errstate(all="ignore"):
-        per_unit = n / units
-        row_mean = f0 / n
-        between = np.where(np.isfinite(f2), np.maximum(f2 / (units * per_unit * per_unit) - row_mean * row_mean, 0.0), f2)
-        row_var = f1 / n + between
-        mean = 0.0 + row_mean * n / n
-        m2 = 0.0 + (row_var * n + row_mean * row_mean * 0.0 * n / n)
-        var = m2 / n
-        signal = f1 / n
-    signals = [value if keep else None for value, keep in zip(signal.tolist(), (per_unit >= 2).tolist())]
-    return mean.tolist(), var.tolist(), signals
 
 
 class _Observation(NamedTuple):  # a tuple: built once a layer per call, on the hot path
@@ -176,7 +124,7 @@ class StatsCollector:
             x = output
             if self._sample_units and unit_dim is not None and x.shape[unit_dim] > self._sample_units:
                 x = x.index_select(unit_dim, self._unit_sample(index, x.shape[unit_dim], x.device))
-            if x.dtype in _HALF:
+            if x.dtype in HALF:
                 x = x.float()
             # the pooled buffer only where an elementwise temporary is certain (a count, a saturation
             # test): looking it up costs a few us in situ, and a dense layer's moments write nothing
@@ -269,7 +217,7 @@ class StatsCollector:
         kept = [(index, t) for index, t in self._time.items() if t is not None]
         if not kept:
             return {}
-        values = _host(torch.cat([t for _, t in kept])).tolist()
+        values = host(torch.cat([t for _, t in kept])).tolist()
         out, start = {}, 0
         for index, t in kept:
             out[index] = values[start : start + t.numel()]
@@ -283,9 +231,9 @@ class StatsCollector:
         units = np.array([o.row[0].numel() for o in obs])
         offsets = np.concatenate([[0], np.cumsum(units)[:-1]])
         numel_local = np.array([o.numel for o in obs], dtype=np.float64)
-        unit_sums = _host(torch.cat([o.row[0] for o in obs])) * np.repeat(numel_local / units, units)
+        unit_sums = host(torch.cat([o.row[0] for o in obs])) * np.repeat(numel_local / units, units)
         # one stack and one transfer for each kind of scalar over every observation that has it
-        extremes = _host(torch.stack([t for o in obs for t in o.row[2:4]])).reshape(len(obs), 2)
+        extremes = host(torch.stack([t for o in obs for t in o.row[2:4]])).reshape(len(obs), 2)
         counts = _optional_scalars(obs, 4)
         saturated = _optional_scalars(obs, 5)
         sqs = self._centred_squares(numel_local / units)
@@ -310,7 +258,7 @@ class StatsCollector:
         groups: dict[int, list[int]] = {}
         for k, o in enumerate(obs):
             groups.setdefault(o.index, []).append(k)
-        single = _single_rows(numel_local, units.astype(np.float64), np.asarray(sums), sqs_array, np.asarray(sum_sq_units))
+        single = single_rows(numel_local, units.astype(np.float64), np.asarray(sums), sqs_array, np.asarray(sum_sq_units))
         out = {}
         for index, ks in groups.items():
             info = self.layers[index]
@@ -324,13 +272,13 @@ class StatsCollector:
             if once:
                 nonfinite = int(broken_counts[ks[0]])
             elif same_layout:
-                nonfinite = int(np.count_nonzero(_union(broken_units, bounds, ks)))
+                nonfinite = int(np.count_nonzero(union(broken_units, bounds, ks)))
             else:
                 nonfinite = sum(int(broken_counts[k]) for k in ks)
             dead = n_units = samples_per_unit = alive = None
             if info.kind in RECTIFIER_KINDS and same_layout:
                 n_units = sizes[ks[0]]
-                alive = _union(fired_units, bounds, ks)
+                alive = union(fired_units, bounds, ks)
                 dead = 1.0 - (int(fired_counts[ks[0]]) if once else int(np.count_nonzero(alive))) / n_units
                 samples_per_unit = sum(numels[k] // sizes[k] for k in ks)
             sat = [saturated[k] for k in ks if k in saturated] if saturated else None
@@ -345,7 +293,7 @@ class StatsCollector:
                 signal_std=math.sqrt(signal) if signal is not None and signal >= 0 else (None if signal is None else math.nan),
                 min=lo,
                 max=hi,
-                zero_fraction=_zero_fraction([counts.get(k) for k in ks], total, lo, hi),
+                zero_fraction=zero_fraction([counts.get(k) for k in ks], total, lo, hi),
                 nonfinite_units=nonfinite,
                 saturation=sum(sat) / total if sat and self._plan(info)[1] is not None else None,
                 dead_ratio=dead,
@@ -362,10 +310,10 @@ class StatsCollector:
         out = np.empty(len(obs))
         totals = [k for k, o in enumerate(obs) if o.row[1].dim() == 0]
         if totals:
-            out[totals] = _host(torch.stack([obs[k].row[1] for k in totals]))
+            out[totals] = host(torch.stack([obs[k].row[1] for k in totals]))
         per_unit_var = [k for k, o in enumerate(obs) if o.row[1].dim() == 1]
         if per_unit_var:
-            variances = _host(torch.cat([obs[k].row[1] for k in per_unit_var]))
+            variances = host(torch.cat([obs[k].row[1] for k in per_unit_var]))
             sizes = np.array([obs[k].row[1].numel() for k in per_unit_var])
             with np.errstate(over="ignore", invalid="ignore"):
                 sums = np.add.reduceat(variances, np.concatenate([[0], np.cumsum(sizes)[:-1]]))
@@ -376,7 +324,7 @@ class StatsCollector:
         """Per layer: gradient RMS (inf if float32 squares overflowed), element count, passes with NaN/Inf."""
         if not self._grads:
             return {}
-        rows = _host(torch.stack([t for _, _, m in self._grads for t in (m.second, m.sentinel)])).reshape(-1, 2)
+        rows = host(torch.stack([t for _, _, m in self._grads for t in (m.second, m.sentinel)])).reshape(-1, 2)
         squares = np.array([m.sum_of_squares(second, sentinel, n) for (_, n, m), (second, sentinel)
                             in zip(self._grads, rows.tolist())])
         numels = np.array([n for _, n, _ in self._grads], dtype=np.float64)
@@ -392,36 +340,9 @@ class StatsCollector:
         return {i: (math.sqrt(a[0] / a[1]), int(a[1]), int(a[2])) for i, a in merged.items()}
 
 
-def _union(flags: np.ndarray, bounds: list[int], ks: list[int]) -> np.ndarray:
-    """Per-unit OR of the flags of observations ``ks`` (all with the same units); observation k's
-    flags are ``flags[bounds[k]:bounds[k + 1]]``."""
-    parts = [flags[bounds[k] : bounds[k + 1]] for k in ks]
-    return parts[0] if len(parts) == 1 else np.logical_or.reduce(parts)
-
-
 def _optional_scalars(obs: list[_Observation], slot: int) -> dict[int, float]:
     """Observation number -> the scalar in ``slot`` of its row, for the rows that measured it."""
     have = [k for k, o in enumerate(obs) if o.row[slot] is not None]
     if not have:
         return {}
-    return dict(zip(have, _host(torch.stack([obs[k].row[slot] for k in have])).tolist()))
-
-
-def _zero_fraction(nonzero: list[float | None], total: int, lo: float, hi: float) -> float | None:
-    """Fraction of exact zeros: counted, or implied by the range (none when 0 is outside [min, max],
-    all when min = max = 0), else unknown (None: counting was skipped for this kind of layer)."""
-    if all(n is not None for n in nonzero):
-        return 1.0 - sum(nonzero) / total
-    if lo > 0 or hi < 0:
-        return 0.0
-    if lo == hi == 0:
-        return 1.0
-    return None
-
-
-def _host(t: torch.Tensor) -> np.ndarray:
-    """One device-to-host transfer, as float64 (int64 for counts). The tensors gathered for it are
-    stacked as they are: ``torch.stack`` promotes mixed dtypes exactly (float16/32 into float64 here),
-    where a cast per scalar cost 0.3-1.8 us each (~0.1 ms for tiny60's 300 scalars)."""
-    t = t.detach().cpu()
-    return t.numpy() if not t.is_floating_point() else t.double().numpy()
+    return dict(zip(have, host(torch.stack([obs[k].row[slot] for k in have])).tolist()))

@@ -10,7 +10,7 @@ import torch
 from gradcheck_cli.layers import WEIGHT_KINDS, LayerInfo
 from gradcheck_cli.measure.measurements import ParamMeasure
 from gradcheck_cli.measure.distributed import local_tensor
-from gradcheck_cli.measure.reductions import squares_of
+from gradcheck_cli.measure.reductions import HALF, squares_of
 
 
 def sums_of_squares(tensors: list[torch.Tensor], known: dict[int, torch.Tensor] | None = None) -> list[float]:
@@ -29,7 +29,7 @@ def sums_of_squares(tensors: list[torch.Tensor], known: dict[int, torch.Tensor] 
         if t.numel() >= LARGE:
             big.append(i)
         else:
-            small.setdefault((t.device, t.dtype in _HALF), []).append(i)
+            small.setdefault((t.device, t.dtype in HALF), []).append(i)
     groups: list[tuple[list[int], torch.Tensor]] = []
     if big:
         known = known or {}
@@ -43,9 +43,6 @@ def sums_of_squares(tensors: list[torch.Tensor], known: dict[int, torch.Tensor] 
     for i, value in zip((i for indices, _ in groups for i in indices), values):
         result[i] = value
     return result
-
-
-_HALF = (torch.float16, torch.bfloat16)
 
 
 def _small_squares(tensors: list[torch.Tensor]) -> torch.Tensor:
@@ -247,7 +244,7 @@ def _column_squares(w: torch.Tensor, dim: int) -> torch.Tensor:
     return torch.dot(sums, sums)
 
 
-_SUM_DTYPES = {torch.float16: torch.float32, torch.bfloat16: torch.float32}
+_SUM_DTYPES = dict.fromkeys(HALF, torch.float32)
 
 
 SPREAD_SHORTCUT = 0.25

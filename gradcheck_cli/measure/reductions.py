@@ -116,12 +116,13 @@ def _unit_moments(x: torch.Tensor, unit_dim: int | None,
     return means.reshape(-1), sum_of_squares(torch.sub(x, means, out=temporary()).view(-1))
 
 
-_WIDE = (torch.float32, torch.float64)
+HALF = (torch.float16, torch.bfloat16)
+"""The half-precision dtypes, whose squares and sums are taken in float32."""
 
 
 def squares_of(t: torch.Tensor) -> torch.Tensor:
     """Sum of squares of any tensor, as a device scalar (float32 at least: half squares overflow at 256)."""
-    if t.dtype in (torch.float16, torch.bfloat16) or not t.is_contiguous():
+    if t.dtype in HALF or not t.is_contiguous():
         return torch.linalg.vector_norm(t, dtype=torch.promote_types(t.dtype, torch.float32)).square()
     return sum_of_squares(t.view(-1))
 
@@ -168,14 +169,10 @@ def gradient_moments(grad: torch.Tensor) -> GradientMoments:
     float32 sum instead: their variance would overflow float16 at an RMS of 256, their sum at 65504.
     """
     if on_host(grad):
-        if grad.dtype in _WIDE and grad.is_contiguous():  # the usual case, without the two calls below
-            flat = grad.view(-1)
-            squares = torch.dot(flat, flat) if flat.numel() < 2**31 else sum_of_squares(flat)
-        else:
-            squares = squares_of(grad)
+        squares = squares_of(grad)
         sentinel = squares if math.isfinite(squares.item()) else grad.sum()
         return GradientMoments(squares, sentinel, centred=False)
-    if grad.dtype in (torch.float16, torch.bfloat16):
+    if grad.dtype in HALF:
         return GradientMoments(squares_of(grad), grad.sum(dtype=torch.float32), centred=False)
     variance, mean = torch.var_mean(grad, correction=0)
     return GradientMoments(variance, mean, centred=True)

@@ -13,7 +13,7 @@ from torch import nn
 
 from gradcheck_cli import analyze
 from gradcheck_cli.analysis.loss import compute_loss
-from gradcheck_cli.measure.collector import _single_rows, merge_rows
+from gradcheck_cli.measure.merging import merge_rows, single_rows as _single_rows
 
 
 def _model() -> nn.Sequential:

@@ -22,7 +22,8 @@ from torch import nn
 from gradcheck_cli.measure.params import sums_of_squares
 from gradcheck_cli.measure import reductions
 from gradcheck_cli.measure.reductions import ScratchPool, forward_row, gradient_moments, squares_of
-from gradcheck_cli.measure.collector import StatsCollector, _zero_fraction
+from gradcheck_cli.measure.collector import StatsCollector
+from gradcheck_cli.measure.merging import zero_fraction as _zero_fraction
 
 
 def _reference(x: torch.Tensor, unit_dim: int | None) -> dict[str, float | torch.Tensor]:
