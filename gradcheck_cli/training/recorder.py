@@ -132,8 +132,4 @@ class StepRecorder:
         if meter is None or not names:
             return {}
         squares = meter.squares([self.params[n] for n in names])
-        present = [(n, t) for n, t in zip(names, squares) if t is not None]
-        if not present:
-            return {}
-        values = torch.stack([t for _, t in present]).cpu().tolist()
-        return {n: v for (n, _), v in zip(present, values)}
+        return {n: v for n, v in zip(names, squares) if v is not None}
