@@ -208,7 +208,8 @@ def time_ratio(name: str, device: str, pairs: int, warmup: int, sample_stats: in
 
 def alternate(steps: dict[str, Callable[[], None]], device: str, rounds: int, warmup: int,
               cpu: dict[str, list[float]] | None = None, **per_call: _PerCall) -> dict[str, list[float]]:
-    """Seconds of each step in every round; the steps alternate within a round (after ``warmup`` rounds).
+    """Seconds of each step in every round; the steps alternate within a round (after ``warmup`` rounds),
+    in an order rotated by one each round.
     ``cpu``, when given, receives each step's CPU seconds (``time.process_time``) alike; each of
     ``per_call`` (a :class:`_PerCall`) records its own per-step figure."""
     for _ in range(warmup):
@@ -220,8 +221,15 @@ def alternate(steps: dict[str, Callable[[], None]], device: str, rounds: int, wa
     times: dict[str, list[float]] = {label: [] for label in steps}
     if cpu is not None:
         cpu.update({label: [] for label in steps})
-    for _ in range(rounds):
-        for label, step in steps.items():
+    order = list(steps.items())
+    for round_ in range(rounds):
+        # each round starts one step later: every step takes every position equally often. In a fixed
+        # order, the steps right after train_bench's ten-step blocks ran 8-14% slower than the same
+        # steps elsewhere in the round (the MLP's bare step 130 vs 121 ms, its logged step 168 vs
+        # 147 ms), which biased every ratio over them: the hand-written hooks measured 0.84x bare
+        # because bare came first
+        shift = round_ % len(order)
+        for label, step in order[shift:] + order[:shift]:
             _sync(device)
             for probe in per_call.values():
                 probe.start()
