@@ -241,3 +241,79 @@ def test_an_interrupted_forward_leaves_no_torch_function_mode_behind() -> None:
     with pytest.raises(KeyboardInterrupt), instrument_modules(Interrupted(), StatsCollector()) as forward:
         forward(torch.randn(2, 4))
     assert len(_get_current_function_mode_stack()) == before
+
+
+class _Raises(nn.Module):  # a leaf: a layer module, inside which the functional mode is off torch's stack
+    def __init__(self, error: type[BaseException]) -> None:
+        super().__init__()
+        self.error = error
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        raise self.error
+
+
+def test_an_interrupt_inside_a_layer_leaves_no_torch_function_mode_behind() -> None:
+    """The mode is suspended while the layer runs; the interrupt skips the layer's hook that would put it back."""
+    from torch.overrides import _get_current_function_mode_stack
+
+    from gradcheck_cli.measure.collector import StatsCollector
+    from gradcheck_cli.measure.instrument.modules import instrument_modules
+
+    model = nn.Sequential(nn.Linear(4, 4), _Raises(KeyboardInterrupt))
+    before = len(_get_current_function_mode_stack())
+    with pytest.raises(KeyboardInterrupt), instrument_modules(model, StatsCollector()) as forward:
+        forward(torch.randn(2, 4))
+    assert len(_get_current_function_mode_stack()) == before
+
+
+def test_the_mode_comes_back_after_a_layer_that_raised() -> None:
+    """A layer's error caught by its parent: the functional call after it still gets its row."""
+    from torch.overrides import _get_current_function_mode_stack
+
+    from gradcheck_cli.measure.collector import StatsCollector
+    from gradcheck_cli.measure.instrument.modules import instrument_modules
+
+    class Tolerant(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.flaky, self.fc = _Raises(ValueError), nn.Linear(4, 4)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            try:
+                self.flaky(x)
+            except ValueError:
+                pass
+            return torch.relu(self.fc(x))
+
+    collector = StatsCollector()
+    before = len(_get_current_function_mode_stack())
+    with instrument_modules(Tolerant(), collector) as forward:
+        forward(torch.randn(2, 4))
+        assert len(_get_current_function_mode_stack()) == before
+    assert [(info.name, info.kind) for info in collector.layers] == [("fc", "linear"), ("relu", "relu")]
+
+
+def test_a_layer_keeps_a_mode_of_its_own() -> None:
+    """A mode the model pushes inside a layer sits above the instrumentation's: it sees the layer's calls."""
+    from torch.overrides import TorchFunctionMode
+
+    from gradcheck_cli.measure.collector import StatsCollector
+    from gradcheck_cli.measure.instrument.modules import instrument_modules
+
+    seen: list[str] = []
+
+    class Recording(TorchFunctionMode):
+        def __torch_function__(self, func, types, args=(), kwargs=None):  # noqa: ANN001
+            seen.append(getattr(func, "__name__", ""))
+            return func(*args, **(kwargs or {}))
+
+    class Traced(nn.Linear):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            with Recording():
+                return super().forward(x)
+
+    collector = StatsCollector()
+    with instrument_modules(nn.Sequential(Traced(4, 4), nn.ReLU()), collector) as forward:
+        out = forward(torch.randn(2, 4))
+    assert "linear" in seen and out.shape == (2, 4)
+    assert [info.kind for info in collector.layers][1:] == ["relu"]
