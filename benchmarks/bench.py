@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import gc
 import json
+import math
 import os
 import platform
 import shutil
@@ -188,6 +189,7 @@ def time_ratio(name: str, device: str, pairs: int, warmup: int, sample_stats: in
               # CPU time of this process (time.process_time): what other processes' load does not inflate
               "bare_cpu_ms": statistics.median(cpu["bare"]) * 1e3, "analyze_cpu_ms": statistics.median(cpu["analyze"]) * 1e3,
               "cpu_ratio": _pair_ratio(cpu["analyze"], cpu["bare"]),
+              "cpu_ratio_interval": median_interval([a / b for a, b in zip(cpu["analyze"], cpu["bare"])]),
               "worst_over_median": max(times["analyze"]) / analyze_s,
               # a full collection walks every object of the process (not gradcheck's doing alone): the
               # worst call is also given over the calls without one, and how many had one
@@ -203,6 +205,10 @@ def time_ratio(name: str, device: str, pairs: int, warmup: int, sample_stats: in
         result["floor_ratio"] = _pair_ratio(times["floor"], times["bare"])
         result["floor_cpu_ratio"] = _pair_ratio(cpu["floor"], cpu["bare"])
         result["floor_cpu_ms"] = statistics.median(cpu["floor"]) * 1e3
+        # the target's own ratio, paired per round like the others (the table's last column divides medians)
+        over_floor = [a / f for a, f in zip(cpu["analyze"], cpu["floor"])]
+        result["over_floor_cpu_ratio"] = statistics.median(over_floor)
+        result["over_floor_cpu_interval"] = median_interval(over_floor)
     return result
 
 
@@ -326,6 +332,20 @@ class _PassTime(_PerCall):
 
 def _pair_ratio(times: list[float], bare: list[float]) -> float:
     return statistics.median(t / b for t, b in zip(times, bare))
+
+
+def median_interval(values: list[float], confidence: float = 0.95) -> tuple[float, float]:
+    """A distribution-free interval for the median of ``values`` (order statistics): the k-th smallest
+    and k-th largest, k the largest rank whose binomial(n, 1/2) tail leaves at least ``confidence``
+    between them. On a VM whose speed wanders (this one's 512x512 matmul took 3.1-5.7 ms across a
+    minute), a ratio's interval says whether it is on the target's side of the line or on it."""
+    ordered, n = sorted(values), len(values)
+    if n < 6:  # fewer cannot reach 95%: the extremes
+        return (ordered[0], ordered[-1]) if ordered else (math.nan, math.nan)
+    k = 0
+    while 2 * sum(math.comb(n, i) for i in range(k + 1)) / 2**n <= 1 - confidence:
+        k += 1
+    return ordered[k - 1] if k else ordered[0], ordered[n - k] if k else ordered[-1]
 
 
 def startup(runs: int = 7) -> dict[str, float]:
@@ -461,6 +481,12 @@ def main() -> None:
               f"{row['worst_over_median_no_full_gc']:.2f}x without the {row['full_collections']} call(s) in which a full "
               f"garbage collection ran" + (f" ({row['full_collection_ms']:.0f} ms each)" if row["full_collection_ms"] else ""),
               flush=True)
+        low, high = row["cpu_ratio_interval"]
+        paired = f"{'':<12} CPU, paired per round (median, 95% interval): analyze/bare {row['cpu_ratio']:.3f} [{low:.3f}, {high:.3f}]"
+        if "over_floor_cpu_ratio" in row:
+            low, high = row["over_floor_cpu_interval"]
+            paired += f", analyze/hand-written hooks {row['over_floor_cpu_ratio']:.3f} [{low:.3f}, {high:.3f}]"
+        print(paired, flush=True)
     if args.json:
         args.json.write_text(json.dumps({"machine": machine(args.device), "device": args.device, "startup_s": cli,
                                          "sample_stats": args.sample_stats, "rows": rows}, indent=2))

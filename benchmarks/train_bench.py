@@ -30,7 +30,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench import MODELS, _floor_step, _pair_ratio, alternate, machine, memory_ratio, peak_memory  # noqa: E402
+from bench import MODELS, _floor_step, _pair_ratio, alternate, machine, median_interval, memory_ratio, peak_memory  # noqa: E402
 
 DEFAULT = ["mlp30", "resnet_bn", "gpt2_small", "lstm"]
 
@@ -91,6 +91,9 @@ def time_ratios(name: str, device: str, pairs: int, warmup: int) -> dict[str, fl
         "logged_cpu_ratio": _pair_ratio(cpu["logged"], cpu["bare"]),
         "hooks_cpu_ratio": _pair_ratio(cpu["hooks"], cpu["bare"]),
         "every10_cpu_ratio": _pair_ratio(cpu["block10"], cpu["bare10"]),
+        # distribution-free 95% intervals of the paired CPU ratios' medians (see bench.median_interval)
+        "logged_cpu_interval": median_interval([a / b for a, b in zip(cpu["logged"], cpu["bare"])]),
+        "every10_cpu_interval": median_interval([a / b for a, b in zip(cpu["block10"], cpu["bare10"])]),
     }
 
 
@@ -134,6 +137,9 @@ def main() -> None:
         print(f"{name:<12} {row['bare_ms']:>8.2f} {row['logged_ms']:>10.2f} {row['logged_ratio']:>9.3f} "
               f"{row['hooks_ratio']:>8.3f} {row['every10_ratio']:>10.3f} {row['logged_cpu_ratio']:>12.3f} "
               f"{row['hooks_cpu_ratio']:>6.3f} {row['every10_cpu_ratio']:>8.3f} {memory:>9}", flush=True)
+        (logged_low, logged_high), (every_low, every_high) = row["logged_cpu_interval"], row["every10_cpu_interval"]
+        print(f"{'':<12} CPU, 95% intervals of the paired medians: logged [{logged_low:.3f}, {logged_high:.3f}], "
+              f"every10 [{every_low:.3f}, {every_high:.3f}]", flush=True)
     if args.json:
         args.json.write_text(json.dumps({"machine": machine(args.device), "rows": rows}, indent=2) + "\n")
 

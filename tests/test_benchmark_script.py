@@ -24,8 +24,11 @@ def test_bench_writes_a_complete_row(tmp_path: Path) -> None:
     (row,) = result["rows"]
     assert row["model"] == "mlp30"
     for key in ("bare_ms", "analyze_ms", "time_ratio", "pair_ratio", "floor_ratio", "bare_peak_mb", "analyze_peak_mb",
-                "memory_ratio", "passes_cpu_ms", "outside_passes_cpu_ms", "worst_over_median_no_full_gc"):
+                "memory_ratio", "passes_cpu_ms", "outside_passes_cpu_ms", "worst_over_median_no_full_gc",
+                "over_floor_cpu_ratio"):
         assert row[key] > 0, key
+    low, high = row["over_floor_cpu_interval"]
+    assert low <= row["over_floor_cpu_ratio"] <= high
     assert row["outside_passes_cpu_ms"] < row["analyze_cpu_ms"]  # the split of the call's CPU time is a split
     assert row["full_collections"] in (0, 1)  # one timed analyze call
     assert "mlp30" in run.stdout and "--help" in run.stdout
@@ -42,3 +45,13 @@ def test_train_bench_writes_a_complete_row(tmp_path: Path) -> None:
     (row,) = json.loads(out.read_text())["rows"]
     for key in ("bare_ms", "logged_ms", "logged_ratio", "hooks_ratio", "every10_ratio", "memory_ratio"):
         assert row[key] > 0, key
+
+
+def test_the_median_interval_is_the_order_statistics_interval() -> None:
+    """n = 15: ranks 4 and 12 (96.5%), the textbook interval; n = 21: ranks 6 and 16; any order of input."""
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    from bench import median_interval
+
+    assert median_interval([float(v) for v in range(15, 0, -1)]) == (4.0, 12.0)
+    assert median_interval([float(v) for v in range(1, 22)]) == (6.0, 16.0)
+    assert median_interval([2.0, 1.0, 3.0]) == (1.0, 3.0)  # too few for 95%: the extremes
