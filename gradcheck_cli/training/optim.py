@@ -146,9 +146,13 @@ def _exact_delta(optimizer: torch.optim.Optimizer, group: dict[str, Any], p: tor
     if p.grad is None or (not state and not isinstance(optimizer, torch.optim.SGD)):
         return None  # (plain SGD keeps no state: its step is the gradient's)
     lr, wd = float(group["lr"]), float(group.get("weight_decay", 0.0))
-    if lr * wd == 1.0:
+    if lr == 0.0:  # a warm-up's first step: nothing moved
+        return torch.zeros((), device=p.device), 0.0
+    decoupled = isinstance(optimizer, torch.optim.AdamW) or group.get("decoupled_weight_decay", False)
+    decays = bool(wd) and (decoupled or isinstance(optimizer, torch.optim.SGD))  # the step holds wd x W_before
+    if decays and lr * wd == 1.0:
         return None  # the decay erased the old weight: the step cannot be recovered from the new one
-    c = lr * wd / (1.0 - lr * wd)  # W_before = (W_after + step) / (1 - lr wd): the decay's share of the step
+    c = lr * wd / (1.0 - lr * wd) if decays else 0.0  # W_before = (W_after + step) / (1 - lr wd): the decay's share
     if isinstance(optimizer, torch.optim.SGD):
         sign = -1.0 if group.get("maximize") else 1.0
         buf = state.get("momentum_buffer")
@@ -177,8 +181,7 @@ def _exact_delta(optimizer: torch.optim.Optimizer, group: dict[str, Any], p: tor
     second = _at(state["max_exp_avg_sq"] if group.get("amsgrad") else state["exp_avg_sq"], lines)
     update = second.clone(memory_format=torch.contiguous_format).sqrt_().add_(group["eps"] * root)
     torch.div(_at(state["exp_avg"], lines), update, out=update)  # the step is size x this
-    decoupled = isinstance(optimizer, torch.optim.AdamW) or group.get("decoupled_weight_decay", False)
-    if decoupled and wd:  # the step is size (1 + c) (update + c / (size (1 + c)) W_after)
+    if decays:  # the step is size (1 + c) (update + c / (size (1 + c)) W_after)
         update.add_(_at(p, lines), alpha=c / (size * (1.0 + c)))
         return squares_of(update), (size * (1.0 + c)) ** 2
     return squares_of(update), size * size

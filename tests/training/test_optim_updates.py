@@ -77,3 +77,17 @@ def test_large_tensors_are_recomputed_on_a_sample_within_two_percent(cls: type, 
         optimizer.step()
         got = float(meter.squares([model[0].weight])[0])
         assert got == pytest.approx(float((model[0].weight.detach() - before).double().square().sum()), rel=0.02)
+
+
+@pytest.mark.parametrize(("cls", "kwargs"), [
+    (torch.optim.SGD, {"momentum": 0.9, "nesterov": True, "weight_decay": 0.01}),
+    (torch.optim.AdamW, {"weight_decay": 0.1}),
+])
+def test_a_zero_learning_rate_moves_nothing(cls: type, kwargs: dict) -> None:
+    """A warm-up from lr 0: the recomputation divides by the learning rate nowhere."""
+    torch.manual_seed(0)
+    model = nn.Linear(300, 300)  # above SAMPLED: the sampled path too
+    optimizer = cls(model.parameters(), lr=0.0, **kwargs)
+    model(torch.randn(8, 300)).square().mean().backward()
+    optimizer.step()
+    assert UpdateMeter(optimizer).squares([model.weight, model.bias]) == [0.0, 0.0]
