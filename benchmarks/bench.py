@@ -189,7 +189,7 @@ def time_ratio(name: str, device: str, pairs: int, warmup: int, sample_stats: in
               # CPU time of this process (time.process_time): what other processes' load does not inflate
               "bare_cpu_ms": statistics.median(cpu["bare"]) * 1e3, "analyze_cpu_ms": statistics.median(cpu["analyze"]) * 1e3,
               "cpu_ratio": _pair_ratio(cpu["analyze"], cpu["bare"]),
-              "cpu_ratio_interval": median_interval([a / b for a, b in zip(cpu["analyze"], cpu["bare"])]),
+              "cpu_ratio_interval": pair_interval(cpu["analyze"], cpu["bare"]),
               "worst_over_median": max(times["analyze"]) / analyze_s,
               # a full collection walks every object of the process (not gradcheck's doing alone): the
               # worst call is also given over the calls without one, and how many had one
@@ -206,9 +206,8 @@ def time_ratio(name: str, device: str, pairs: int, warmup: int, sample_stats: in
         result["floor_cpu_ratio"] = _pair_ratio(cpu["floor"], cpu["bare"])
         result["floor_cpu_ms"] = statistics.median(cpu["floor"]) * 1e3
         # the target's own ratio, paired per round like the others (the table's last column divides medians)
-        over_floor = [a / f for a, f in zip(cpu["analyze"], cpu["floor"])]
-        result["over_floor_cpu_ratio"] = statistics.median(over_floor)
-        result["over_floor_cpu_interval"] = median_interval(over_floor)
+        result["over_floor_cpu_ratio"] = _pair_ratio(cpu["analyze"], cpu["floor"])
+        result["over_floor_cpu_interval"] = pair_interval(cpu["analyze"], cpu["floor"])
     return result
 
 
@@ -332,6 +331,11 @@ class _PassTime(_PerCall):
 
 def _pair_ratio(times: list[float], bare: list[float]) -> float:
     return statistics.median(t / b for t, b in zip(times, bare))
+
+
+def pair_interval(times: list[float], bare: list[float]) -> tuple[float, float]:
+    """The 95% interval of :func:`_pair_ratio`'s median (see :func:`median_interval`)."""
+    return median_interval([t / b for t, b in zip(times, bare)])
 
 
 def median_interval(values: list[float], confidence: float = 0.95) -> tuple[float, float]:

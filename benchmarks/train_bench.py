@@ -30,7 +30,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench import MODELS, _floor_step, _pair_ratio, alternate, machine, median_interval, memory_ratio, peak_memory  # noqa: E402
+from bench import MODELS, _floor_step, _pair_ratio, alternate, machine, memory_ratio, pair_interval, peak_memory  # noqa: E402
 
 DEFAULT = ["mlp30", "resnet_bn", "gpt2_small", "lstm"]
 
@@ -91,9 +91,9 @@ def time_ratios(name: str, device: str, pairs: int, warmup: int) -> dict[str, fl
         "logged_cpu_ratio": _pair_ratio(cpu["logged"], cpu["bare"]),
         "hooks_cpu_ratio": _pair_ratio(cpu["hooks"], cpu["bare"]),
         "every10_cpu_ratio": _pair_ratio(cpu["block10"], cpu["bare10"]),
-        # distribution-free 95% intervals of the paired CPU ratios' medians (see bench.median_interval)
-        "logged_cpu_interval": median_interval([a / b for a, b in zip(cpu["logged"], cpu["bare"])]),
-        "every10_cpu_interval": median_interval([a / b for a, b in zip(cpu["block10"], cpu["bare10"])]),
+        # distribution-free 95% intervals of the paired CPU ratios' medians (see bench.pair_interval)
+        "logged_cpu_interval": pair_interval(cpu["logged"], cpu["bare"]),
+        "every10_cpu_interval": pair_interval(cpu["block10"], cpu["bare10"]),
     }
 
 
