@@ -30,6 +30,7 @@ from gradcheck_cli.measure.measurements import Measurements
 from gradcheck_cli.measure.params import HotSquares, parameter_measures, unit_dims
 from gradcheck_cli.measure.collector import StatsCollector
 from gradcheck_cli.measure.topology import analyse as analyse_topology
+from gradcheck_cli.measure.tree import ModuleTree, module_tree
 
 
 class Progress(Protocol):
@@ -310,12 +311,13 @@ def run(loaded: LoadedModel, batches: list[Sample], loss_name: str, options: Ana
         raise AnalysisError("the model has no parameters, so there are no gradients to diagnose",
                             hint="analyse a model with trainable layers")
     wrapped = group.wrap(module) if group is not None else None  # FSDP2 replaces the parameters: first
-    with _preserved(module, options.mode, settable=loaded.mode_settable) as params:
+    tree = module_tree(module)  # one walk for everything below that reads the module tree
+    with _preserved(module, options.mode, settable=loaded.mode_settable, tree=tree) as params:
         _seed(next(iter(params.values())).device, options.seed)  # the parameters are on the run's device
         # norms (and unit spreads) taken in the last backward pass
         hot = HotSquares(params, lambda: unit_dims(collector.layers)) if group is None else None
         try:
-            with instrument(loaded, collector, functional=options.functional) as forward:
+            with instrument(loaded, collector, functional=options.functional, tree=tree) as forward:
                 forward = wrapped if wrapped is not None else forward
                 for i, batch in enumerate(batches):
                     progress.batch(i, len(batches))
@@ -329,20 +331,23 @@ def run(loaded: LoadedModel, batches: list[Sample], loss_name: str, options: Ana
                 hot.remove()
         layer_stats = collector.finalize()
         measured = parameter_measures(module, params, len(batches), unit_dims(collector.layers),
-                                      sharded=group is not None and group.strategy == "fsdp", hot=hot)
+                                      sharded=group is not None and group.strategy == "fsdp", hot=hot,
+                                      aliases=tree.aliases)
     topology = analyse_topology(collector.root, collector.nodes)
     collector.root, collector.nodes = None, {}  # the graph's skeleton is not kept
     return Measurements(layer_stats, measured, topology)
 
 
 @contextmanager
-def _preserved(module: torch.nn.Module, mode: str, settable: bool = True) -> Iterator[dict[str, torch.nn.Parameter]]:
+def _preserved(module: torch.nn.Module, mode: str, settable: bool = True,
+               tree: ModuleTree | None = None) -> Iterator[dict[str, torch.nn.Parameter]]:
     """Set train/eval mode and clear grads; restore modes, grads and buffers (BN stats) afterwards.
     Only what differs is written (``Module.__setattr__`` is the slow part of a mode flag)."""
-    modes = [(m, m.training) for m in module.modules()]
-    params: dict[str, torch.nn.Parameter] = dict(module.named_parameters())
+    tree = tree or module_tree(module)
+    modes = [(m, m.training) for _, m in tree.modules]
+    params: dict[str, torch.nn.Parameter] = dict(tree.params)
     saved_grads = {name: p.grad for name, p in params.items() if p.grad is not None}
-    saved_buffers = [(b, b.detach().clone()) for b in module.buffers()]
+    saved_buffers = [(b, b.detach().clone()) for b in tree.buffers]
     try:
         training = mode == "train"
         if settable and any(flag != training for _, flag in modes):

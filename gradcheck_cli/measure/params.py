@@ -11,6 +11,7 @@ from gradcheck_cli.layers import WEIGHT_KINDS, LayerInfo
 from gradcheck_cli.measure.measurements import ParamMeasure
 from gradcheck_cli.measure.distributed import local_tensor
 from gradcheck_cli.measure.reductions import HALF, squares_of
+from gradcheck_cli.measure.tree import module_tree
 
 
 def sums_of_squares(tensors: list[torch.Tensor], known: dict[int, torch.Tensor] | None = None) -> list[float]:
@@ -259,14 +260,14 @@ where the difference cancels) the weight is centred exactly instead."""
 
 def parameter_measures(module: torch.nn.Module, params: dict[str, torch.nn.Parameter], batches: int,
                        unit_dims: dict[str, int] | None = None, sharded: bool = False,
-                       hot: HotSquares | None = None) -> list[ParamMeasure]:
+                       hot: HotSquares | None = None, aliases: dict[int, list[str]] | None = None) -> list[ParamMeasure]:
     """Gradient and weight norms per unique parameter, with fused multi-tensor kernels and one
     device-to-host transfer. Gradients are the mean over batches; tied names become aliases. For the
     weights of ``unit_dims``, also how far their units' weights are from identical. ``sharded``: the
-    parameters are FSDP2 DTensors; each rank squares its shards and one all-reduce sums them."""
-    aliases: dict[int, list[str]] = {}
-    for name, p in module.named_parameters(remove_duplicate=False):
-        aliases.setdefault(id(p), []).append(name)
+    parameters are FSDP2 DTensors; each rank squares its shards and one all-reduce sums them.
+    ``aliases``: id(parameter) -> all its names (:class:`~gradcheck_cli.measure.tree.ModuleTree`), else walked here."""
+    if aliases is None:
+        aliases = module_tree(module).aliases
     plist = list(params.values())
     if not plist:
         return []

@@ -27,7 +27,11 @@ class Functional(nn.Module):
 
 
 def _hook_count(model: nn.Module) -> int:
-    return sum(len(m._forward_hooks) + len(m._forward_pre_hooks) for m in model.modules())
+    """The model's module hooks plus the process-wide ones (the instrumentation registers two of those)."""
+    from torch.nn.modules import module as torch_module
+
+    process_wide = len(torch_module._global_forward_hooks) + len(torch_module._global_forward_pre_hooks)
+    return process_wide + sum(len(m._forward_hooks) + len(m._forward_pre_hooks) for m in model.modules())
 
 
 def test_hooks_removed_and_state_restored():
@@ -238,9 +242,11 @@ def test_an_interrupted_forward_leaves_no_torch_function_mode_behind() -> None:
             raise KeyboardInterrupt
 
     before = len(_get_current_function_mode_stack())
-    with pytest.raises(KeyboardInterrupt), instrument_modules(Interrupted(), StatsCollector()) as forward:
+    model = Interrupted()
+    with pytest.raises(KeyboardInterrupt), instrument_modules(model, StatsCollector()) as forward:
         forward(torch.randn(2, 4))
     assert len(_get_current_function_mode_stack()) == before
+    assert _hook_count(model) == 0
 
 
 class _Raises(nn.Module):  # a leaf: a layer module, inside which the functional mode is off torch's stack
@@ -264,6 +270,43 @@ def test_an_interrupt_inside_a_layer_leaves_no_torch_function_mode_behind() -> N
     with pytest.raises(KeyboardInterrupt), instrument_modules(model, StatsCollector()) as forward:
         forward(torch.randn(2, 4))
     assert len(_get_current_function_mode_stack()) == before
+    assert _hook_count(model) == 0
+
+
+def test_modules_outside_the_model_are_not_observed() -> None:
+    """The hooks are process-wide: a module the forward calls that is not part of the model (a frozen
+    helper kept out of its tree), and a model run beside it, get no rows; the model's own layers do."""
+    from gradcheck_cli.measure.collector import StatsCollector
+    from gradcheck_cli.measure.instrument.modules import instrument_modules
+
+    outside = nn.Linear(4, 4)
+
+    class UsesAHelper(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.fc = nn.Linear(4, 4)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.fc(x) + outside(x).detach()
+
+    collector = StatsCollector()
+    with instrument_modules(UsesAHelper(), collector) as forward:
+        forward(torch.randn(2, 4))
+        nn.Sequential(nn.Linear(4, 4), nn.ReLU())(torch.randn(2, 4))  # another model, run meanwhile
+    assert [info.name for info in collector.layers] == ["fc"]
+
+
+def test_a_layer_is_observed_as_its_forward_returned_before_the_users_hooks() -> None:
+    """The process-wide hooks run before a module's own: a user hook that replaces an output does not
+    change what the layer's row measures (here: a ReLU whose output a hook zeroes is still alive)."""
+    model = nn.Sequential(nn.Linear(8, 16), nn.ReLU(), nn.Linear(16, 1))
+    handle = model[1].register_forward_hook(lambda module, args, out: torch.zeros_like(out))
+    try:
+        report = analyze(model, torch.randn(64, 8))
+    finally:
+        handle.remove()
+    relu = next(layer for layer in report.layers if layer.kind == "relu")
+    assert relu.activation.dead_ratio < 0.5
 
 
 def test_the_mode_comes_back_after_a_layer_that_raised() -> None:

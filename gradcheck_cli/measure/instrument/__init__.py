@@ -13,12 +13,15 @@ from typing import TYPE_CHECKING, Any, Callable
 if TYPE_CHECKING:
     from gradcheck_cli.loading.base import LoadedModel
     from gradcheck_cli.measure.collector import StatsCollector
+    from gradcheck_cli.measure.tree import ModuleTree
 
 Forward = Callable[..., Any]
 
 
-def instrument(loaded: LoadedModel, collector: StatsCollector, *, functional: bool = True) -> AbstractContextManager[Forward]:
-    """Pick the front end that can observe this model's layers."""
+def instrument(loaded: LoadedModel, collector: StatsCollector, *, functional: bool = True,
+               tree: ModuleTree | None = None) -> AbstractContextManager[Forward]:
+    """Pick the front end that can observe this model's layers (``tree``: the module's, when the caller
+    has walked it already)."""
     if loaded.frontend == "torchscript":
         from gradcheck_cli.measure.instrument.torchscript import instrument_torchscript
 
@@ -33,4 +36,4 @@ def instrument(loaded: LoadedModel, collector: StatsCollector, *, functional: bo
         return instrument_onnx(loaded.module, collector)
     from gradcheck_cli.measure.instrument.modules import instrument_modules
 
-    return instrument_modules(loaded.module, collector, functional=functional)
+    return instrument_modules(loaded.module, collector, functional=functional, tree=tree)
