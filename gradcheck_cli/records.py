@@ -36,7 +36,25 @@ def record(cls: type[T]) -> type[T]:
              and [(p.name, p.kind) for p in signature] == [(f.name, _POSITIONAL) for f in fields])
     if plain:
         cls.__init__ = _fast_init(cls, fields)  # type: ignore[misc]
+        cls.__record_fields__ = frozenset(f.name for f in fields)  # type: ignore[attr-defined]
     return cls
+
+
+def replace(obj: T, **changes: Any) -> T:
+    """``dataclasses.replace`` for a record: the same copy with ``changes``, without re-reading every
+    field through ``fields()`` and ``getattr`` (10 us for a 13-field row against ~1 us: a report with
+    normalisation layers replaces two records a row). Anything else goes to ``dataclasses.replace``."""
+    names = getattr(type(obj), "__record_fields__", None)
+    if names is None or "__record_fields__" not in type(obj).__dict__:  # a subclass may add fields
+        return dataclasses.replace(obj, **changes)  # type: ignore[type-var]
+    unknown = changes.keys() - names
+    if unknown:
+        raise TypeError(f"{type(obj).__name__}.__init__() got an unexpected keyword argument {sorted(unknown)[0]!r}")
+    new = object.__new__(type(obj))
+    state = new.__dict__
+    state.update(obj.__dict__)
+    state.update(changes)
+    return new
 
 
 def _fast_init(cls: type, fields: list[dataclasses.Field]) -> Any:

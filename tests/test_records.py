@@ -89,3 +89,25 @@ def test_every_report_class_builds_fast() -> None:
                and dataclasses.is_dataclass(c)]
     assert len(classes) >= 10
     assert all(_fast(c) for c in classes)
+
+
+def test_replace_matches_dataclasses_replace() -> None:
+    from gradcheck_cli.records import replace
+
+    row = Row(3, "a", [1])
+    new = replace(row, name="b")
+    assert new == dataclasses.replace(row, name="b") and type(new) is Row
+    assert row.name == "a" and new.values is row.values  # the original untouched; fields not changed are shared
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        new.name = "c"  # type: ignore[misc]
+    with pytest.raises(TypeError, match="unexpected keyword argument 'colour'"):
+        replace(row, colour="red")
+    # what the fast path does not cover goes to dataclasses.replace: a plain frozen dataclass, a record's
+    # subclass that adds a field
+    assert replace(Reference(1), name="z") == Reference(1, "z")
+
+    @dataclasses.dataclass(frozen=True)
+    class Wider(Row):
+        extra: int = 0
+
+    assert replace(Wider(1, extra=2), name="w") == Wider(1, "w", [], 2)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 import math
 import statistics
@@ -12,6 +11,7 @@ from typing import TYPE_CHECKING
 from gradcheck_cli import __version__
 from gradcheck_cli.diagnose.init_advice import WeightSummary, deep_tanh_stack, init_advice
 from gradcheck_cli.errors import EXIT_FINDINGS, EXIT_OK
+from gradcheck_cli.records import replace
 from gradcheck_cli.layers import NORM_KINDS, WEIGHT_KINDS, LayerInfo
 from gradcheck_cli.loading.base import LoadedModel
 from gradcheck_cli.analysis.options import AnalyzeOptions
@@ -119,7 +119,7 @@ def _mark_unbacked_advice(layers: list[LayerReport], findings: list[Finding]) ->
     def unbacked(l: LayerReport) -> bool:
         return l.name not in backed and l.name not in trend and (role.get(l.name) is None or role[l.name] not in trend_roles)
 
-    return [dataclasses.replace(l, init=dataclasses.replace(l.init, informational=True))
+    return [replace(l, init=replace(l.init, informational=True))
             if l.init is not None and unbacked(l) else l for l in layers]
 
 

@@ -2,17 +2,17 @@
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Sequence
+from dataclasses import field
 from typing import Any
-from dataclasses import dataclass, field
 
 from gradcheck_cli.analysis.options import Thresholds
 from gradcheck_cli.diagnose.registry import KINDS, SEVERITIES
+from gradcheck_cli.records import record, replace
 from gradcheck_cli.report.model import Finding, LayerReport, TrainingReport
 
 
-@dataclass(frozen=True)
+@record
 class Evidence:
     """What a rule reads: the layer rows, the thresholds, the model's main paths and earlier findings."""
 
@@ -34,7 +34,7 @@ def evaluate(evidence: Evidence) -> list[Finding]:
     """All findings, ordered by layer position then severity."""
     found: list[Finding] = []
     for kind in KINDS:
-        found += kind.rule(dataclasses.replace(evidence, found=tuple(found)))
+        found += kind.rule(replace(evidence, found=tuple(found)))
     order = {layer.name: layer.index for layer in evidence.layers}
     rank = {severity: i for i, severity in enumerate(SEVERITIES)}
     return sorted(found, key=lambda f: (order.get(f.layer, len(order)), rank[f.severity]))

@@ -16,6 +16,7 @@ Dominance Algorithm", 2001) over the graph's reverse postorder; nothing here tou
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -32,7 +33,11 @@ class Topology:
     """Branch row -> the main-path row where its signal rejoins (None: only at the loss)."""
 
     def on_path(self, index: int) -> bool:
-        return any(index in path for path in self.paths)
+        return index in self._on_path
+
+    @functools.cached_property
+    def _on_path(self) -> frozenset[int]:  # a row asks once each: a set, not a scan of every path
+        return frozenset(index for path in self.paths for index in path)
 
     @property
     def known(self) -> bool:
