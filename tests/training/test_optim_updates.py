@@ -91,3 +91,28 @@ def test_a_zero_learning_rate_moves_nothing(cls: type, kwargs: dict) -> None:
     model(torch.randn(8, 300)).square().mean().backward()
     optimizer.step()
     assert UpdateMeter(optimizer).squares([model.weight, model.bias]) == [0.0, 0.0]
+
+
+@pytest.mark.parametrize(("cls", "kwargs"), [(torch.optim.Adam, {"lr": 1e-2}), (torch.optim.AdamW, {"lr": 1e-2, "weight_decay": 0.1})],
+                         ids=["adam", "adamw"])
+def test_exact_zeros_in_the_second_moment_keep_the_update_exact(cls: type, kwargs: dict) -> None:
+    """Inputs with dead features give whole columns of exactly zero gradient, so second moments of
+    exact zeros (raised to the smallest normal before the square root): the recomputed step still
+    equals the one taken, on the whole tensor and on the sampled one."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(300, 300), nn.Tanh(), nn.Linear(300, 2))
+    optimizer = cls(model.parameters(), **kwargs)
+    meter = UpdateMeter(optimizer)
+    x = torch.randn(32, 300)
+    x[:, ::3] = 0.0  # a third of the first layer's weight columns get no gradient
+    for _ in range(3):
+        optimizer.zero_grad()
+        nn.functional.mse_loss(model(x), torch.randn(32, 2)).backward()
+        before = [p.detach().clone() for p in model.parameters()]
+        meter.armed = True
+        optimizer.step()
+    assert float((optimizer.state[model[0].weight]["exp_avg_sq"] == 0).float().mean()) > 0.3
+    got = meter.squares(list(model.parameters()))
+    expected = [float((p.detach() - b).double().square().sum()) for p, b in zip(model.parameters(), before)]
+    assert got[1:] == pytest.approx(expected[1:], rel=1e-4)  # the bias and the second layer: whole tensors
+    assert got[0] == pytest.approx(expected[0], rel=0.05)    # the first weight: sampled (90000 elements)
