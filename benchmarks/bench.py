@@ -191,6 +191,8 @@ def time_ratio(name: str, device: str, pairs: int, warmup: int, sample_stats: in
               "cpu_ratio": _pair_ratio(cpu["analyze"], cpu["bare"]),
               "cpu_ratio_interval": pair_interval(cpu["analyze"], cpu["bare"]),
               "worst_over_median": max(times["analyze"]) / analyze_s,
+              # the same figure for the bare step: what the machine's own swings give a step without gradcheck
+              "bare_worst_over_median": max(times["bare"]) / bare_s,
               # a full collection walks every object of the process (not gradcheck's doing alone): the
               # worst call is also given over the calls without one, and how many had one
               "worst_over_median_no_full_gc": max(t for t, gc_ran in zip(times["analyze"], full.calls["analyze"])
@@ -483,7 +485,8 @@ def main() -> None:
               f"fixed-cost target 2 ms + 10 us a layer = {2 + 0.01 * row['layers']:.2f} ms), {hooks:.2f} ms of hooks "
               f"in the passes over bare; worst of {args.pairs} calls {row['worst_over_median']:.2f}x the median, "
               f"{row['worst_over_median_no_full_gc']:.2f}x without the {row['full_collections']} call(s) in which a full "
-              f"garbage collection ran" + (f" ({row['full_collection_ms']:.0f} ms each)" if row["full_collection_ms"] else ""),
+              f"garbage collection ran" + (f" ({row['full_collection_ms']:.0f} ms each)" if row["full_collection_ms"] else "")
+              + f" (the bare step's worst: {row['bare_worst_over_median']:.2f}x its median)",
               flush=True)
         low, high = row["cpu_ratio_interval"]
         paired = f"{'':<12} CPU, paired per round (median, 95% interval): analyze/bare {row['cpu_ratio']:.3f} [{low:.3f}, {high:.3f}]"

@@ -24,7 +24,7 @@ def test_bench_writes_a_complete_row(tmp_path: Path) -> None:
     (row,) = result["rows"]
     assert row["model"] == "mlp30"
     for key in ("bare_ms", "analyze_ms", "time_ratio", "pair_ratio", "floor_ratio", "bare_peak_mb", "analyze_peak_mb",
-                "memory_ratio", "passes_cpu_ms", "outside_passes_cpu_ms", "worst_over_median_no_full_gc",
+                "memory_ratio", "passes_cpu_ms", "outside_passes_cpu_ms", "worst_over_median_no_full_gc", "bare_worst_over_median",
                 "over_floor_cpu_ratio"):
         assert row[key] > 0, key
     low, high = row["over_floor_cpu_interval"]
