@@ -24,8 +24,9 @@ import torch
 from gradcheck_cli.measure.reductions import squares_of
 from gradcheck_cli.training.options import TrainOptions
 
-_TINY = {dtype: torch.finfo(dtype).tiny for dtype in (torch.float16, torch.bfloat16, torch.float32, torch.float64)}
-"""The smallest normal value of each float dtype (see :func:`_exact_delta`'s square root)."""
+_TINY = {dtype: torch.finfo(dtype).tiny for dtype in (torch.bfloat16, torch.float32, torch.float64)}
+"""The smallest normal value of the float dtypes whose square root of it (1e-19 and below) is negligible
+beside any eps (see :func:`_exact_delta`); not float16's (6.1e-5: its root, 7.8e-3, would swamp the step)."""
 
 SAMPLED = 1 << 14
 """Tensors above this many elements get their update recomputed at this many sampled elements."""
@@ -185,10 +186,13 @@ def _exact_delta(optimizer: torch.optim.Optimizer, group: dict[str, Any], p: tor
     # smallest normal float first: torch's CPU sqrt of an exact zero takes 5x the time of a normal value
     # and of a subnormal one 30x (0.36 / 1.9 / 10.9 ms for 491k elements on this VM), and a weight whose
     # gradient vanished or whose units are dead has a second moment of mostly zeros (63% of the 30-layer
-    # MLP's). sqrt(tiny) = 1.1e-19 beside eps x root >= 3e-10 moves the update by ~1e-10 relative.
+    # MLP's). sqrt(tiny) = 1.1e-19 beside eps x root >= 3e-10 moves the update by ~1e-10 relative (float16
+    # is left as it was: see _TINY).
     size = lr / (1 - b1**step) * root
     second = _at(state["max_exp_avg_sq"] if group.get("amsgrad") else state["exp_avg_sq"], lines)
-    update = torch.clamp_min(second, _TINY.get(second.dtype, 0.0)).contiguous().sqrt_().add_(group["eps"] * root)
+    tiny = _TINY.get(second.dtype)
+    update = (second.clone(memory_format=torch.contiguous_format) if tiny is None
+              else torch.clamp_min(second, tiny).contiguous()).sqrt_().add_(group["eps"] * root)
     torch.div(_at(state["exp_avg"], lines), update, out=update)  # the step is size x this
     if decays:  # the step is size (1 + c) (update + c / (size (1 + c)) W_after)
         update.add_(_at(p, lines), alpha=c / (size * (1.0 + c)))

@@ -116,3 +116,23 @@ def test_exact_zeros_in_the_second_moment_keep_the_update_exact(cls: type, kwarg
     expected = [float((p.detach() - b).double().square().sum()) for p, b in zip(model.parameters(), before)]
     assert got[1:] == pytest.approx(expected[1:], rel=1e-4)  # the bias and the second layer: whole tensors
     assert got[0] == pytest.approx(expected[0], rel=0.05)    # the first weight: sampled (90000 elements)
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16], ids=["float16", "bfloat16"])
+def test_half_precision_adam_updates_equal_the_step_taken(dtype: torch.dtype) -> None:
+    """Half-precision parameters keep half-precision moments, most of them exact zeros or below float16's
+    normal range here: the recomputed step (sampled: 90000 elements) still matches a weight copy."""
+    torch.manual_seed(0)
+    model = nn.Linear(300, 300).to(dtype)
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-2, eps=1e-4)
+    meter = UpdateMeter(optimizer)
+    x = torch.randn(32, 300, dtype=dtype)
+    for _ in range(3):
+        optimizer.zero_grad()
+        model(x).float().pow(2).mean().backward()
+        before = [p.detach().clone() for p in model.parameters()]
+        meter.armed = True
+        optimizer.step()
+    got = meter.squares(list(model.parameters()))
+    expected = [float((p.detach().double() - b.double()).square().sum()) for p, b in zip(model.parameters(), before)]
+    assert got == pytest.approx(expected, rel=0.03)
