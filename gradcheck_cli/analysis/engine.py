@@ -343,7 +343,8 @@ def _preserved(module: torch.nn.Module, mode: str, settable: bool = True,
                tree: ModuleTree | None = None) -> Iterator[dict[str, torch.nn.Parameter]]:
     """Set train/eval mode and clear grads; restore modes, grads and buffers (BN stats) afterwards.
     Only what differs is written (``Module.__setattr__`` is the slow part of a mode flag)."""
-    tree = tree or module_tree(module)
+    if tree is None:
+        tree = module_tree(module)
     modes = [(m, m.training) for _, m in tree.modules]
     params: dict[str, torch.nn.Parameter] = dict(tree.params)
     saved_grads = {name: p.grad for name, p in params.items() if p.grad is not None}

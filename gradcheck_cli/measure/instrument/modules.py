@@ -247,7 +247,8 @@ def instrument_modules(model: nn.Module, collector: StatsCollector, *, functiona
     191 modules. A module outside the model (another model run meanwhile, from any thread) finds
     no entry and returns at once. They run before a module's own forward hooks, so a user hook that
     replaces a module's output is seen as the forward returned it."""
-    tree = tree or module_tree(model)
+    if tree is None:
+        tree = module_tree(model)
     calls = _Calls(collector)
     calls.param_names = {id(p): name for name, p in tree.params.items()}
     begin, end, leave = _root_hooks(calls, _ActivationMode(calls) if functional else None)
