@@ -201,6 +201,7 @@ class HotSquares:
         precision (float32 at least), divided and subtracted in float64 on the host."""
         self._units = units
         self._dims: dict[int, int] | None = None
+        self._ones_cache: dict[tuple[int, torch.dtype, torch.device], torch.Tensor] = {}
         self._names = {id(p): name for name, p in params.items()}
         self._handles = [p.register_post_accumulate_grad_hook(self._take) for p in params.values()
                          if p.requires_grad and p.numel() >= LARGE]
@@ -213,11 +214,11 @@ class HotSquares:
         if not self.armed or grad is None:
             return
         w = p.detach()
-        weight_squares = squares_of(w).float()
-        self.squares[id(p)] = (weight_squares, squares_of(grad.detach()).float())
+        weight_squares = squares_of(w)  # the weight's precision (float32 at least); float32 for the norms
+        self.squares[id(p)] = (weight_squares.float(), squares_of(grad.detach()).float())
         dim = self._unit_dim(p)
-        if dim is not None:
-            self.spreads[id(p)] = (weight_squares, _column_squares(w, dim), p.shape[dim])
+        if dim is not None:  # a float64 weight's spread from float64 terms (float32 S cost it ~1e-8)
+            self.spreads[id(p)] = (weight_squares, self._column_squares(w, dim), p.shape[dim])
 
     def _unit_dim(self, p: torch.Tensor) -> int | None:
         if self._units is None:
@@ -235,17 +236,30 @@ class HotSquares:
             handle.remove()
         self._handles = []
 
+    def _column_squares(self, w: torch.Tensor, dim: int) -> torch.Tensor:
+        """|sum over units of w_u|^2 of a weight whose units lie along ``dim`` (0, or 1 of a 2-d weight), as
+        a device scalar of the weight's precision, float32 at least: one read-only pass for the sums and
+        one dot over them (k elements: float32 keeps ~1e-6 of it, which :data:`SPREAD_SHORTCUT` bounds in
+        the result).
 
-def _column_squares(w: torch.Tensor, dim: int) -> torch.Tensor:
-    """|sum over units of w_u|^2 of a weight whose units lie along ``dim`` (0, or 1 of a 2-d weight), as
-    a device scalar of the weight's precision, float32 at least: one read-only pass for the sums (a
-    half-precision sum is rounded to 3 digits, or overflows at 65504 in float16) and one dot over them
-    (k elements: float32 keeps ~1e-6 of it, which :data:`SPREAD_SHORTCUT` bounds in the result)."""
-    sums = (w.view(w.shape[0], -1) if dim == 0 else w).sum(dim=dim, dtype=_SUM_DTYPES.get(w.dtype, w.dtype))
-    return torch.dot(sums, sums)
+        float32/float64 weights sum their units with a BLAS matrix-vector product by a vector of ones
+        (one contiguous streaming read): in situ, on the 30-layer MLP's 512x512 weights, the strided
+        ``sum(dim=0)`` took ~0.4 ms more a call for the 30 weights. Half precision keeps the float32
+        sum (a half-precision product would round the sums to 3 digits, or overflow at 65504)."""
+        matrix = w.view(w.shape[0], -1) if dim == 0 else w
+        if w.dtype in HALF:
+            sums = matrix.sum(dim=dim, dtype=torch.float32)
+        else:  # units along rows (dim 0): 1^T W, i.e. W^T 1; along columns: W 1
+            sums = torch.mv(matrix.t() if dim == 0 else matrix, self._ones(matrix.shape[dim], w))
+        return torch.dot(sums, sums)
 
-
-_SUM_DTYPES = dict.fromkeys(HALF, torch.float32)
+    def _ones(self, n: int, like: torch.Tensor) -> torch.Tensor:
+        """A vector of n ones of ``like``'s dtype and device, made once a run."""
+        key = (n, like.dtype, like.device)
+        ones = self._ones_cache.get(key)
+        if ones is None:
+            ones = self._ones_cache[key] = torch.ones(n, dtype=like.dtype, device=like.device)
+        return ones
 
 
 SPREAD_SHORTCUT = 0.25

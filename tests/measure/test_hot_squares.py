@@ -49,9 +49,10 @@ def test_hot_norms_equal_cold_ones_bitwise() -> None:
     assert any(m.name == "skipped.weight" and m.grad_norm for m in hot)  # its gradient from batch 1, read after
 
 
-def _deviations(model: nn.Module, x: torch.Tensor, hot: bool) -> dict[str, float | None]:
+def _deviations(model: nn.Module, x: torch.Tensor, hot: bool,
+                dims: dict[str, int] | None = None) -> dict[str, float | None]:
     params = dict(model.named_parameters())
-    dims = {name: 0 for name in params if name.endswith("weight")}
+    dims = dims or {name: 0 for name in params if name.endswith("weight")}
     taps = HotSquares(params, lambda: dims) if hot else None
     if taps is not None:
         taps.armed = True
@@ -94,3 +95,25 @@ def test_hot_unit_spreads_in_other_precisions(dtype: torch.dtype) -> None:
     cold, hot = _deviations(model, x, hot=False), _deviations(model, x, hot=True)
     assert hot["0.weight"] != cold["0.weight"]  # the shortcut ran
     assert hot["0.weight"] == pytest.approx(cold["0.weight"], rel=1e-9 if dtype == torch.float64 else 1e-5)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.bfloat16])
+def test_hot_unit_spreads_of_transposed_weights(dtype: torch.dtype) -> None:
+    """A weight stored (in, out) -- Hugging Face's Conv1D -- has its units along dim 1: the shortcut's
+    column sums are then its row sums (W 1, not 1^T W), and agree with the exact centring along dim 1."""
+    from transformers.pytorch_utils import Conv1D
+
+    torch.manual_seed(3)
+    model = nn.Sequential(Conv1D(400, 300), nn.ReLU(), nn.Linear(400, 4)).to(dtype)
+    with torch.no_grad():
+        model[0].weight.mul_(torch.linspace(0.5, 2.0, 400, dtype=dtype))  # units of different scales
+    x = torch.randn(8, 300, dtype=dtype)
+    dims = {"0.weight": 1, "2.weight": 0}
+    cold, hot = _deviations(model, x, hot=False, dims=dims), _deviations(model, x, hot=True, dims=dims)
+    if dtype != torch.float64:  # float64's shortcut may land on the centring's bits
+        assert hot["0.weight"] != cold["0.weight"]  # the shortcut ran
+    # float64 to 1e-12: the shortcut's terms are float64 (a float32 sum of squares was off by ~2e-8 here)
+    assert hot["0.weight"] == pytest.approx(cold["0.weight"], rel=1e-12 if dtype == torch.float64 else 1e-5)
+    w = model[0].weight.detach().double()
+    along_units = (w - w.mean(dim=1, keepdim=True)).norm().item()  # each unit is a column of (in, out)
+    assert cold["0.weight"] == pytest.approx(along_units, rel=1e-5)
