@@ -17,7 +17,7 @@ from gradcheck_cli.render import plots
 from gradcheck_cli.render import training as tr
 from gradcheck_cli.render.common import FindingGroup, group_findings
 from gradcheck_cli.render.grouping import Elided, InitRow, LayerGroup, Layout, View, finding_count, label, layout, names
-from gradcheck_cli.render.numbers import num, pct
+from gradcheck_cli.render.numbers import centring_shown, mean_shown, num, pct
 from gradcheck_cli.report.model import Report
 
 _CSS = """
@@ -199,7 +199,7 @@ def render_html(report: Report, view: View | None = None) -> str:
             rows.append([
                 _e(l.indices), f'<span class="{"error" if l.severity in ("error", "warning") else ""}">{_e(l.label)}</span>',
                 _e(l.kind), "-", _e(l.span(lambda x: x.activation.std if x.activation else None)),
-                _e(num(l.worst(lambda x: x.activation.centring if x.activation else None), 2)), "-",
+                _e(num(centring_shown(l.worst(lambda x: x.activation.centring if x.activation else None)), 2)), "-",
                 _e(pct(l.worst(lambda x: x.activation.dead_ratio if x.activation else None))),
                 _e(pct(l.worst(lambda x: x.activation.saturation if x.activation else None))),
                 _e(l.span(lambda x: x.grad.output_rms)), _bar(max(grads), low, high) if grads else "", "-",
@@ -208,7 +208,7 @@ def render_html(report: Report, view: View | None = None) -> str:
             ids.append(l.anchor)
             continue
         a, g = l.activation, l.grad
-        stats = ([num(a.mean), num(a.std), num(a.centring, 2), pct(a.zero_fraction), pct(a.dead_ratio), pct(a.saturation)]
+        stats = ([num(mean_shown(a.mean, a.std)), num(a.std), num(centring_shown(a.centring), 2), pct(a.zero_fraction), pct(a.dead_ratio), pct(a.saturation)]
                  if a else ["-"] * 6)
         rows.append([
             str(l.index), f'<span class="{"error" if l.name in flagged else ""}">{_e(label(l))}</span>', _e(l.kind),

@@ -22,6 +22,21 @@ def num(value: float | int | None, digits: int = 3) -> str:
     return f"{value:.{digits - 1}e}"
 
 
+ROUNDING = 1e-5
+"""An activation mean below this fraction of its std is float rounding (a LayerNorm's output mean is ~1e-9,
+and its digits differ between CPUs): shown as 0 in the tables and not drawn in the plots. The JSON keeps it."""
+
+
+def mean_shown(mean: float | None, std: float | None) -> float | None:
+    """The activation mean as the tables show it: 0 where it is rounding (:data:`ROUNDING`)."""
+    return 0.0 if mean is not None and std and math.isfinite(std) and abs(mean) < ROUNDING * std else mean
+
+
+def centring_shown(centring: float | None) -> float | None:
+    """|mean|/std as the tables show it: 0 where the mean is rounding."""
+    return 0.0 if centring is not None and centring < ROUNDING else centring
+
+
 def pct(value: float | None) -> str:
     if value is None:
         return "-"

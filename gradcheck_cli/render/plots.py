@@ -31,6 +31,7 @@ from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from gradcheck_cli.report.model import LayerReport, Report
+from gradcheck_cli.render.numbers import mean_shown
 
 if TYPE_CHECKING:  # matplotlib is optional: only for type hints
     from matplotlib.axes import Axes
@@ -364,10 +365,9 @@ def _act(get: Callable[[Any], float | None]) -> Callable[[LayerReport], float | 
 
 _STD = _act(lambda a: a.std)
 _SIGNAL_STD = _act(lambda a: a.signal_std)
-NOISE = 1e-5
-"""|mean| below this fraction of the layer's std is float rounding (a LayerNorm's output mean is ~1e-9): not drawn,
-so it cannot stretch the log axis over nine decades of nothing."""
-_ABS_MEAN = _act(lambda a: abs(a.mean) if a.mean is not None and not (a.std and abs(a.mean) < NOISE * a.std) else None)
+# |mean| that is float rounding (numbers.ROUNDING: a LayerNorm's output mean is ~1e-9) is not drawn, so it cannot
+# stretch the log axis over nine decades of nothing
+_ABS_MEAN = _act(lambda a: abs(a.mean) if a.mean is not None and mean_shown(a.mean, a.std) != 0.0 else None)
 
 
 def _forward_signal(figure: Figure, report: Report) -> None:

@@ -16,7 +16,7 @@ from gradcheck_cli.render.common import group_findings
 from gradcheck_cli.render import training as tr
 from gradcheck_cli.render.grouping import (BlockTable, Elided, InitRow, LayerGroup, Layout, View, finding_count, label,
                                           layout, names)
-from gradcheck_cli.render.numbers import log_bar, num, pct
+from gradcheck_cli.render.numbers import centring_shown, log_bar, mean_shown, num, pct
 from gradcheck_cli.report.model import ActivationStats, LayerReport, Report
 
 SEVERITY_STYLE = {"error": "bold red", "warning": "yellow", "info": "cyan"}
@@ -94,11 +94,11 @@ def _columns(bar: Callable[[LayerReport], RenderableType]) -> list[_Column]:
         _Column("#", lambda l: str(l.index), short="#", group=lambda g: g.indices),
         _Column("layer", label, "left", short="layer", group=lambda g: g.label),
         _Column("kind", lambda l: l.kind, "left", short="kind", group=lambda g: g.kind),
-        _Column("act mean", _act(lambda a: num(a.mean))),
+        _Column("act mean", _act(lambda a: num(mean_shown(a.mean, a.std)))),
         _Column("act std", _act(lambda a: num(a.std)), short="std",
                 group=lambda g: g.span(lambda l: l.activation.std if l.activation else None)),
-        _Column("|m|/s", _act(lambda a: num(a.centring, 2)),
-                group=_worst(lambda l: l.activation.centring if l.activation else None, lambda v: num(v, 2))),
+        _Column("|m|/s", _act(lambda a: num(centring_shown(a.centring), 2)),
+                group=_worst(lambda l: l.activation.centring if l.activation else None, lambda v: num(centring_shown(v), 2))),
         _Column("zeros", _act(lambda a: pct(a.zero_fraction))),
         _Column("dead", _act(lambda a: pct(a.dead_ratio)), short="dead", group=_worst(_DEAD, pct)),
         _Column("sat", _act(lambda a: pct(a.saturation)), group=_worst(_SAT, pct)),

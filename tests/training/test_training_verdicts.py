@@ -103,7 +103,8 @@ def test_a_tanh_rnn_explodes_over_steps_and_recommended_clipping_prevents_it() -
     options = TrainOptions(steps=200, optimizer="sgd", lr=0.1)
     free = analyze(model, x, target=y, training=options)
     assert {"exploding_gradient", "diverging_loss"} <= _over_training(free)
-    assert not math.isfinite(free.training.loss[-1])
+    # it diverged: to Inf/NaN on one VM, to 48 (from 4.5) on another -- the dynamics are chaotic, the outcome is not
+    assert not math.isfinite(free.training.loss[-1]) or free.training.loss[-1] > 5 * free.training.loss[0]
     clip = free.training.advice.clip_grad_norm
     assert clip is not None
     clipped = analyze(model, x, target=y, training=TrainOptions(steps=200, optimizer="sgd", lr=0.1, clip_grad_norm=clip))
