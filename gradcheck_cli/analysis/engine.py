@@ -314,8 +314,9 @@ def run(loaded: LoadedModel, batches: list[Sample], loss_name: str, options: Ana
     tree = module_tree(module)  # one walk for everything below that reads the module tree
     with _preserved(module, options.mode, settable=loaded.mode_settable, tree=tree) as params:
         _seed(next(iter(params.values())).device, options.seed)  # the parameters are on the run's device
-        # norms (and unit spreads) taken in the last backward pass
+        # norms (and unit spreads) taken in the last batch's passes
         hot = HotSquares(params, lambda: unit_dims(collector.layers)) if group is None else None
+        collector.hot = hot
         try:
             with instrument(loaded, collector, functional=options.functional, tree=tree) as forward:
                 forward = wrapped if wrapped is not None else forward

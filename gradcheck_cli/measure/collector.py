@@ -93,6 +93,9 @@ class StatsCollector:
         observation is merged into one before the per-layer merge (None: one process)."""
         self.through_time = True
         """Probe recurrent layers through time (off on training steps: the one-shot analysis has the profile)."""
+        self.hot: Any = None
+        """The run's :class:`~gradcheck_cli.measure.params.HotSquares`, if any: the module front end hands it
+        each layer's large weights right after the layer's forward read them."""
 
     def add_layer(self, name: str, kind: str, type_name: str, **extra: Any) -> LayerInfo:
         info = LayerInfo(index=len(self.layers), name=name, kind=kind, type_name=type_name, **extra)

@@ -63,10 +63,18 @@ def unit_dims(layers: list[LayerInfo]) -> dict[str, int]:
     dims = {}
     for info in layers:
         name = info.params.get("weight")
-        if info.kind in WEIGHT_KINDS and name and not info.attrs.get("expert_slice"):  # experts are not units
-            transposed = info.type_name == "Conv1D" or bool(info.attrs.get("transposed_weight")) or info.kind == "conv_transpose"
-            dims[name] = 1 if transposed else 0
+        dim = unit_dim(info.kind, info.type_name, info.attrs)
+        if name and dim is not None:
+            dims[name] = dim
     return dims
+
+
+def unit_dim(kind: str, type_name: str, attrs: dict[str, float]) -> int | None:
+    """The dimension a layer's weight has its units along (see :func:`unit_dims`); None: not a weight
+    layer, or fused experts (an expert's rows are not the model's units)."""
+    if kind not in WEIGHT_KINDS or attrs.get("expert_slice"):
+        return None
+    return 1 if type_name == "Conv1D" or attrs.get("transposed_weight") or kind == "conv_transpose" else 0
 
 
 def unit_deviations(params: dict[str, torch.nn.Parameter], unit_dims: dict[str, int],
@@ -85,7 +93,7 @@ def unit_deviations(params: dict[str, torch.nn.Parameter], unit_dims: dict[str, 
     names = [n for n, dim in unit_dims.items() if (p := params.get(n)) is not None and p.dim() >= 2 and p.shape[dim] >= 2]
     if not names:
         return {}
-    found = _shortcut_deviations(params, names, hot) if hot is not None and hot.spreads else {}
+    found = _shortcut_deviations(params, names, hot, unit_dims) if hot is not None and hot.spreads else {}
     exact = unit_deviations(params, {n: unit_dims[n] for n in names if n not in found}, sharded) if found else None
     if exact is not None:
         return {name: found[name] if name in found else exact[name] for name in names}
@@ -124,16 +132,17 @@ def _centring_dtype(params: dict[str, torch.nn.Parameter]) -> torch.dtype:
     return torch.float64 if any(p.dtype == torch.float64 for p in params.values()) else torch.float32
 
 
-def _shortcut_deviations(params: dict[str, torch.nn.Parameter], names: list[str], hot: HotSquares) -> dict[str, float]:
-    """Deviations from the terms :class:`HotSquares` took in the backward pass, where the shortcut
+def _shortcut_deviations(params: dict[str, torch.nn.Parameter], names: list[str], hot: HotSquares,
+                         dims: dict[str, int]) -> dict[str, float]:
+    """Deviations from the terms :class:`HotSquares` took during the passes, where the shortcut
     keeps its precision (:data:`SPREAD_SHORTCUT`); one transfer."""
-    taken = [name for name in names if id(params[name]) in hot.spreads]
-    if not taken:
+    spreads = {name: spread for name in names if (spread := hot.spread(params[name], dims[name])) is not None}
+    if not spreads:
         return {}
-    terms = torch.stack([t for name in taken for t in hot.spreads[id(params[name])][:2]]).cpu().view(-1, 2).tolist()
+    terms = torch.stack([t for spread in spreads.values() for t in spread[:2]]).cpu().view(-1, 2).tolist()
     found = {}
-    for name, (rows, columns) in zip(taken, terms):
-        squares = rows - columns / hot.spreads[id(params[name])][2]  # in float64, on the host
+    for (name, spread), (rows, columns) in zip(spreads.items(), terms):
+        squares = rows - columns / spread[2]  # in float64, on the host
         if math.isfinite(rows) and squares >= SPREAD_SHORTCUT * rows > 0:  # NaN/Inf, near-identical: exact
             found[name] = math.sqrt(squares)
     return found
@@ -175,30 +184,42 @@ LARGE = 1 << 16
 
 
 class HotSquares:
-    """The weight's and the gradient's sum of squares of each large parameter, taken in a
-    post-accumulate-grad hook of the last backward pass, right after autograd wrote the gradient
-    and while the weight (read again by the layer's backward) is in cache, instead of one more read
-    of every weight and gradient from memory after the pass. Armed for the last batch only (the
-    gradient is final then); a tied parameter has one accumulation node, so it is taken once. Not
-    for distributed runs, whose gradients are reduced after these hooks.
+    """Each large parameter's sum of squares, and its gradient's, taken while they are in cache
+    instead of in one more read of every weight and gradient from memory after the passes.
 
-    With ``units`` (called once, at the first armed hook, when every layer is known: what
-    :func:`unit_dims` gives), a weight's unit spread is prepared there too from one more read of the
-    cached weight, its column sums: ``S - |c|^2 / n``, with ``S`` the weight's sum of squares taken
-    anyway, is the squared deviation from the mean unit (see :func:`unit_deviations`, which uses it
-    only where it keeps its precision, :data:`SPREAD_SHORTCUT`). That replaces three to five cold
-    passes over every weight after the backward: on the 30-layer MLP, parameter statistics went
-    from 18.7 to 2.5 ms a call after the backward on this VM.
+    A layer module's large weights are read right after its forward read them (:meth:`take_weights`,
+    called by the module front end's hook); every large parameter's gradient in a post-accumulate-grad
+    hook right after autograd wrote it, together with any weight terms the forward did not take (a
+    weight a container or a functional call used, a front end without module hooks). Armed for the
+    last batch only (the gradient is final then); a tied parameter has one accumulation node, so it is
+    taken once. Each weight term records the parameter's version counter and is used only if the
+    weight is unchanged at the end (a forward that edits its weights in place). Not for distributed
+    runs, whose gradients are reduced after these hooks.
+
+    Where a weight's unit dimension is known (from its layer in the forward; else from ``units``,
+    called once, at the first armed backward hook, when every layer is known: what :func:`unit_dims`
+    gives), its unit spread is prepared from one more read of the cached weight, its column sums:
+    ``S - |c|^2 / n``, with ``S`` the weight's sum of squares taken anyway, is the squared deviation
+    from the mean unit (see :func:`unit_deviations`, which uses it only where it keeps its precision,
+    :data:`SPREAD_SHORTCUT`, and only for the unit dimension it ends up with). That replaces three to
+    five cold passes over every weight after the backward: on the 30-layer MLP, parameter statistics
+    went from 18.7 to 2.5 ms a call after the backward on one VM. Taking the weights' terms in the
+    forward rather than the backward, where the layer's gradient has pushed part of the weight out of
+    a 2 MiB L2 cache, took the MLP's hot terms from ~5.1 to ~3.3 ms a call (one torch thread).
     """
 
     def __init__(self, params: dict[str, torch.nn.Parameter],
                  units: Callable[[], dict[str, int]] | None = None) -> None:
         self.armed = False
-        self.squares: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
-        """id(parameter) -> (weight squares, gradient squares), float32 device scalars."""
-        self.spreads: dict[int, tuple[torch.Tensor, torch.Tensor, int]] = {}
-        """id(weight) -> (its sum of squares, |column sums|^2, units): device scalars of the weight's
-        precision (float32 at least), divided and subtracted in float64 on the host."""
+        self.weights: dict[int, tuple[torch.Tensor, int]] = {}
+        """id(parameter) -> (its sum of squares in the weight's precision, float32 at least; its version
+        when taken)."""
+        self.grads: dict[int, torch.Tensor] = {}
+        """id(parameter) -> its gradient's sum of squares, a float32 device scalar."""
+        self.spreads: dict[int, tuple[torch.Tensor, torch.Tensor, int, int, int]] = {}
+        """id(weight) -> (its sum of squares, |column sums|^2, units, the unit dimension, its version):
+        device scalars of the weight's precision (float32 at least), divided and subtracted in float64
+        on the host."""
         self._units = units
         self._dims: dict[int, int] | None = None
         self._ones_cache: dict[tuple[int, torch.dtype, torch.device], torch.Tensor] = {}
@@ -206,19 +227,44 @@ class HotSquares:
         self._handles = [p.register_post_accumulate_grad_hook(self._take) for p in params.values()
                          if p.requires_grad and p.numel() >= LARGE]
 
+    def take_weights(self, weights: tuple[tuple[torch.Tensor, int | None], ...]) -> None:
+        """A layer's large parameters with their unit dimensions (None: no units), right after its forward."""
+        if not self.armed:
+            return
+        for p, dim in weights:
+            if id(p) not in self.weights:
+                self._take_weight(p.detach(), p, dim if dim is not None and _spreadable(p, dim) else None)
+
     def _take(self, p: torch.Tensor) -> None:
-        """Four kernels a weight (two dots, the column sums and their dot) and nothing else on the
-        device: in situ each extra small op (a dtype cast, a square, a division) costs 3-5 us, which
-        came to a third of this hook's time on the MLP; the float64 arithmetic is done on the host."""
+        """The gradient's dot, and the weight's terms where the forward did not take them: in situ
+        each extra small op (a dtype cast, a square, a division) costs 3-5 us, which came to a third
+        of this hook's time on the MLP, so the float64 arithmetic is done on the host."""
         grad = p.grad
         if not self.armed or grad is None:
             return
-        w = p.detach()
-        weight_squares = squares_of(w)  # the weight's precision (float32 at least); float32 for the norms
-        self.squares[id(p)] = (weight_squares.float(), squares_of(grad.detach()).float())
-        dim = self._unit_dim(p)
-        if dim is not None:  # a float64 weight's spread from float64 terms (float32 S cost it ~1e-8)
-            self.spreads[id(p)] = (weight_squares, self._column_squares(w, dim), p.shape[dim])
+        self.grads[id(p)] = squares_of(grad.detach()).float()
+        taken = self.weights.get(id(p))
+        if taken is None or taken[1] != p._version:
+            self._take_weight(p.detach(), p, self._unit_dim(p))
+
+    def _take_weight(self, w: torch.Tensor, p: torch.Tensor, dim: int | None) -> None:
+        squares = squares_of(w)
+        version = p._version
+        self.weights[id(p)] = (squares, version)
+        if dim is not None:
+            self.spreads[id(p)] = (squares, self._column_squares(w, dim), p.shape[dim], dim, version)
+
+    def weight_squares(self, p: torch.Tensor) -> torch.Tensor | None:
+        """``squares_of(p).float()`` as taken during the passes, if ``p`` is unchanged since."""
+        taken = self.weights.get(id(p))
+        return taken[0].float() if taken is not None and taken[1] == p._version else None
+
+    def spread(self, p: torch.Tensor, dim: int) -> tuple[torch.Tensor, torch.Tensor, int] | None:
+        """(S, |c|^2, units) of ``p`` along ``dim``, if taken along it and ``p`` is unchanged since."""
+        terms = self.spreads.get(id(p))
+        if terms is None or terms[3] != dim or terms[4] != p._version:
+            return None
+        return terms[:3]
 
     def _unit_dim(self, p: torch.Tensor) -> int | None:
         if self._units is None:
@@ -227,9 +273,7 @@ class HotSquares:
             found = self._units()
             self._dims = {key: found[name] for key, name in self._names.items() if name in found}
         dim = self._dims.get(id(p))
-        if dim is None or not p.is_contiguous() or p.dim() < 2 or p.shape[dim] < 2 or (dim != 0 and p.dim() != 2):
-            return None  # a transposed conv's units (dim 1 of 4) would need a copy: the cold path has it
-        return dim
+        return dim if dim is not None and _spreadable(p, dim) else None
 
     def remove(self) -> None:
         for handle in self._handles:
@@ -262,6 +306,12 @@ class HotSquares:
         return ones
 
 
+def _spreadable(p: torch.Tensor, dim: int) -> bool:
+    """Whether the shortcut's column sums can read ``p`` as it is: a transposed conv's units (dim 1 of
+    4) would need a copy, which the cold path makes."""
+    return p.is_contiguous() and p.dim() >= 2 and p.shape[dim] >= 2 and (dim == 0 or p.dim() == 2)
+
+
 SPREAD_SHORTCUT = 0.25
 """The shortcut ``S - |c|^2 / n`` for a weight's squared deviation is used when it is at least this
 share of ``S`` (a unit spread of 0.5 or more; random init gives ~1). ``S`` is the weight's own
@@ -292,13 +342,13 @@ def parameter_measures(module: torch.nn.Module, params: dict[str, torch.nn.Param
         if sharded:  # FSDP2: each rank's shards
             weights, grads = [local_tensor(p.detach()) for p in plist], [local_tensor(g.detach()) for g in grads]
         known: dict[int, torch.Tensor] = {}
-        if hot is not None and hot.squares:  # taken in the last backward pass (see HotSquares)
+        if hot is not None and hot.weights:  # taken during the passes (see HotSquares)
             for i, p in enumerate(plist):
-                if id(p) in hot.squares:
-                    known[i] = hot.squares[id(p)][0]
+                if (taken := hot.weight_squares(p)) is not None:
+                    known[i] = taken
             for j, p in enumerate(with_grad):
-                if id(p) in hot.squares:
-                    known[len(plist) + j] = hot.squares[id(p)][1]
+                if id(p) in hot.grads:
+                    known[len(plist) + j] = hot.grads[id(p)]
         squares = sums_of_squares(weights + grads, known)
         if sharded:
             squares = _summed_across_ranks(squares)

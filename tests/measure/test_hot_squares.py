@@ -39,7 +39,7 @@ def _measures(hot: bool) -> list:
         taps.remove()
         # only a.weight (tied: one accumulation, once) is large and in the last batch; skipped.weight is
         # read after the pass, the small ones always are
-        assert list(taps.squares) == [id(model.a.weight)]
+        assert list(taps.grads) == [id(model.a.weight)]
     return parameter_measures(model, params, 3, hot=taps)
 
 
@@ -117,3 +117,79 @@ def test_hot_unit_spreads_of_transposed_weights(dtype: torch.dtype) -> None:
     w = model[0].weight.detach().double()
     along_units = (w - w.mean(dim=1, keepdim=True)).norm().item()  # each unit is a column of (in, out)
     assert cold["0.weight"] == pytest.approx(along_units, rel=1e-5)
+
+
+class _Cold:
+    """HotSquares that takes nothing: every norm and spread is read after the passes."""
+
+    def __init__(self, *args: object, **kwargs: object) -> None:
+        self.armed = False
+        self.weights: dict = {}
+        self.grads: dict = {}
+        self.spreads: dict = {}
+
+    def take_weights(self, weights: object) -> None:
+        pass
+
+    def remove(self) -> None:
+        pass
+
+
+class _EditsAnEarlierWeight(nn.Module):
+    """A forward that scales its first layer's weight in place after that layer ran (the input needs no
+    gradient, so autograd kept no copy of the weight and allows it): the weight taken in the forward is
+    stale by the end, and the report must give the edited one."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.first = nn.Linear(300, 300)
+        self.frozen = nn.Linear(300, 300).requires_grad_(False)  # no gradient hook: the forward's read only
+        self.head = nn.Linear(300, 4)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = torch.relu(self.first(x))
+        with torch.no_grad():
+            self.first.weight.mul_(1.5)
+        return self.head(torch.relu(self.frozen(h)))
+
+
+def _report_numbers(model_factory, monkeypatch: pytest.MonkeyPatch, cold: bool) -> tuple[list, list]:
+    from gradcheck_cli import analyze
+    from gradcheck_cli.analysis import engine
+
+    taken: list[int] = []
+    if cold:
+        monkeypatch.setattr(engine, "HotSquares", _Cold)
+    else:
+        real = HotSquares._take_weight
+        monkeypatch.setattr(HotSquares, "_take_weight", lambda self, w, p, dim: (taken.append(id(p)), real(self, w, p, dim)))
+    torch.manual_seed(0)
+    model = model_factory()
+    report = analyze(model, torch.randn(16, 300), batches=2, batch_size=8)
+    monkeypatch.undo()
+    large = [p for p in model.parameters() if p.numel() >= 1 << 16]
+    if not cold:  # each large weight once, the edited one twice (forward, then again in the backward)
+        edited = [model.first.weight] if isinstance(model, _EditsAnEarlierWeight) else []
+        assert sorted(taken) == sorted(id(p) for p in large + edited)
+    return ([(p.name, p.weight_norm, p.grad_norm) for p in report.parameters],
+            [(layer.name, layer.init.unit_spread if layer.init else None) for layer in report.layers])
+
+
+@pytest.mark.parametrize("factory", [
+    lambda: nn.Sequential(nn.Linear(300, 400), nn.ReLU(), nn.Linear(400, 300), nn.Tanh(), nn.Linear(300, 4)),
+    lambda: nn.Sequential(nn.Unflatten(1, (75, 4)), nn.Conv1d(75, 1024, 1), nn.ReLU(), nn.Flatten(), nn.Linear(4096, 8)),
+    _EditsAnEarlierWeight,
+], ids=["mlp", "conv", "edited-in-forward"])
+def test_weights_taken_in_the_forward_equal_the_cold_reading(factory, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Through the whole engine: weights read right after their layer's forward (and gradients in the
+    backward) give the cold path's norms bit for bit and its unit spreads within the shortcut's
+    precision -- also for a frozen weight, and for a weight the forward edits after its layer ran,
+    whose version counter sends it to be read again (without that check its norm is 1.5x off)."""
+    hot_params, hot_spreads = _report_numbers(factory, monkeypatch, cold=False)
+    cold_params, cold_spreads = _report_numbers(factory, monkeypatch, cold=True)
+    assert hot_params == cold_params
+    assert [name for name, _ in hot_spreads] == [name for name, _ in cold_spreads]
+    for (name, hot), (_, cold) in zip(hot_spreads, cold_spreads):
+        assert (hot is None) == (cold is None), name
+        if hot is not None:
+            assert hot == pytest.approx(cold, rel=1e-5), name

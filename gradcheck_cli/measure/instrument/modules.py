@@ -20,6 +20,7 @@ from torch.overrides import TorchFunctionMode
 from gradcheck_cli.layers import MODULE_KINDS, TRANSPARENT_KINDS, LayerInfo, module_kind
 from gradcheck_cli.measure.model_output import first_tensor
 from gradcheck_cli.measure.collector import StatsCollector
+from gradcheck_cli.measure.params import LARGE, unit_dim
 from gradcheck_cli.measure.through_time import RECURRENT_MODULES, time_profile
 from gradcheck_cli.measure.tree import ModuleTree, module_tree
 
@@ -73,11 +74,11 @@ def _reparametrised(module: nn.Module) -> bool:
     return isinstance(getattr(module, "_modules", {}).get("parametrizations"), nn.ModuleDict)
 
 
-def _params(name: str, module: nn.Module) -> dict[str, str]:
+def _params(name: str, module: nn.Module, reparametrised: bool) -> dict[str, str]:
     """Role -> parameter name. A reparametrised weight's role goes to the tensor it is computed from: the
     direction ``original1`` of weight norm (``original0`` is its magnitude), or the single ``original``."""
     params = {role: f"{name}.{role}" for role, p in module._parameters.items() if p is not None}
-    if _reparametrised(module):
+    if reparametrised:
         for role, parametrization in module.parametrizations.items():
             held = dict(parametrization.named_parameters(recurse=False))
             source = "original1" if "original1" in held else "original" if "original" in held else None
@@ -277,13 +278,21 @@ class _Layer(NamedTuple):
     extra: dict[str, Any]
     """The fields a new row gets (params, attrs)."""
     recurrent: bool
+    weights: tuple[tuple[nn.Parameter, int | None], ...]
+    """The module's own large parameters, each with its unit dimension (the weight of a weight layer;
+    None for the rest): read while in cache right after the forward (:class:`~gradcheck_cli.measure.params.HotSquares`)."""
 
     @classmethod
     def of(cls, name: str, module: nn.Module) -> _Layer:
         type_name = type(module).__name__
-        attrs = _attrs(module) | ({"reparametrized": 1.0} if _reparametrised(module) else {})
-        return cls(module_kind(type_name), type_name, {"params": _params(name, module), "attrs": attrs},
-                   type_name in RECURRENT_MODULES)
+        reparametrised = _reparametrised(module)
+        attrs = _attrs(module) | ({"reparametrized": 1.0} if reparametrised else {})
+        kind = module_kind(type_name)
+        dim = unit_dim(kind, type_name, attrs)
+        weights = tuple((p, dim if role == "weight" else None) for role, p in module._parameters.items()
+                        if p is not None and p.numel() >= LARGE)
+        return cls(kind, type_name, {"params": _params(name, module, reparametrised), "attrs": attrs},
+                   type_name in RECURRENT_MODULES, weights)
 
 
 def _dispatch(calls: _Calls, table: dict[int, tuple[str, _Layer | None]], root: int, begin: Any, end: Any):
@@ -321,6 +330,8 @@ def _dispatch(calls: _Calls, table: dict[int, tuple[str, _Layer | None]], root: 
                     info = calls.row(name, layer.kind, layer.type_name, layer.extra)
                     with torch._C.DisableTorchFunction():  # our own reductions need not pass through the mode
                         collector.observe(info, tensor)
+                        if layer.weights and collector.hot is not None:
+                            collector.hot.take_weights(layer.weights)
                     if layer.recurrent and collector.wants_time(info):
                         collector.observe_time(info, time_profile(module, args, collector.seed + info.index))
         if key == root:  # after the root's own row
