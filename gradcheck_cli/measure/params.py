@@ -243,9 +243,12 @@ class HotSquares:
         if not self.armed or grad is None:
             return
         self.grads[id(p)] = squares_of(grad.detach()).float()
-        taken = self.weights.get(id(p))
+        taken, dim = self.weights.get(id(p)), self._unit_dim(p)
         if taken is None or taken[1] != p._version:
-            self._take_weight(p.detach(), p, self._unit_dim(p))
+            self._take_weight(p.detach(), p, dim)
+        elif dim is not None and self.spreads.get(id(p), (None,) * 4)[3] != dim:
+            # a tied weight whose first layer in the forward had no units (an embedding before its LM head)
+            self.spreads[id(p)] = (taken[0], self._column_squares(p.detach(), dim), p.shape[dim], dim, taken[1])
 
     def _take_weight(self, w: torch.Tensor, p: torch.Tensor, dim: int | None) -> None:
         squares = squares_of(w)

@@ -193,3 +193,36 @@ def test_weights_taken_in_the_forward_equal_the_cold_reading(factory, monkeypatc
         assert (hot is None) == (cold is None), name
         if hot is not None:
             assert hot == pytest.approx(cold, rel=1e-5), name
+
+
+class _TiedHeadFirst(nn.Module):
+    """A head registered before the embedding it shares its weight with: the parameter is named after the
+    head (a Linear, units along dim 0) but first read in the forward by the embedding (no units)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.head = nn.Linear(300, 400, bias=False)
+        self.embed = nn.Embedding(400, 300)
+        self.embed.weight = nn.Parameter(torch.randn(400, 300) * 0.02)
+        self.head.weight = self.embed.weight
+
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        return self.head(torch.tanh(self.embed(tokens)))
+
+
+def test_a_tied_weight_first_read_without_units_gets_its_spread_in_the_backward(monkeypatch: pytest.MonkeyPatch) -> None:
+    from gradcheck_cli import analyze
+    from gradcheck_cli.analysis import engine
+
+    torch.manual_seed(0)
+    model, tokens = _TiedHeadFirst(), torch.randint(0, 400, (8, 16))
+    spread_of: list[int] = []
+    real = HotSquares._column_squares
+    monkeypatch.setattr(HotSquares, "_column_squares", lambda self, w, dim: (spread_of.append(dim), real(self, w, dim))[1])
+    hot = analyze(model, tokens)
+    assert spread_of == [0]  # taken once, along the head's units, in the backward
+    monkeypatch.setattr(engine, "HotSquares", _Cold)
+    cold = analyze(model, tokens)
+    spreads = [(l.name, l.init.unit_spread) for l in hot.layers if l.init], [(l.name, l.init.unit_spread) for l in cold.layers if l.init]
+    assert spreads[0][0][0] == "head" and spreads[0][0][1] == pytest.approx(spreads[1][0][1], rel=1e-5)
+    assert [(p.name, p.weight_norm, p.grad_norm) for p in hot.parameters] == [(p.name, p.weight_norm, p.grad_norm) for p in cold.parameters]
