@@ -209,13 +209,16 @@ class HotSquares:
     """
 
     def __init__(self, params: dict[str, torch.nn.Parameter],
-                 units: Callable[[], dict[str, int]] | None = None) -> None:
+                 units: Callable[[], dict[str, int]] | None = None, *, weights: bool = True) -> None:
         self.armed = False
+        self.take_weights_too = weights
+        """False: gradients only (a training step's record reads the weights after the optimiser's step)."""
         self.weights: dict[int, tuple[torch.Tensor, int]] = {}
         """id(parameter) -> (its sum of squares in the weight's precision, float32 at least; its version
         when taken)."""
-        self.grads: dict[int, torch.Tensor] = {}
-        """id(parameter) -> its gradient's sum of squares, a float32 device scalar."""
+        self.grads: dict[int, tuple[torch.Tensor, torch.Tensor, int]] = {}
+        """id(parameter) -> (its gradient's sum of squares, a float32 device scalar; that gradient; its version):
+        used only while the parameter still holds that gradient, unchanged (clipping scales it in place)."""
         self.spreads: dict[int, tuple[torch.Tensor, torch.Tensor, int, int, int]] = {}
         """id(weight) -> (its sum of squares, |column sums|^2, units, the unit dimension, its version):
         device scalars of the weight's precision (float32 at least), divided and subtracted in float64
@@ -229,7 +232,7 @@ class HotSquares:
 
     def take_weights(self, weights: tuple[tuple[torch.Tensor, int | None], ...]) -> None:
         """A layer's large parameters with their unit dimensions (None: no units), right after its forward."""
-        if not self.armed:
+        if not self.armed or not self.take_weights_too:
             return
         for p, dim in weights:
             if id(p) not in self.weights:
@@ -242,7 +245,9 @@ class HotSquares:
         grad = p.grad
         if not self.armed or grad is None:
             return
-        self.grads[id(p)] = squares_of(grad.detach()).float()
+        self.grads[id(p)] = (squares_of(grad.detach()).float(), grad, grad._version)
+        if not self.take_weights_too:
+            return
         taken, dim = self.weights.get(id(p)), self._unit_dim(p)
         if taken is None or taken[1] != p._version:
             self._take_weight(p.detach(), p, dim)
@@ -261,6 +266,11 @@ class HotSquares:
         """``squares_of(p).float()`` as taken during the passes, if ``p`` is unchanged since."""
         taken = self.weights.get(id(p))
         return taken[0].float() if taken is not None and taken[1] == p._version else None
+
+    def grad_squares(self, p: torch.Tensor) -> torch.Tensor | None:
+        """``squares_of(p.grad).float()`` as taken in the backward, if ``p`` still holds that gradient, unchanged."""
+        taken = self.grads.get(id(p))
+        return taken[0] if taken is not None and p.grad is taken[1] and taken[1]._version == taken[2] else None
 
     def spread(self, p: torch.Tensor, dim: int) -> tuple[torch.Tensor, torch.Tensor, int] | None:
         """(S, |c|^2, units) of ``p`` along ``dim``, if taken along it and ``p`` is unchanged since."""
@@ -345,13 +355,13 @@ def parameter_measures(module: torch.nn.Module, params: dict[str, torch.nn.Param
         if sharded:  # FSDP2: each rank's shards
             weights, grads = [local_tensor(p.detach()) for p in plist], [local_tensor(g.detach()) for g in grads]
         known: dict[int, torch.Tensor] = {}
-        if hot is not None and hot.weights:  # taken during the passes (see HotSquares)
+        if hot is not None and (hot.weights or hot.grads):  # taken during the passes (see HotSquares)
             for i, p in enumerate(plist):
                 if (taken := hot.weight_squares(p)) is not None:
                     known[i] = taken
             for j, p in enumerate(with_grad):
-                if id(p) in hot.grads:
-                    known[len(plist) + j] = hot.grads[id(p)]
+                if (taken := hot.grad_squares(p)) is not None:
+                    known[len(plist) + j] = taken
         squares = sums_of_squares(weights + grads, known)
         if sharded:
             squares = _summed_across_ranks(squares)

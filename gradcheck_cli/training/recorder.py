@@ -23,7 +23,7 @@ from gradcheck_cli.loading.base import LoadedModel
 from gradcheck_cli.measure.collector import LayerStats, StatsCollector
 from gradcheck_cli.measure.instrument import instrument
 from gradcheck_cli.measure.measurements import Measurements
-from gradcheck_cli.measure.params import parameter_measures, sums_of_squares, unit_dims
+from gradcheck_cli.measure.params import HotSquares, parameter_measures, sums_of_squares, unit_dims
 from gradcheck_cli.measure.topology import analyse as analyse_topology
 from gradcheck_cli.training.optim import UpdateMeter
 
@@ -58,6 +58,9 @@ class StepRecorder:
         self.sample_stats = sample_stats
         self._stack: ExitStack | None = None
         self._collector: StatsCollector | None = None
+        self._hot: HotSquares | None = None
+        """The armed step's gradient squares, taken in its backward right after autograd wrote each large
+        gradient (the weights are read after the optimiser's step, so not there)."""
         self.forward: Any = loaded.module
         self.first_alive: dict[str, np.ndarray] = {}
         self.last_alive: dict[str, np.ndarray] = {}
@@ -76,20 +79,23 @@ class StepRecorder:
             self._collector.through_time = False
             self._stack = ExitStack()
             self.forward = self._stack.enter_context(instrument(self.loaded, self._collector, functional=self.functional))
+            self._hot = HotSquares(self.params, weights=False)
+            self._hot.armed = True
+            self._stack.callback(self._hot.remove)
         return self.forward
 
     def disarm(self, root: Any = None) -> list[LayerStats]:
         """Remove the hooks (always: the caller's ``finally`` calls this) and return what they saw. With the
         loss's graph node ``root`` and no step kept yet, the step's full measurements are kept as
         :attr:`initial` (what a one-shot analysis of it would report)."""
-        stack, collector = self._stack, self._collector
-        self._stack, self._collector, self.forward = None, None, self.loaded.module
+        stack, collector, hot = self._stack, self._collector, self._hot
+        self._stack, self._collector, self._hot, self.forward = None, None, None, self.loaded.module
         if stack is None or collector is None:
             return []
         stack.close()
         stats = collector.finalize()
         if root is not None and self.initial is None:
-            params = parameter_measures(self.loaded.module, self.params, 1, unit_dims(collector.layers))
+            params = parameter_measures(self.loaded.module, self.params, 1, unit_dims(collector.layers), hot=hot)
             self.initial = Measurements(stats, params, analyse_topology(root, collector.nodes))
         return stats
 
@@ -97,14 +103,18 @@ class StepRecorder:
                root: Any = None) -> StepPoint:
         """Read the step just taken (after ``optimizer.step()``, before ``zero_grad``). ``grad_norm``: the
         pre-clipping norm when the caller clipped (else it is computed from the gradients)."""
+        hot = self._hot
         stats = self.disarm(root)
         weights = {s.info.name: s.info.params.get("weight") for s in stats if s.info.kind in WEIGHT_KINDS}
         names = [n for n in dict.fromkeys(weights.values()) if n in self.params]
         tensors = [self.params[n].detach() for n in names]
-        grads = [p.grad.detach() for p in self.params.values() if p.grad is not None]
-        values = sums_of_squares(tensors + grads)
+        with_grad = [p for p in self.params.values() if p.grad is not None]
+        known = {}
+        if hot is not None and hot.grads:  # taken in the backward; a gradient clipped since is read again
+            known = {len(names) + j: taken for j, p in enumerate(with_grad) if (taken := hot.grad_squares(p)) is not None}
+        values = sums_of_squares(tensors + [p.grad.detach() for p in with_grad], known)
         weight_sq = dict(zip(names, values[: len(names)]))
-        grad_of = {id(p): v for p, v in zip((p for p in self.params.values() if p.grad is not None), values[len(names):])}
+        grad_of = {id(p): v for p, v in zip(with_grad, values[len(names):])}
         update_sq = self._updates(meter, names)
         total = math.sqrt(sum(values[len(names):])) if grad_norm is None else float(grad_norm)
         layers = {}
