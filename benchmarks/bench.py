@@ -7,10 +7,12 @@
 Time: in one process, bare and analyze steps alternate (warm-up first, then the median of
 ``--pairs`` pairs), so drift and thermal effects hit both alike. The analyze step is the whole
 public API call (instrumentation, statistics, parameter norms, rules, report), with the same
-projection loss the bare step uses. ``--floor`` adds a third step to each round: the bare step
+projection loss the bare step uses. ``--floor`` adds two steps to each round: the bare step
 under the cheapest hooks that gather the same kind of numbers (per-unit moments and min/max of
 every leaf module's output, each output gradient's sum of squares; nothing named, merged or
-reported). Its ratio is what any hook-based instrumentation costs on the machine at hand.
+reported) -- its ratio is what any hook-based instrumentation costs on the machine at hand, and
+issue 19's reference -- and the same hooks plus every parameter's and gradient's norm after the
+backward (``torch._foreach_norm``), as hooks that also reported the parameter norms would.
 Memory: the peak increase of one step over what was resident just before it, minimum over
 alternating repeats, in a child process -- on CPU the RSS high-water mark (VmHWM, reset through
 /proc/self/clear_refs) with glibc told to mmap every block above 64 KiB so that the RSS follows
@@ -127,9 +129,11 @@ def _steps(model: nn.Module, inputs: tuple[torch.Tensor, ...], device: str, samp
     model.to(device).train()
     inputs = tuple(x.to(device) for x in inputs)
 
-    def bare() -> None:
+    def bare(after_backward: Callable[[], None] | None = None) -> None:
         out = pick_output(model(*inputs))
         compute_loss("projection", out, None, 0).backward()
+        if after_backward is not None:
+            after_backward()
         model.zero_grad(set_to_none=True)
 
     def instrumented() -> object:
@@ -165,6 +169,19 @@ def _floor_step(model: nn.Module, bare: Callable[[], None]) -> Callable[[], None
     return step
 
 
+def _norms_step(model: nn.Module, bare: Callable[..., None]) -> Callable[[], None]:
+    """The hand-written hooks plus every parameter's and gradient's L2 norm after the backward, the way
+    such code takes them (``torch._foreach_norm``, one transfer): what hooks cost that also report the
+    parameter norms ``analyze`` reports (``--floor``; not a target, a second reference)."""
+    params = [p for p in model.parameters()]
+
+    def norms() -> None:
+        grads = [p.grad for p in params if p.grad is not None]
+        torch.stack(torch._foreach_norm([p.detach() for p in params]) + torch._foreach_norm(grads)).tolist()
+
+    return _floor_step(model, lambda: bare(norms))
+
+
 def _sync(device: str) -> None:
     if device.startswith("cuda"):
         torch.cuda.synchronize()
@@ -178,6 +195,7 @@ def time_ratio(name: str, device: str, pairs: int, warmup: int, sample_stats: in
     steps = {"bare": bare, "analyze": instrumented}
     if floor and isinstance(model, nn.Module):  # the ONNX interpreter has no leaf modules to hook
         steps["floor"] = _floor_step(model, bare)
+        steps["floor_norms"] = _norms_step(model, bare)
     cpu: dict[str, list[float]] = {}
     with _FullCollections() as full, _PassTime() as passes:
         times = alternate(steps, device, pairs, warmup, cpu=cpu, full=full, passes=passes)
@@ -210,6 +228,9 @@ def time_ratio(name: str, device: str, pairs: int, warmup: int, sample_stats: in
         # the target's own ratio, paired per round like the others (the table's last column divides medians)
         result["over_floor_cpu_ratio"] = _pair_ratio(cpu["analyze"], cpu["floor"])
         result["over_floor_cpu_interval"] = pair_interval(cpu["analyze"], cpu["floor"])
+        result["floor_norms_cpu_ratio"] = _pair_ratio(cpu["floor_norms"], cpu["bare"])
+        result["over_floor_norms_cpu_ratio"] = _pair_ratio(cpu["analyze"], cpu["floor_norms"])
+        result["over_floor_norms_cpu_interval"] = pair_interval(cpu["analyze"], cpu["floor_norms"])
     return result
 
 
@@ -493,6 +514,9 @@ def main() -> None:
         if "over_floor_cpu_ratio" in row:
             low, high = row["over_floor_cpu_interval"]
             paired += f", analyze/hand-written hooks {row['over_floor_cpu_ratio']:.3f} [{low:.3f}, {high:.3f}]"
+            low, high = row["over_floor_norms_cpu_interval"]
+            paired += (f", analyze/(hooks + parameter norms) {row['over_floor_norms_cpu_ratio']:.3f} [{low:.3f}, {high:.3f}] "
+                       f"(those hooks {row['floor_norms_cpu_ratio']:.3f}x bare)")
         print(paired, flush=True)
     if args.json:
         args.json.write_text(json.dumps({"machine": machine(args.device), "device": args.device, "startup_s": cli,

@@ -25,10 +25,12 @@ def test_bench_writes_a_complete_row(tmp_path: Path) -> None:
     assert row["model"] == "mlp30"
     for key in ("bare_ms", "analyze_ms", "time_ratio", "pair_ratio", "floor_ratio", "bare_peak_mb", "analyze_peak_mb",
                 "memory_ratio", "passes_cpu_ms", "outside_passes_cpu_ms", "worst_over_median_no_full_gc", "bare_worst_over_median",
-                "over_floor_cpu_ratio"):
+                "over_floor_cpu_ratio", "floor_norms_cpu_ratio", "over_floor_norms_cpu_ratio"):
         assert row[key] > 0, key
     low, high = row["over_floor_cpu_interval"]
     assert low <= row["over_floor_cpu_ratio"] <= high
+    low, high = row["over_floor_norms_cpu_interval"]
+    assert low <= row["over_floor_norms_cpu_ratio"] <= high
     assert row["outside_passes_cpu_ms"] < row["analyze_cpu_ms"]  # the split of the call's CPU time is a split
     assert row["full_collections"] in (0, 1)  # one timed analyze call
     assert "mlp30" in run.stdout and "--help" in run.stdout
