@@ -27,7 +27,8 @@ if TYPE_CHECKING:  # pragma: no cover
 from gradcheck_cli.analysis.options import AnalyzeOptions, DataSpec
 from gradcheck_cli.report.model import Report
 from gradcheck_cli.measure.measurements import Measurements
-from gradcheck_cli.measure.params import HotSquares, parameter_measures, unit_dims
+from gradcheck_cli.measure.hot import HotSquares
+from gradcheck_cli.measure.params import parameter_measures, unit_dims
 from gradcheck_cli.measure.collector import StatsCollector
 from gradcheck_cli.measure.topology import analyse as analyse_topology
 from gradcheck_cli.measure.tree import ModuleTree, module_tree

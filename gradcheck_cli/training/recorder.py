@@ -23,7 +23,8 @@ from gradcheck_cli.loading.base import LoadedModel
 from gradcheck_cli.measure.collector import LayerStats, StatsCollector
 from gradcheck_cli.measure.instrument import instrument
 from gradcheck_cli.measure.measurements import Measurements
-from gradcheck_cli.measure.params import HotSquares, parameter_measures, sums_of_squares, unit_dims
+from gradcheck_cli.measure.hot import HotSquares
+from gradcheck_cli.measure.params import parameter_measures, sums_of_squares, unit_dims
 from gradcheck_cli.measure.topology import analyse as analyse_topology
 from gradcheck_cli.training.optim import UpdateMeter
 

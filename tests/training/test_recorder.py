@@ -50,7 +50,7 @@ def test_logged_points_equal_the_step_taken(cls: type, kwargs: dict) -> None:
 
 
 def _point(clip: float | None, hot: bool, monkeypatch: pytest.MonkeyPatch):  # noqa: ANN202
-    from gradcheck_cli.measure.params import HotSquares
+    from gradcheck_cli.measure.hot import HotSquares
     from gradcheck_cli.training import recorder as recorder_module
 
     if not hot:  # a HotSquares that takes nothing: every gradient read after the step

@@ -7,7 +7,8 @@ import pytest
 import torch
 from torch import nn
 
-from gradcheck_cli.measure.params import HotSquares, parameter_measures
+from gradcheck_cli.measure.hot import HotSquares
+from gradcheck_cli.measure.params import parameter_measures
 
 
 class Tied(nn.Module):
