@@ -28,7 +28,7 @@ from gradcheck_cli.analysis.options import AnalyzeOptions, DataSpec
 from gradcheck_cli.report.model import Report
 from gradcheck_cli.measure.measurements import Measurements
 from gradcheck_cli.measure.hot import HotSquares
-from gradcheck_cli.measure.params import parameter_measures, unit_dims
+from gradcheck_cli.measure.params import canonical_dims, parameter_measures, unit_dims
 from gradcheck_cli.measure.collector import StatsCollector
 from gradcheck_cli.measure.topology import analyse as analyse_topology
 from gradcheck_cli.measure.tree import ModuleTree, module_tree
@@ -316,7 +316,8 @@ def run(loaded: LoadedModel, batches: list[Sample], loss_name: str, options: Ana
     with _preserved(module, options.mode, settable=loaded.mode_settable, tree=tree) as params:
         _seed(next(iter(params.values())).device, options.seed)  # the parameters are on the run's device
         # norms (and unit spreads) taken in the last batch's passes
-        hot = HotSquares(params, lambda: unit_dims(collector.layers)) if group is None else None
+        hot = (HotSquares(params, lambda: canonical_dims(unit_dims(collector.layers), params, tree.aliases))
+               if group is None else None)
         collector.hot = hot
         try:
             with instrument(loaded, collector, functional=options.functional, tree=tree) as forward:

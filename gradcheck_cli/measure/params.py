@@ -229,7 +229,7 @@ def parameter_measures(module: torch.nn.Module, params: dict[str, torch.nn.Param
         values = [math.sqrt(max(v, 0.0)) if not math.isnan(v) else v for v in squares]
     count = len(plist)
     weight_norms, grad_norms = values[:count], iter(values[count:])
-    deviations = unit_deviations(params, unit_dims or {}, sharded, hot=hot)
+    deviations = unit_deviations(params, canonical_dims(unit_dims or {}, params, aliases), sharded, hot=hot)
     result = []
     for i, (name, p) in enumerate(params.items()):
         grad_norm = next(grad_norms) / batches if p.grad is not None else None
@@ -240,6 +240,19 @@ def parameter_measures(module: torch.nn.Module, params: dict[str, torch.nn.Param
             aliases=[a for a in names if a != name] if len(names) > 1 else [], unit_deviation=deviations.get(name),
         ))
     return result
+
+
+def canonical_dims(dims: dict[str, int], params: dict[str, torch.nn.Parameter],
+               aliases: dict[int, list[str]]) -> dict[str, int]:
+    """``dims`` keyed by the names ``params`` uses: a layer names the weight it holds (``lm_head.weight``),
+    which for a tied weight may be an alias of the parameter's first name (``transformer.wte.weight``)."""
+    if all(name in params for name in dims):
+        return dims
+    canonical = {alias: name for name, p in params.items() for alias in aliases.get(id(p), ())}
+    out: dict[str, int] = {}
+    for name, dim in dims.items():
+        out.setdefault(canonical.get(name, name), dim)
+    return out
 
 
 def _summed_across_ranks(values: list[float]) -> list[float]:

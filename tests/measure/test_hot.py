@@ -227,3 +227,31 @@ def test_a_tied_weight_first_read_without_units_gets_its_spread_in_the_backward(
     spreads = [(l.name, l.init.unit_spread) for l in hot.layers if l.init], [(l.name, l.init.unit_spread) for l in cold.layers if l.init]
     assert spreads[0][0][0] == "head" and spreads[0][0][1] == pytest.approx(spreads[1][0][1], rel=1e-5)
     assert [(p.name, p.weight_norm, p.grad_norm) for p in hot.parameters] == [(p.name, p.weight_norm, p.grad_norm) for p in cold.parameters]
+
+
+def test_a_head_tied_to_an_earlier_embedding_gets_its_unit_spread(monkeypatch: pytest.MonkeyPatch) -> None:
+    """GPT-2's layout: the embedding registered first names the shared weight, the head (a Linear) holds it
+    under an alias; the head's row still gets the weight's unit spread, equal to the exact centring."""
+    from gradcheck_cli import analyze
+
+    class TiedAfter(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.embed = nn.Embedding(400, 300)
+            self.head = nn.Linear(300, 400, bias=False)
+            self.head.weight = self.embed.weight
+
+        def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+            return self.head(torch.tanh(self.embed(tokens)))
+
+    torch.manual_seed(0)
+    model = TiedAfter()
+    spread_of: list[int] = []
+    real = HotSquares._column_squares
+    monkeypatch.setattr(HotSquares, "_column_squares", lambda self, w, dim: (spread_of.append(dim), real(self, w, dim))[1])
+    report = analyze(model, torch.randint(0, 400, (8, 16)))
+    assert spread_of == [0]  # in cache, in the backward: not the cold centring
+    head = next(layer for layer in report.layers if layer.name == "head")
+    w = model.embed.weight.detach().double()
+    exact = ((w - w.mean(dim=0)).norm() / w.norm()).item()
+    assert head.init is not None and head.init.unit_spread == pytest.approx(exact, rel=1e-5)
