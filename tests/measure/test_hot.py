@@ -196,14 +196,19 @@ def test_weights_taken_in_the_forward_equal_the_cold_reading(factory, monkeypatc
             assert hot == pytest.approx(cold, rel=1e-5), name
 
 
-class _TiedHeadFirst(nn.Module):
-    """A head registered before the embedding it shares its weight with: the parameter is named after the
-    head (a Linear, units along dim 0) but first read in the forward by the embedding (no units)."""
+class _Tied(nn.Module):
+    """A head sharing its weight with the embedding before it in the forward. ``head_first``: the head is
+    registered first, so the parameter is named after it (a Linear, units along dim 0) though the
+    embedding (no units) reads it first; else after the embedding (GPT-2's layout), the head holding it
+    under an alias."""
 
-    def __init__(self) -> None:
+    def __init__(self, head_first: bool) -> None:
         super().__init__()
-        self.head = nn.Linear(300, 400, bias=False)
+        if head_first:
+            self.head = nn.Linear(300, 400, bias=False)
         self.embed = nn.Embedding(400, 300)
+        if not head_first:
+            self.head = nn.Linear(300, 400, bias=False)
         self.embed.weight = nn.Parameter(torch.randn(400, 300) * 0.02)
         self.head.weight = self.embed.weight
 
@@ -216,7 +221,7 @@ def test_a_tied_weight_first_read_without_units_gets_its_spread_in_the_backward(
     from gradcheck_cli.analysis import engine
 
     torch.manual_seed(0)
-    model, tokens = _TiedHeadFirst(), torch.randint(0, 400, (8, 16))
+    model, tokens = _Tied(head_first=True), torch.randint(0, 400, (8, 16))
     spread_of: list[int] = []
     real = HotSquares._column_squares
     monkeypatch.setattr(HotSquares, "_column_squares", lambda self, w, dim: (spread_of.append(dim), real(self, w, dim))[1])
@@ -234,18 +239,8 @@ def test_a_head_tied_to_an_earlier_embedding_gets_its_unit_spread(monkeypatch: p
     under an alias; the head's row still gets the weight's unit spread, equal to the exact centring."""
     from gradcheck_cli import analyze
 
-    class TiedAfter(nn.Module):
-        def __init__(self) -> None:
-            super().__init__()
-            self.embed = nn.Embedding(400, 300)
-            self.head = nn.Linear(300, 400, bias=False)
-            self.head.weight = self.embed.weight
-
-        def forward(self, tokens: torch.Tensor) -> torch.Tensor:
-            return self.head(torch.tanh(self.embed(tokens)))
-
     torch.manual_seed(0)
-    model = TiedAfter()
+    model = _Tied(head_first=False)
     spread_of: list[int] = []
     real = HotSquares._column_squares
     monkeypatch.setattr(HotSquares, "_column_squares", lambda self, w, dim: (spread_of.append(dim), real(self, w, dim))[1])
