@@ -150,5 +150,6 @@ class HotSquares:
 
 def _spreadable(p: torch.Tensor, dim: int) -> bool:
     """Whether the shortcut's column sums can read ``p`` as it is: a transposed conv's units (dim 1 of
-    4) would need a copy, which the cold path makes."""
-    return p.is_contiguous() and p.dim() >= 2 and p.shape[dim] >= 2 and (dim == 0 or p.dim() == 2)
+    4) would need a copy, and an integer weight's sums would wrap around; the cold path takes those."""
+    return (p.is_floating_point() and p.is_contiguous() and p.dim() >= 2 and p.shape[dim] >= 2
+            and (dim == 0 or p.dim() == 2))

@@ -109,6 +109,8 @@ def unit_deviations(params: dict[str, torch.nn.Parameter], unit_dims: dict[str, 
             w = params[name]  # no detached copy: nothing below records under no_grad
             if sharded and hasattr(w, "full_tensor"):  # FSDP2: the whole weight, one layer at a time
                 w = w.detach().full_tensor()
+            if not w.is_floating_point():  # an integer (quantised) weight: its differences would wrap around
+                w = w.to(torch.float64)
             dim = unit_dims[name]
             if w.numel() <= SMALL_WEIGHT:  # many tiny layers: per-call overhead, not bandwidth; batched below
                 small.setdefault((w.device, dim, w.shape), []).append((name, w))

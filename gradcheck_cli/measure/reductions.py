@@ -121,7 +121,13 @@ HALF = (torch.float16, torch.bfloat16)
 
 
 def squares_of(t: torch.Tensor) -> torch.Tensor:
-    """Sum of squares of any tensor, as a device scalar (float32 at least: half squares overflow at 256)."""
+    """Sum of squares of any tensor, as a device scalar (float32 at least: half squares overflow at 256).
+    Integer tensors (quantised weights) are squared in float64 (in their own dtype the squares wrap
+    around: an int8 weight's norm came out 0 or a few units); complex ones give sum |z|^2."""
+    if not t.is_floating_point():
+        if t.is_complex():
+            return torch.linalg.vector_norm(t).square()
+        return sum_of_squares(t.reshape(-1).to(torch.float64))
     if t.dtype in HALF or not t.is_contiguous():
         return torch.linalg.vector_norm(t, dtype=torch.promote_types(t.dtype, torch.float32)).square()
     return sum_of_squares(t.view(-1))

@@ -250,3 +250,21 @@ def test_a_head_tied_to_an_earlier_embedding_gets_its_unit_spread(monkeypatch: p
     w = model.embed.weight.detach().double()
     exact = ((w - w.mean(dim=0)).norm() / w.norm()).item()
     assert head.init is not None and head.init.unit_spread == pytest.approx(exact, rel=1e-5)
+
+
+def test_an_integer_weight_gets_its_true_norm_and_spread() -> None:
+    """A Linear holding a frozen int8 weight (dequantised in its forward): read in the forward like any
+    large weight, its squares are taken in float64 and its spread by the exact centring (in int8 both
+    wrap around: the norm came out a few units instead of ~1700, the spread 1.0000 instead of 0.993)."""
+    from gradcheck_cli import analyze
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(256, 512), nn.ReLU(), nn.Linear(512, 4))
+    model[0].weight = nn.Parameter(torch.randint(-8, 8, (512, 256)).to(torch.int8), requires_grad=False)
+    model[0].forward = lambda x, layer=model[0]: nn.functional.linear(x, layer.weight.float() * 0.01, layer.bias)
+    report = analyze(model, torch.randn(8, 256))
+    w = model[0].weight.detach().double()
+    weight = next(p for p in report.parameters if p.name == "0.weight")
+    assert weight.weight_norm == pytest.approx(w.norm().item(), rel=1e-9)
+    layer = next(layer for layer in report.layers if layer.name == "0")
+    assert layer.init.unit_spread == pytest.approx(((w - w.mean(dim=0)).norm() / w.norm()).item(), rel=1e-6)

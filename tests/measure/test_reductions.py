@@ -328,3 +328,24 @@ def test_accelerator_arithmetic_agrees_with_the_cpu_paths() -> None:
         assert b.grad.output_rms == pytest.approx(a.grad.output_rms, rel=1e-5)
         assert b.grad.nonfinite == a.grad.nonfinite
     assert [f.kind for f in host.findings] == [f.kind for f in accel.findings]
+
+
+@pytest.mark.parametrize("dtype", [torch.int8, torch.uint8, torch.int32, torch.bool, torch.complex64])
+@pytest.mark.parametrize("size", [4096, 1 << 17])  # small (squared together) and large (one dot each)
+def test_squares_of_integer_and_complex_tensors(dtype: torch.dtype, size: int) -> None:
+    """A quantised (integer) weight's squares would wrap around in its own dtype (an int8 weight's norm
+    came out 0); a complex tensor's are |z|^2, not z^2. Both against float64/complex128 references, alone
+    and through sums_of_squares beside float tensors."""
+    g = torch.Generator().manual_seed(0)
+    if dtype.is_complex:
+        t = torch.randn(size, generator=g, dtype=dtype)
+    elif dtype == torch.bool:
+        t = torch.rand(size, generator=g) > 0.5
+    else:
+        info = torch.iinfo(dtype)
+        t = torch.randint(max(info.min, -1000), min(info.max, 1000) + 1, (size,), generator=g).to(dtype)
+    expected = float(t.to(torch.complex128).abs().square().sum()) if dtype.is_complex else float(t.double().square().sum())
+    rel = 1e-5 if dtype.is_complex else 1e-9  # complex64 is summed in float32; integers exactly in float64
+    assert float(squares_of(t)) == pytest.approx(expected, rel=rel)
+    together = sums_of_squares([torch.ones(300), t, torch.full((70000,), 2.0)])
+    assert together == pytest.approx([300.0, expected, 280000.0], rel=max(rel, 1e-7))  # reported as float32
