@@ -254,7 +254,10 @@ def _layer(position: int, stats: LayerStats | None, infos: list[LayerInfo], para
         relative_ratio=weight_ratio / median_ratio if weight_ratio is not None and median_ratio is not None else None,
     )
     init = None
-    if info.kind in WEIGHT_KINDS and weight is not None and weight.numel and info.observable:
+    if weight is not None and weight.quantised and info.kind in WEIGHT_KINDS:
+        note = note or (f"init not judged: the weight is stored as {weight.quantised} (quantised), so its stored "
+                        "values are not the weights the layer computes with")
+    elif info.kind in WEIGHT_KINDS and weight is not None and weight.numel and info.observable:
         shape = weight.shape[-int(info.attrs["expert_slice"]):] if info.attrs.get("expert_slice") else weight.shape
         summary = WeightSummary(shape, weight.weight_norm / math.sqrt(weight.numel))  # an expert: its slice's fans
         spread = None

@@ -25,6 +25,8 @@ class ParamMeasure:
     aliases: list[str] = field(default_factory=list)
     unit_deviation: float | None = None
     """||W - mean unit|| over the layer's units (None: not a layer weight); 0 when all units are identical."""
+    quantised: str | None = None
+    """The integer dtype the tensor is stored in (a quantised weight, dequantised where it is used), else None."""
 
 
 @record

@@ -240,6 +240,7 @@ def parameter_measures(module: torch.nn.Module, params: dict[str, torch.nn.Param
             name=name, shape=tuple(p.shape), numel=p.numel(), requires_grad=p.requires_grad,
             weight_norm=weight_norms[i], grad_norm=grad_norm,
             aliases=[a for a in names if a != name] if len(names) > 1 else [], unit_deviation=deviations.get(name),
+            quantised=None if p.is_floating_point() or p.is_complex() else str(p.dtype).removeprefix("torch."),
         ))
     return result
 
