@@ -20,7 +20,7 @@ from gradcheck_cli.analysis.sample import Sample, resolve_sample
 from gradcheck_cli.measure.instrument import instrument
 from gradcheck_cli.loading import LoadedModel, load_model, wrap_object
 from gradcheck_cli.analysis.loss import resolve_loss
-from gradcheck_cli.analysis.passes import forward_backward
+from gradcheck_cli.analysis.passes import forward_backward, materialise
 
 if TYPE_CHECKING:  # pragma: no cover
     from gradcheck_cli.analysis.distributed import Distributed
@@ -171,6 +171,11 @@ def _analyze_loaded(loaded: LoadedModel, device: torch.device, options: AnalyzeO
     if options.verify and loaded.verify is not None:
         progress.stage("verifying the front end against a reference runtime")
         notes.append(loaded.verify(batches[0].args, batches[0].kwargs))
+    if loaded.frontend == "modules" and batches:
+        _seed(device, options.seed)  # lazy init draws from the generators: seeded like the passes
+        if materialise(loaded.module, batches[0]):
+            notes.append("the model had lazy (uninitialised) parameters: they were materialised by one forward pass of "
+                         "the first batch without gradients, in eval mode, as the model's first call would")
     measurements = run(loaded, batches, loss_name, options, progress, group)
     if group is not None:
         group.global_shapes(measurements.layers, batches[0].size(), batches[0].part[1] if batches[0].part else None)

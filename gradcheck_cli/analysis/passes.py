@@ -18,8 +18,40 @@ def forward_backward(module: Any, forward: Any, batch: Sample, loss_name: str, s
     where. With a collector (an instrumented pass) the first loss node is kept for the topology.
     Returns the loss (its graph freed)."""
     layers = collector.layers if collector is not None else []
+    output = _forward(module, forward, batch, layers)
+    loss = compute_loss(loss_name, pick_output(output), batch.target, seed, batch.part)
+    if collector is not None and collector.root is None:
+        collector.root = loss.grad_fn  # the first batch's graph tells the topology
     try:
-        output = forward(*batch.args, **batch.kwargs)
+        loss.backward()
+    except torch.OutOfMemoryError:
+        raise AnalysisError("out of memory in the backward pass", hint="use a smaller --batch-size") from None
+    except RuntimeError as exc:
+        raise AnalysisError(f"the backward pass raised: {first_line(exc)}") from exc
+    return loss
+
+
+def materialise(module: torch.nn.Module, batch: Sample) -> bool:
+    """Give lazy parameters (``nn.LazyLinear``, ``LazyConv2d``) their shapes and init with one forward
+    pass of ``batch``, without gradients and in eval mode (no BatchNorm statistics move, no dropout), as
+    the model's first call would; the modules' modes are restored. True when there was anything to do."""
+    if not any(isinstance(p, torch.nn.parameter.UninitializedParameter) for p in module.parameters()):
+        return False
+    modes = [(m, m.training) for m in module.modules()]
+    module.eval()
+    try:
+        with torch.no_grad():
+            _forward(module, module, batch, [])
+    finally:
+        for m, training in modes:
+            m.training = training
+    return True
+
+
+def _forward(module: Any, forward: Any, batch: Sample, layers: list) -> Any:
+    """The forward pass, the user's model raising translated into a one-line error saying where."""
+    try:
+        return forward(*batch.args, **batch.kwargs)
     except GradcheckError:
         raise
     except torch.OutOfMemoryError:
@@ -35,16 +67,6 @@ def forward_backward(module: Any, forward: Any, batch: Sample, loss_name: str, s
             f"the model's forward pass raised {type(exc).__name__}: {first_line(exc)}{where}",
             hint=_input_hint(module, batch) if not layers else "check the input against what the model expects",
         ) from exc
-    loss = compute_loss(loss_name, pick_output(output), batch.target, seed, batch.part)
-    if collector is not None and collector.root is None:
-        collector.root = loss.grad_fn  # the first batch's graph tells the topology
-    try:
-        loss.backward()
-    except torch.OutOfMemoryError:
-        raise AnalysisError("out of memory in the backward pass", hint="use a smaller --batch-size") from None
-    except RuntimeError as exc:
-        raise AnalysisError(f"the backward pass raised: {first_line(exc)}") from exc
-    return loss
 
 
 def _input_hint(module: Any, batch: Sample) -> str:

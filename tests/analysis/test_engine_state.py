@@ -43,3 +43,23 @@ def test_the_garbage_collector_is_paused_only_during_the_passes(enabled: bool) -
         assert gc.isenabled() is enabled
     finally:
         gc.enable()
+
+
+def test_lazy_modules_are_materialised_by_a_dry_run() -> None:
+    """LazyLinear / LazyBatchNorm1d models before their first call: one forward without gradients in eval
+    mode gives them shapes (a ValueError from deep inside torch before), then the analysis runs as usual;
+    the dry run moves no BatchNorm statistic, leaves the modes as they were and the caller's RNG alone."""
+    model = nn.Sequential(nn.LazyLinear(64), nn.LazyBatchNorm1d(), nn.ReLU(), nn.LazyLinear(4)).train()
+    x = torch.randn(32, 20, generator=torch.Generator().manual_seed(0))
+    rng = torch.get_rng_state()
+    report = analyze(model, x)
+    assert torch.equal(torch.get_rng_state(), rng)
+    assert model.training and all(m.training for m in model)
+    assert model[0].weight.shape == (64, 20) and model[3].weight.shape == (4, 64)
+    assert model[1].num_batches_tracked.item() == 0  # neither the dry run nor the analysis moved it
+    assert any("lazy (uninitialised) parameters" in note for note in report.notes)
+    assert [layer.name for layer in report.layers if layer.observed] == ["0", "1", "2", "3"]
+    assert next(p for p in report.parameters if p.name == "0.weight").grad_norm > 0
+    again = analyze(model, x)  # materialised now: no note, the same numbers
+    assert not any("lazy" in note for note in again.notes)
+    assert [p.weight_norm for p in again.parameters] == [p.weight_norm for p in report.parameters]
