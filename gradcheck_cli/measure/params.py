@@ -30,7 +30,7 @@ def sums_of_squares(tensors: list[torch.Tensor], known: dict[int, torch.Tensor] 
     big: list[int] = []
     small: dict[tuple[torch.device, bool], list[int]] = {}
     for i, t in enumerate(tensors):  # one pass: a tensor's attributes cost ~0.1 us each, 240 tensors on tiny60
-        if t.numel() >= LARGE:
+        if t.numel() >= LARGE or t.layout != torch.strided:  # sparse tensors cannot be flattened together
             big.append(i)
         else:
             small.setdefault((t.device, t.dtype in HALF), []).append(i)

@@ -123,7 +123,10 @@ HALF = (torch.float16, torch.bfloat16)
 def squares_of(t: torch.Tensor) -> torch.Tensor:
     """Sum of squares of any tensor, as a device scalar (float32 at least: half squares overflow at 256).
     Integer tensors (quantised weights) are squared in float64 (in their own dtype the squares wrap
-    around: an int8 weight's norm came out 0 or a few units); complex ones give sum |z|^2."""
+    around: an int8 weight's norm came out 0 or a few units); complex ones give sum |z|^2; sparse ones
+    (gradients of ``sparse=True`` embeddings) their coalesced values' squares."""
+    if t.layout != torch.strided:  # a sparse gradient (nn.Embedding(sparse=True)): duplicates summed first
+        return squares_of((t.coalesce() if t.is_sparse else t).values())
     if not t.is_floating_point():
         if t.is_complex():
             return torch.linalg.vector_norm(t).square()

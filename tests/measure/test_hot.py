@@ -273,3 +273,22 @@ def test_an_integer_weight_gets_its_true_norm_and_spread() -> None:
     # the spread is still measured right (the symmetric-units check reads it where there is init advice)
     deviation = parameter_measures(model, dict(model.named_parameters()), 1, {"0.weight": 0})[0].unit_deviation
     assert deviation == pytest.approx((w - w.mean(dim=0)).norm().item(), rel=1e-6)
+
+
+@pytest.mark.parametrize("rows", [1000, 50])  # a large table (its gradient in the hook) and a small one
+def test_sparse_embedding_gradients_are_measured_like_dense_ones(rows: int) -> None:
+    """``nn.Embedding(sparse=True)`` hands a sparse (uncoalesced: a token seen twice is two entries)
+    gradient; its norm is that of the dense gradient. The analysis failed in the backward before
+    ("Could not run 'aten::linalg_vector_norm' with arguments from the 'SparseCPU' backend")."""
+    from gradcheck_cli import analyze
+
+    def report(sparse: bool):  # noqa: ANN202
+        torch.manual_seed(0)
+        model = nn.Sequential(nn.Embedding(rows, 128, sparse=sparse), nn.Flatten(), nn.Linear(128 * 10, 4))
+        return analyze(model, torch.randint(0, rows, (16, 10), generator=torch.Generator().manual_seed(1)))
+
+    sparse, dense = report(True), report(False)
+    numbers = lambda r: [(p.name, p.weight_norm, p.grad_norm) for p in r.parameters]  # noqa: E731
+    for (name, w_sparse, g_sparse), (_, w_dense, g_dense) in zip(numbers(sparse), numbers(dense)):
+        assert w_sparse == w_dense, name
+        assert g_sparse == pytest.approx(g_dense, rel=1e-6), name
