@@ -142,6 +142,12 @@ class StatsCollector:
                 self.nodes[index] = node
             self._hook_gradient(output, index, node, numel)
 
+    def observe_gradient(self, info: LayerInfo, output: torch.Tensor) -> None:
+        """Only the gradient reaching ``output``: a layer output recomputed inside the backward (reentrant
+        activation checkpointing), whose forward statistics were taken when it first ran."""
+        if output.is_floating_point() and output.numel():
+            self._hook_gradient(output, info.index, output.grad_fn, output.numel())
+
     def _plan(self, info: LayerInfo) -> tuple[bool | None, Saturation | None, bool]:
         """What a row's kind decides, once a row: the layout it sets for the rectifiers after it (True:
         channel-first, False: feature-last, None: unchanged), its saturation bounds, whether zeros are counted."""

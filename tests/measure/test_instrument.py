@@ -360,3 +360,46 @@ def test_a_layer_keeps_a_mode_of_its_own() -> None:
         out = forward(torch.randn(2, 4))
     assert "linear" in seen and out.shape == (2, 4)
     assert [info.kind for info in collector.layers][1:] == ["relu"]
+
+
+class _Checkpointed(nn.Module):
+    """Three blocks, the first called twice (a shared block), each call optionally under activation
+    checkpointing, which re-runs the block inside the backward."""
+
+    def __init__(self, mode: str | None) -> None:
+        super().__init__()
+        self.blocks = nn.ModuleList(nn.Sequential(nn.Linear(32, 32), nn.Tanh()) for _ in range(3))
+        self.head = nn.Linear(32, 4)
+        self.mode = mode
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        from torch.utils.checkpoint import checkpoint
+
+        for block in [self.blocks[0], self.blocks[1], self.blocks[0], self.blocks[2]]:
+            x = block(x) if self.mode is None else checkpoint(block, x, use_reentrant=self.mode == "reentrant")
+        return self.head(x)
+
+
+@pytest.mark.parametrize("mode", ["reentrant", "non-reentrant"])
+def test_activation_checkpointing_gives_the_plain_rows_and_gradients(mode: str) -> None:
+    """A re-run of a segment inside the backward adds no rows (it added `fc#2`-style duplicates), and
+    under reentrant checkpointing, whose forward runs without gradients, the layers' gradients come from
+    the recomputation (they were all missing); a shared block's recomputations map back call by call."""
+    import warnings
+
+    x = torch.randn(16, 32, generator=torch.Generator().manual_seed(0))
+
+    def rows(checkpointing: str | None) -> list[tuple]:
+        torch.manual_seed(0)
+        model = _Checkpointed(checkpointing)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # reentrant checkpointing warns when no input requires grad
+            report = analyze(model, x.clone().requires_grad_(checkpointing == "reentrant"))
+        return [(l.name, l.activation.std if l.activation else None, l.grad.output_rms) for l in report.layers]
+
+    plain, checkpointed = rows(None), rows(mode)
+    assert [r[0] for r in checkpointed] == [r[0] for r in plain]
+    assert "blocks.0.0#2" in [r[0] for r in plain]  # the shared block's second call
+    for (name, std, grad), (_, std_c, grad_c) in zip(plain, checkpointed):
+        assert std_c == pytest.approx(std, rel=1e-6), name
+        assert grad is not None and grad_c == pytest.approx(grad, rel=1e-5), name

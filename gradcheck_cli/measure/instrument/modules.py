@@ -114,11 +114,34 @@ class _Calls:
         """The functional mode while it is entered (between the root module's hooks), else None."""
         self.suspended = False
         """The mode is off torch's stack for the outermost layer module running now (see :meth:`suspend`)."""
+        self.hooked: set[int] = set()
+        """Rows whose output's gradient is hooked in this batch."""
+        self.recomputes: dict[str, int] = {}
 
     def begin_batch(self) -> None:
         self.counts.clear()
         self.stack.clear()
         self.in_layer = 0
+        self.hooked.clear()
+        self.recomputes.clear()
+
+    def recomputed(self, name: str, output: torch.Tensor) -> None:
+        """A layer called again inside the backward pass: activation checkpointing recomputing a segment.
+        Its statistics were taken in the forward; what may be missing is its gradient. Non-reentrant
+        checkpointing backpropagates through the forward's own graph, whose outputs are hooked already;
+        reentrant checkpointing ran the forward without gradients and backpropagates through the
+        recomputed graph, so the recomputed output's gradient is the layer's and is hooked on the
+        original row. Segments are recomputed last first: a module called in several of them maps its
+        recomputations onto its calls from the last."""
+        count = self.counts.get(name, 0)
+        if not count or not output.requires_grad:
+            return
+        again = self.recomputes.get(name, 0)
+        self.recomputes[name] = again + 1
+        info = self.rows.get((name, count - 1 - again % count))
+        if info is not None and info.index not in self.hooked:
+            self.hooked.add(info.index)
+            self.collector.observe_gradient(info, output)
 
     def suspend(self) -> None:
         """Take the functional mode off torch's stack while a layer module runs: every torch call inside
@@ -326,12 +349,16 @@ def _dispatch(calls: _Calls, table: dict[int, tuple[str, _Layer | None]], root: 
                 if not calls.in_layer:
                     calls.resume()
                 tensor = output if isinstance(output, torch.Tensor) else first_tensor(output)
-                if tensor is not None:
+                if tensor is not None and torch._C._current_graph_task_id() != -1:  # inside the backward
+                    calls.recomputed(name, tensor)
+                elif tensor is not None:
                     info = calls.row(name, layer.kind, layer.type_name, layer.extra)
                     with torch._C.DisableTorchFunction():  # our own reductions need not pass through the mode
                         collector.observe(info, tensor)
                         if layer.weights and collector.hot is not None:
                             collector.hot.take_weights(layer.weights)
+                    if tensor.requires_grad:
+                        calls.hooked.add(info.index)
                     if layer.recurrent and collector.wants_time(info):
                         collector.observe_time(info, time_profile(module, args, collector.seed + info.index))
         if key == root:  # after the root's own row
