@@ -26,7 +26,8 @@ def load_model(spec: str, *, factory: str | None = None, trust_pickle: bool = Fa
     if is_factory_spec(spec):
         if factory:
             raise UsageError("give either a factory as the model or --factory with a weights file, not both")
-        return _on_device(LoadedModel(call_factory(spec, factory_args), "factory", spec), device)
+        module, notes = _eager(call_factory(spec, factory_args))
+        return _on_device(LoadedModel(module, "factory", spec, notes=notes), device)
 
     path = Path(spec)
     from gradcheck_cli.loading.hf_folder import is_hf_folder, load_hf_folder
@@ -62,10 +63,10 @@ def load_model(spec: str, *, factory: str | None = None, trust_pickle: bool = Fa
         )
     if not is_factory_spec(factory):
         raise UsageError(f"--factory must look like file.py:function or package.module:function, got {factory!r}")
-    model = call_factory(factory, factory_args)
+    model, notes = _eager(call_factory(factory, factory_args))
     note = torch_files.apply_state_dict(model, state, path)
     fmt_name = "safetensors" if fmt == "safetensors" else "state_dict"
-    return _on_device(LoadedModel(model, fmt_name, str(path), notes=[note] if note else []), device)
+    return _on_device(LoadedModel(model, fmt_name, str(path), notes=notes + ([note] if note else [])), device)
 
 
 def wrap_object(model: Any) -> LoadedModel:
@@ -82,8 +83,23 @@ def wrap_object(model: Any) -> LoadedModel:
     if isinstance(model, torch.jit.ScriptModule):
         return LoadedModel(model, "torchscript", "<ScriptModule>", frontend="torchscript")
     if isinstance(model, torch.nn.Module):
-        return LoadedModel(model, "module", f"<{type(model).__name__}>")
+        module, notes = _eager(model)
+        return LoadedModel(module, "module", f"<{type(module).__name__}>", notes=notes)
     raise UsageError(f"cannot analyse a {type(model).__name__}: pass an nn.Module or a model file path")
+
+
+def _eager(model: Any) -> tuple[Any, list[str]]:
+    """The eager module inside ``torch.compile(module)`` (an ``OptimizedModule``: analysed as it is, it
+    compiled and named every row ``_orig_mod.*``), with a note; any other model as it is. Only looked for
+    when torch._dynamo is already imported: a process that compiled nothing holds no compiled module."""
+    import sys
+
+    dynamo = sys.modules.get("torch._dynamo.eval_frame")
+    wrapper = getattr(dynamo, "OptimizedModule", None) if dynamo is not None else None
+    if wrapper is None or not isinstance(model, wrapper):
+        return model, []
+    return model._orig_mod, ["a torch.compile'd module: analysed as its original eager module (the same parameters "
+                             "and numbers, without compiling)"]
 
 
 def _on_device(loaded: LoadedModel, device: Any) -> LoadedModel:
