@@ -177,6 +177,7 @@ def _analyze_loaded(loaded: LoadedModel, device: torch.device, options: AnalyzeO
             notes.append("the model had lazy (uninitialised) parameters: they were materialised by one forward pass of "
                          "the first batch without gradients, in eval mode, as the model's first call would")
     measurements = run(loaded, batches, loss_name, options, progress, group)
+    notes += measurements.notes
     if group is not None:
         group.global_shapes(measurements.layers, batches[0].size(), batches[0].part[1] if batches[0].part else None)
         notes.append(f"{group.strategy.upper()} across {group.world} processes: each rank ran its share of every "
@@ -343,7 +344,13 @@ def run(loaded: LoadedModel, batches: list[Sample], loss_name: str, options: Ana
                                       aliases=tree.aliases)
     topology = analyse_topology(collector.root, collector.nodes)
     collector.root, collector.nodes = None, {}  # the graph's skeleton is not kept
-    return Measurements(layer_stats, measured, topology)
+    notes = []
+    if tree.scripted and loaded.frontend == "modules":
+        notes.append(f"{', '.join(tree.scripted[:3])}{' ...' if len(tree.scripted) > 3 else ''}: torch.jit.script "
+                     "submodule(s), run as TorchScript, which calls no module hooks: the layers inside are not "
+                     "observed (their parameters' norms are reported); analyse the eager modules, or script the "
+                     "whole model (its graph is then instrumented)")
+    return Measurements(layer_stats, measured, topology, notes)
 
 
 @contextmanager

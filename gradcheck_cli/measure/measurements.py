@@ -34,3 +34,5 @@ class Measurements:
     layers: list[LayerStats]
     params: list[ParamMeasure]
     topology: Topology = field(default_factory=Topology)
+    notes: list[str] = field(default_factory=list)
+    """What the measurement could not see, for the report to say (layers inside TorchScript submodules)."""

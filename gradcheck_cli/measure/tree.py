@@ -9,7 +9,7 @@ walk). :func:`module_tree` walks it once, iteratively, and gives the same names 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 from torch import nn
@@ -32,9 +32,13 @@ class ModuleTree:
     """id(parameter) -> every name it has (tied weights have several; as ``remove_duplicate=False``)."""
     buffers: list[torch.Tensor]
     """Each buffer once (as ``buffers()``)."""
+    scripted: list[str] = field(default_factory=list)
+    """The outermost ``torch.jit.script`` submodules below the root: they run as TorchScript, which calls
+    no module hooks, so the layers inside them are not observed (their parameters are)."""
 
 
 _NAMED_MODULES = nn.Module.named_modules
+_SCRIPT_MODULE = torch.jit.ScriptModule
 
 
 def module_tree(model: nn.Module) -> ModuleTree:
@@ -47,6 +51,7 @@ def module_tree(model: nn.Module) -> ModuleTree:
     buffers: list[torch.Tensor] = []
     seen: set[int] = set()
     seen_buffers: set[int] = set()
+    scripted: list[str] = []
     shared = False
     if any(getattr(type(model), name) is not walk for name, walk in _ROOT_WALKS):
         return _torch_tree(model)
@@ -60,6 +65,8 @@ def module_tree(model: nn.Module) -> ModuleTree:
             return _torch_tree(model)
         seen.add(id(module))
         modules.append((prefix, module))
+        if prefix and isinstance(module, _SCRIPT_MODULE):
+            scripted.append(prefix)
         dot = prefix + "." if prefix else ""
         for key, p in module._parameters.items():
             if p is None:
@@ -76,9 +83,11 @@ def module_tree(model: nn.Module) -> ModuleTree:
                 buffers.append(b)
         children = [(dot + key, child) for key, child in module._modules.items() if child is not None]
         stack.extend(reversed(children))
-    if shared:
-        return ModuleTree(modules, params, _all_names(model), buffers)
-    return ModuleTree(modules, params, aliases, buffers)
+    return ModuleTree(modules, params, _all_names(model) if shared else aliases, buffers, _outermost(scripted))
+
+
+def _outermost(names: list[str]) -> list[str]:
+    return [name for name in names if not any(name.startswith(other + ".") for other in names)]
 
 
 def _all_names(model: nn.Module) -> dict[int, list[str]]:
@@ -89,5 +98,7 @@ def _all_names(model: nn.Module) -> dict[int, list[str]]:
 
 
 def _torch_tree(model: nn.Module) -> ModuleTree:
-    return ModuleTree(list(model.named_modules()), dict(model.named_parameters()), _all_names(model),
-                      list(model.buffers()))
+    modules = list(model.named_modules())
+    scripted = [name for name, module in modules if name and isinstance(module, _SCRIPT_MODULE)]
+    return ModuleTree(modules, dict(model.named_parameters()), _all_names(model), list(model.buffers()),
+                      _outermost(scripted))

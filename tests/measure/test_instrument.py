@@ -403,3 +403,28 @@ def test_activation_checkpointing_gives_the_plain_rows_and_gradients(mode: str) 
     for (name, std, grad), (_, std_c, grad_c) in zip(plain, checkpointed):
         assert std_c == pytest.approx(std, rel=1e-6), name
         assert grad is not None and grad_c == pytest.approx(grad, rel=1e-5), name
+
+
+def test_a_scripted_submodule_is_reported_not_observed() -> None:
+    """An eager model holding a ``torch.jit.script``'d block: the analysis crashed ("'OrderedModuleDict'
+    object has no attribute 'get'"); TorchScript calls no module hooks, so the block's layers get
+    not-observed rows with their parameters, the rest is observed, and a note says why and what to do."""
+    import warnings
+
+    class Mixed(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # torch.jit.script is deprecated
+                self.inner = torch.jit.script(nn.Sequential(nn.Linear(32, 32), nn.Tanh(), nn.Linear(32, 32)))
+            self.head = nn.Linear(32, 4)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.head(torch.relu(self.inner(x)))
+
+    torch.manual_seed(0)
+    report = analyze(Mixed(), torch.randn(16, 32))
+    assert [(l.name, l.observed) for l in report.layers] == [("relu", True), ("head", True), ("inner.0", False),
+                                                            ("inner.2", False)]
+    assert all(p.grad_norm > 0 for p in report.parameters)
+    assert any(note.startswith("inner: torch.jit.script submodule") for note in report.notes)

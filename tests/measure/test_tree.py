@@ -68,3 +68,20 @@ def test_the_tree_matches_torchs_walks_on_a_transformer() -> None:
     config = transformers.T5Config(vocab_size=64, d_model=16, d_kv=4, d_ff=32, num_layers=2, num_heads=2)
     model = transformers.T5ForConditionalGeneration(config)  # tied embeddings, shared relative-position modules
     assert _tree_view(model) == _torch_view(model)
+
+
+def test_scripted_submodules_are_named_outermost_first() -> None:
+    """The tree names the outermost torch.jit.script submodules (their layers run without module hooks),
+    both in the one walk and in torch's fallback, and walks through them like torch does."""
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # torch.jit.script is deprecated
+        block = torch.jit.script(nn.Sequential(nn.Linear(4, 4), nn.Sequential(nn.Linear(4, 4))))
+    model = nn.ModuleDict({"plain": nn.Linear(4, 4), "block": block})
+    assert module_tree(model).scripted == ["block"]
+    assert _tree_view(model) == _torch_view(model)
+    assert module_tree(_Renames()).scripted == [] and module_tree(nn.Linear(2, 2)).scripted == []
+    renaming = _Renames()
+    renaming.inner = block
+    assert module_tree(renaming).scripted == ["inner"]  # the fallback to torch's walks

@@ -70,8 +70,10 @@ def is_layer_module(module: nn.Module, name: str = "") -> bool:
 def _reparametrised(module: nn.Module) -> bool:
     # torch.nn.utils.parametrize registers ``parametrizations`` as a child module; looking in
     # ``_modules`` is what ``getattr`` ends at, without ``nn.Module.__getattr__`` raising and catching
-    # an AttributeError on every other module (3 calls a module, ~4 us each)
-    return isinstance(getattr(module, "_modules", {}).get("parametrizations"), nn.ModuleDict)
+    # an AttributeError on every other module (3 calls a module, ~4 us each). A scripted submodule's
+    # ``_modules`` is TorchScript's own mapping (no ``get``), and it cannot be parametrised
+    modules = getattr(module, "_modules", None)
+    return isinstance(modules, dict) and isinstance(modules.get("parametrizations"), nn.ModuleDict)
 
 
 def _params(name: str, module: nn.Module, reparametrised: bool) -> dict[str, str]:
