@@ -31,12 +31,10 @@ def forward_backward(module: Any, forward: Any, batch: Sample, loss_name: str, s
     return loss
 
 
-def materialise(module: torch.nn.Module, batch: Sample) -> bool:
+def materialise(module: torch.nn.Module, batch: Sample) -> None:
     """Give lazy parameters (``nn.LazyLinear``, ``LazyConv2d``) their shapes and init with one forward
     pass of ``batch``, without gradients and in eval mode (no BatchNorm statistics move, no dropout), as
-    the model's first call would; the modules' modes are restored. True when there was anything to do."""
-    if not any(isinstance(p, torch.nn.parameter.UninitializedParameter) for p in module.parameters()):
-        return False
+    the model's first call would; the modules' modes are restored."""
     modes = [(m, m.training) for m in module.modules()]
     module.eval()
     try:
@@ -45,7 +43,6 @@ def materialise(module: torch.nn.Module, batch: Sample) -> bool:
     finally:
         for m, training in modes:
             m.training = training
-    return True
 
 
 def _forward(module: Any, forward: Any, batch: Sample, layers: list) -> Any:

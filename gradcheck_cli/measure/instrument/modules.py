@@ -359,8 +359,8 @@ def _dispatch(calls: _Calls, table: dict[int, tuple[str, _Layer | None]], root: 
                         collector.observe(info, tensor)
                         if layer.weights and collector.hot is not None:
                             collector.hot.take_weights(layer.weights)
-                    if tensor.requires_grad:
-                        calls.hooked.add(info.index)
+                        if tensor.requires_grad:  # inside: a tensor's attribute read goes through the mode too
+                            calls.hooked.add(info.index)
                     if layer.recurrent and collector.wants_time(info):
                         collector.observe_time(info, time_profile(module, args, collector.seed + info.index))
         if key == root:  # after the root's own row
