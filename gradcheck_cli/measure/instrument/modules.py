@@ -362,7 +362,8 @@ def _dispatch(calls: _Calls, table: dict[int, tuple[str, _Layer | None]], root: 
                         if tensor.requires_grad:  # inside: a tensor's attribute read goes through the mode too
                             calls.hooked.add(info.index)
                     if layer.recurrent and collector.wants_time(info):
-                        collector.observe_time(info, time_profile(module, args, collector.seed + info.index))
+                        with torch._C.DisableTorchFunction():  # the probe's own passes are not the model's calls
+                            collector.observe_time(info, time_profile(module, args, collector.seed + info.index))
         if key == root:  # after the root's own row
             end(module, args, output)
 
