@@ -154,7 +154,8 @@ class _EditsAnEarlierWeight(nn.Module):
         return self.head(torch.relu(self.frozen(h)))
 
 
-def _report_numbers(model_factory, monkeypatch: pytest.MonkeyPatch, cold: bool) -> tuple[list, list]:
+def _report_numbers(model_factory, monkeypatch: pytest.MonkeyPatch, cold: bool,
+                    dtype: torch.dtype = torch.float32) -> tuple[list, list]:
     from gradcheck_cli import analyze
     from gradcheck_cli.analysis import engine
 
@@ -165,8 +166,8 @@ def _report_numbers(model_factory, monkeypatch: pytest.MonkeyPatch, cold: bool) 
         real = HotSquares._take_weight
         monkeypatch.setattr(HotSquares, "_take_weight", lambda self, w, p, dim: (taken.append(id(p)), real(self, w, p, dim)))
     torch.manual_seed(0)
-    model = model_factory()
-    report = analyze(model, torch.randn(16, 300), batches=2, batch_size=8)
+    model = model_factory().to(dtype)
+    report = analyze(model, torch.randn(16, 300).to(dtype), batches=2, batch_size=8)
     monkeypatch.undo()
     large = [p for p in model.parameters() if p.numel() >= 1 << 16]
     if not cold:  # each large weight once, the edited one twice (forward, then again in the backward)
@@ -181,13 +182,16 @@ def _report_numbers(model_factory, monkeypatch: pytest.MonkeyPatch, cold: bool) 
     lambda: nn.Sequential(nn.Unflatten(1, (75, 4)), nn.Conv1d(75, 1024, 1), nn.ReLU(), nn.Flatten(), nn.Linear(4096, 8)),
     _EditsAnEarlierWeight,
 ], ids=["mlp", "conv", "edited-in-forward"])
-def test_weights_taken_in_the_forward_equal_the_cold_reading(factory, monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float64])
+def test_weights_taken_in_the_forward_equal_the_cold_reading(factory, dtype: torch.dtype,
+                                                              monkeypatch: pytest.MonkeyPatch) -> None:
     """Through the whole engine: weights read right after their layer's forward (and gradients in the
     backward) give the cold path's norms bit for bit and its unit spreads within the shortcut's
     precision -- also for a frozen weight, and for a weight the forward edits after its layer ran,
-    whose version counter sends it to be read again (without that check its norm is 1.5x off)."""
-    hot_params, hot_spreads = _report_numbers(factory, monkeypatch, cold=False)
-    cold_params, cold_spreads = _report_numbers(factory, monkeypatch, cold=True)
+    whose version counter sends it to be read again (without that check its norm is 1.5x off); in
+    bfloat16 (squares and column sums taken in float32) and float64 alike."""
+    hot_params, hot_spreads = _report_numbers(factory, monkeypatch, cold=False, dtype=dtype)
+    cold_params, cold_spreads = _report_numbers(factory, monkeypatch, cold=True, dtype=dtype)
     assert hot_params == cold_params
     assert [name for name, _ in hot_spreads] == [name for name, _ in cold_spreads]
     for (name, hot), (_, cold) in zip(hot_spreads, cold_spreads):
