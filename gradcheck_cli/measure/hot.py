@@ -7,6 +7,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import torch
+from torch.nn.parameter import UninitializedTensorMixin
 
 from gradcheck_cli.measure.params import LARGE
 from gradcheck_cli.measure.reductions import HALF, squares_of
@@ -56,8 +57,8 @@ class HotSquares:
         self._dims: dict[int, int] | None = None
         self._ones_cache: dict[tuple[int, torch.dtype, torch.device], torch.Tensor] = {}
         self._names = {id(p): name for name, p in params.items()}
-        self._handles = [p.register_post_accumulate_grad_hook(self._take) for p in params.values()
-                         if p.requires_grad and p.numel() >= LARGE]
+        self._handles = [p.register_post_accumulate_grad_hook(self._take) for p in params.values()  # lazy: not sized yet
+                         if p.requires_grad and not isinstance(p, UninitializedTensorMixin) and p.numel() >= LARGE]
 
     def take_weights(self, weights: tuple[tuple[torch.Tensor, int | None], ...]) -> None:
         """A layer's large parameters with their unit dimensions (None: no units), right after its forward."""

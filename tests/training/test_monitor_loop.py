@@ -52,3 +52,24 @@ def test_report_before_any_step_is_a_usage_error() -> None:
 
     with Monitor(nn.Linear(2, 2)) as monitor, pytest.raises(UsageError, match="needs at least one"):
         monitor.report()
+
+
+def test_monitor_watches_a_model_with_lazy_modules_from_its_first_step() -> None:
+    """The Monitor arms before the loop's first forward, while lazy modules have no shapes yet (reading a
+    parameter's size then raised torch's uninitialised-parameter ValueError); their first call sizes
+    them and every step is logged."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.LazyLinear(512), nn.ReLU(), nn.LazyLinear(4))
+    monitor = Monitor(model, every=1)
+    x, y = torch.randn(32, 300), torch.randn(32, 4)
+    optimizer = None
+    for _ in range(3):
+        loss = nn.functional.mse_loss(model(x), y)
+        optimizer = optimizer or torch.optim.SGD(model.parameters(), lr=0.01)
+        loss.backward()
+        optimizer.step()
+        monitor.step(loss, optimizer)
+        optimizer.zero_grad()
+    report = monitor.report()
+    assert report.training.logged_steps == [0, 1, 2]
+    assert [layer.name for layer in report.layers if layer.observed] == ["0", "1", "2"]

@@ -15,6 +15,7 @@ from typing import Any, NamedTuple
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.nn.parameter import UninitializedTensorMixin
 from torch.overrides import TorchFunctionMode
 
 from gradcheck_cli.layers import MODULE_KINDS, TRANSPARENT_KINDS, LayerInfo, module_kind
@@ -315,7 +316,7 @@ class _Layer(NamedTuple):
         kind = module_kind(type_name)
         dim = unit_dim(kind, type_name, attrs)
         weights = tuple((p, dim if role == "weight" else None) for role, p in module._parameters.items()
-                        if p is not None and p.numel() >= LARGE)
+                        if p is not None and not isinstance(p, UninitializedTensorMixin) and p.numel() >= LARGE)
         return cls(kind, type_name, {"params": _params(name, module, reparametrised), "attrs": attrs},
                    type_name in RECURRENT_MODULES, weights)
 
