@@ -315,15 +315,7 @@ def run(loaded: LoadedModel, batches: list[Sample], loss_name: str, options: Ana
                             hint="analyse a model with trainable layers")
     wrapped = group.wrap(module) if group is not None else None  # FSDP2 replaces the parameters: first
     tree = module_tree(module)  # one walk for everything below that reads the module tree
-    notes = []
-    # the mixin, not UninitializedParameter: an isinstance against a Parameter class runs its metaclass's
-    # Python __instancecheck__ (~1.5 us a parameter)
-    lazy = [p for p in tree.params.values() if isinstance(p, UninitializedTensorMixin)]
-    if lazy and loaded.frontend == "modules" and batches:
-        _seed(lazy[0].device, options.seed)  # lazy init draws from the generators: seeded like the passes
-        materialise(module, batches[0])  # in place: the same parameter objects, now with shapes
-        notes.append("the model had lazy (uninitialised) parameters: they were materialised by one forward pass of "
-                     "the first batch without gradients, in eval mode, as the model's first call would")
+    notes = _materialised(loaded, tree, batches, options.seed) + _scripted(loaded, tree)
     with _preserved(module, options.mode, settable=loaded.mode_settable, tree=tree) as params:
         _seed(next(iter(params.values())).device, options.seed)  # the parameters are on the run's device
         # norms (and unit spreads) taken in the last batch's passes
@@ -349,12 +341,32 @@ def run(loaded: LoadedModel, batches: list[Sample], loss_name: str, options: Ana
                                       aliases=tree.aliases)
     topology = analyse_topology(collector.root, collector.nodes)
     collector.root, collector.nodes = None, {}  # the graph's skeleton is not kept
-    if tree.scripted and loaded.frontend == "modules":
-        notes.append(f"{', '.join(tree.scripted[:3])}{' ...' if len(tree.scripted) > 3 else ''}: torch.jit.script "
-                     "submodule(s), run as TorchScript, which calls no module hooks: the layers inside are not "
-                     "observed (their parameters' norms are reported); analyse the eager modules, or script the "
-                     "whole model (its graph is then instrumented)")
     return Measurements(layer_stats, measured, topology, notes)
+
+
+def _materialised(loaded: LoadedModel, tree: ModuleTree, batches: list[Sample], seed: int) -> list[str]:
+    """Lazy modules not yet called (``nn.LazyLinear``) get their shapes from one dry run of the first batch
+    (:func:`~gradcheck_cli.analysis.passes.materialise`, in place: the tree's parameter objects stay the
+    same), seeded like the passes; the note for the report, if any."""
+    # the mixin, not UninitializedParameter: an isinstance against a Parameter class runs its metaclass's
+    # Python __instancecheck__ (~1.5 us a parameter)
+    lazy = [p for p in tree.params.values() if isinstance(p, UninitializedTensorMixin)]
+    if not lazy or loaded.frontend != "modules" or not batches:
+        return []
+    _seed(lazy[0].device, seed)
+    materialise(loaded.module, batches[0])
+    return ["the model had lazy (uninitialised) parameters: they were materialised by one forward pass of the first "
+            "batch without gradients, in eval mode, as the model's first call would"]
+
+
+def _scripted(loaded: LoadedModel, tree: ModuleTree) -> list[str]:
+    """The note on ``torch.jit.script`` submodules of an eager model: their layers run without hooks."""
+    if not tree.scripted or loaded.frontend != "modules":
+        return []
+    more = " ..." if len(tree.scripted) > 3 else ""
+    return [f"{', '.join(tree.scripted[:3])}{more}: torch.jit.script submodule(s), run as TorchScript, which calls "
+            "no module hooks: the layers inside are not observed (their parameters' norms are reported); analyse "
+            "the eager modules, or script the whole model (its graph is then instrumented)"]
 
 
 @contextmanager
