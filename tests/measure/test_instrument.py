@@ -362,13 +362,26 @@ def test_a_layer_keeps_a_mode_of_its_own() -> None:
     assert [info.kind for info in collector.layers][1:] == ["relu"]
 
 
+class _Block(nn.Module):
+    """One activation module called twice and a functional activation called twice (torchvision's
+    BasicBlock reuses its ReLU; MoE experts and Mamba's mixer call one function twice)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc1, self.fc2, self.act = nn.Linear(32, 32), nn.Linear(32, 32), nn.Tanh()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = torch.sigmoid(self.act(self.fc1(x)))
+        return torch.sigmoid(self.act(self.fc2(h)) * 3.0)
+
+
 class _Checkpointed(nn.Module):
     """Three blocks, the first called twice (a shared block), each call optionally under activation
     checkpointing, which re-runs the block inside the backward."""
 
     def __init__(self, mode: str | None) -> None:
         super().__init__()
-        self.blocks = nn.ModuleList(nn.Sequential(nn.Linear(32, 32), nn.Tanh()) for _ in range(3))
+        self.blocks = nn.ModuleList(_Block() for _ in range(3))
         self.head = nn.Linear(32, 4)
         self.mode = mode
 
@@ -383,8 +396,10 @@ class _Checkpointed(nn.Module):
 @pytest.mark.parametrize("mode", ["reentrant", "non-reentrant"])
 def test_activation_checkpointing_gives_the_plain_rows_and_gradients(mode: str) -> None:
     """A re-run of a segment inside the backward adds no rows (it added `fc#2`-style duplicates), and
-    under reentrant checkpointing, whose forward runs without gradients, the layers' gradients come from
-    the recomputation (they were all missing); a shared block's recomputations map back call by call."""
+    under reentrant checkpointing, whose forward runs without gradients, the layers' and the functional
+    activations' gradients come from the recomputation (they were all missing); a shared block's
+    recomputations, and a module or a function called twice within a segment, map back call by call
+    (a mapping by name from either end swaps their gradients)."""
     import warnings
 
     x = torch.randn(16, 32, generator=torch.Generator().manual_seed(0))
@@ -399,7 +414,8 @@ def test_activation_checkpointing_gives_the_plain_rows_and_gradients(mode: str) 
 
     plain, checkpointed = rows(None), rows(mode)
     assert [r[0] for r in checkpointed] == [r[0] for r in plain]
-    assert "blocks.0.0#2" in [r[0] for r in plain]  # the shared block's second call
+    names = [r[0] for r in plain]
+    assert {"blocks.0.fc1#2", "blocks.1.act#2", "blocks.1.sigmoid#2", "blocks.0.sigmoid#4"} <= set(names)
     for (name, std, grad), (_, std_c, grad_c) in zip(plain, checkpointed):
         assert std_c == pytest.approx(std, rel=1e-6), name
         assert grad is not None and grad_c == pytest.approx(grad, rel=1e-5), name

@@ -21,6 +21,7 @@ from torch.overrides import TorchFunctionMode
 from gradcheck_cli.layers import MODULE_KINDS, TRANSPARENT_KINDS, LayerInfo, module_kind
 from gradcheck_cli.measure.model_output import first_tensor
 from gradcheck_cli.measure.collector import StatsCollector
+from gradcheck_cli.measure.instrument.recompute import Recomputation, markers
 from gradcheck_cli.measure.params import LARGE, unit_dim
 from gradcheck_cli.measure.through_time import RECURRENT_MODULES, time_profile
 from gradcheck_cli.measure.tree import ModuleTree, module_tree
@@ -117,34 +118,24 @@ class _Calls:
         """The functional mode while it is entered (between the root module's hooks), else None."""
         self.suspended = False
         """The mode is off torch's stack for the outermost layer module running now (see :meth:`suspend`)."""
-        self.hooked: set[int] = set()
-        """Rows whose output's gradient is hooked in this batch."""
-        self.recomputes: dict[str, int] = {}
+        self.replay = Recomputation()
+        """The forward's call log, and the replay of a segment re-run inside the backward (checkpointing)."""
 
     def begin_batch(self) -> None:
         self.counts.clear()
         self.stack.clear()
         self.in_layer = 0
-        self.hooked.clear()
-        self.recomputes.clear()
+        self.replay.begin_batch()
 
     def recomputed(self, name: str, output: torch.Tensor) -> None:
-        """A layer called again inside the backward pass: activation checkpointing recomputing a segment.
-        Its statistics were taken in the forward; what may be missing is its gradient. Non-reentrant
-        checkpointing backpropagates through the forward's own graph, whose outputs are hooked already;
-        reentrant checkpointing ran the forward without gradients and backpropagates through the
-        recomputed graph, so the recomputed output's gradient is the layer's and is hooked on the
-        original row. Segments are recomputed last first: a module called in several of them maps its
-        recomputations onto its calls from the last."""
-        count = self.counts.get(name, 0)
-        if not count or not output.requires_grad:
+        """A layer's output from a segment re-run inside the backward (activation checkpointing,
+        :mod:`.recompute`): where its forward row's output had no gradient hook (reentrant checkpointing
+        ran that forward without gradients), the recomputed output's gradient is the layer's."""
+        index = self.replay.row(name, self.collector.layers)
+        if index is None or index in self.replay.hooked or not output.requires_grad:
             return
-        again = self.recomputes.get(name, 0)
-        self.recomputes[name] = again + 1
-        info = self.rows.get((name, count - 1 - again % count))
-        if info is not None and info.index not in self.hooked:
-            self.hooked.add(info.index)
-            self.collector.observe_gradient(info, output)
+        self.replay.hooked.add(index)
+        self.collector.observe_gradient(self.collector.layers[index], output)
 
     def suspend(self) -> None:
         """Take the functional mode off torch's stack while a layer module runs: every torch call inside
@@ -175,6 +166,7 @@ class _Calls:
             shown = name if call == 0 else f"{name}#{call + 1}"
             info = self.collector.add_layer(shown, kind, type_name, **(extra or {}))
             self.rows[(name, call)] = info
+        self.replay.events.append(info.index)
         return info
 
 
@@ -195,12 +187,20 @@ class _ActivationMode(TorchFunctionMode):
         if kind is not None:
             parent = self.calls.stack[-1] if self.calls.stack else ""
             name = f"{parent}.{func.__name__.rstrip('_')}" if parent else func.__name__.rstrip("_")
+            if torch._C._current_graph_task_id() != -1:  # a recomputation inside the backward (checkpointing)
+                self.calls.recomputed(name, out)
+                return out
             attrs = {}
             if kind == "leaky_relu":
                 slope = args[1] if len(args) > 1 else (kwargs or {}).get("negative_slope", 0.01)
                 attrs = {"negative_slope": float(slope)}
-            self.calls.collector.observe(self.calls.row(name, kind, f"F.{func.__name__}", {"attrs": attrs}), out)
+            self._observed(self.calls.row(name, kind, f"F.{func.__name__}", {"attrs": attrs}), out)
         return out
+
+    def _observed(self, info: LayerInfo, out: torch.Tensor) -> None:
+        self.calls.collector.observe(info, out)
+        if out.requires_grad:
+            self.calls.replay.hooked.add(info.index)
 
     def _parameter_of(self, weight: Any, *, matmul: bool) -> tuple[str | None, dict[str, float]]:
         """The model parameter a weight operand is, or is a slice/index/transpose of (an expert of a fused
@@ -239,7 +239,10 @@ class _ActivationMode(TorchFunctionMode):
         op = func.__name__
         name = f"{parent}.{op}" if parent else op
         with torch._C.DisableTorchFunction():
-            self.calls.collector.observe(self.calls.row(name, kind, f"F.{op}", {"params": params, "attrs": attrs}), out)
+            if torch._C._current_graph_task_id() != -1:  # a recomputation inside the backward (checkpointing)
+                self.calls.recomputed(name, out)
+                return
+            self._observed(self.calls.row(name, kind, f"F.{op}", {"params": params, "attrs": attrs}), out)
 
 
 def _leaf_parameter(t: torch.Tensor, depth: int = 4) -> torch.Tensor | None:
@@ -278,13 +281,13 @@ def instrument_modules(model: nn.Module, collector: StatsCollector, *, functiona
         tree = module_tree(model)
     calls = _Calls(collector)
     calls.param_names = {id(p): name for name, p in tree.params.items()}
-    begin, end, leave = _root_hooks(calls, _ActivationMode(calls) if functional else None)
-    table: dict[int, tuple[str, _Layer | None]] = {}
+    begin, end, leave, recompute = _root_hooks(calls, _ActivationMode(calls) if functional else None)
+    table: dict[int, tuple[str, _Layer | None, int, int]] = {}
     for name, module in tree.modules:
         layer = bool(name) and is_layer_module(module, name)
         if functional or layer:  # containers only name the functional calls made inside them
-            table[id(module)] = (name, _Layer.of(name, module) if layer else None)
-    pre_hook, hook = _dispatch(calls, table, id(model), begin, end)
+            table[id(module)] = (name, _Layer.of(name, module) if layer else None, *markers(len(table)))
+    pre_hook, hook = _dispatch(calls, table, id(model), begin, end, recompute)
     handles = []
     try:
         handles.append(torch.nn.modules.module.register_module_forward_pre_hook(pre_hook))
@@ -321,11 +324,15 @@ class _Layer(NamedTuple):
                    type_name in RECURRENT_MODULES, weights)
 
 
-def _dispatch(calls: _Calls, table: dict[int, tuple[str, _Layer | None]], root: int, begin: Any, end: Any):
+def _dispatch(calls: _Calls, table: dict[int, tuple[str, _Layer | None, int, int]], root: int, begin: Any,
+              end: Any, recompute: Any):
     """The two process-wide hooks: a module's name goes on the stack before it runs and off after; a
-    layer's output is observed; the root's call also starts and ends the batch (:func:`_root_hooks`)."""
-    entry_of, stack, collector = table.get, calls.stack, calls.collector
-    push = stack.append
+    layer's output is observed; the root's call also starts and ends the batch (:func:`_root_hooks`), and
+    a module of the model re-run inside the backward (activation checkpointing) holds the functional mode
+    for the recomputation's functional calls (``recompute``)."""
+    entry_of, stack, collector, replay = table.get, calls.stack, calls.collector, calls.replay
+    push, graph_task = stack.append, torch._C._current_graph_task_id  # -1 outside a backward pass
+    log = replay.events.append  # a module call's start and end markers (see .recompute)
 
     def pre_hook(module: nn.Module, args: Any) -> None:
         key = id(module)
@@ -334,6 +341,10 @@ def _dispatch(calls: _Calls, table: dict[int, tuple[str, _Layer | None]], root: 
         entry = entry_of(key)
         if entry is None:
             return
+        if graph_task() == -1:
+            log(entry[2])
+        elif replay.owner is None:  # the first module of a segment re-run inside the backward
+            recompute(key, entry, True)
         push(entry[0])
         if entry[1] is not None:
             calls.in_layer += 1
@@ -344,7 +355,8 @@ def _dispatch(calls: _Calls, table: dict[int, tuple[str, _Layer | None]], root: 
         key = id(module)
         entry = entry_of(key)
         if entry is not None:
-            name, layer = entry
+            forward = graph_task() == -1
+            name, layer = entry[0], entry[1]
             if stack and stack[-1] == name:
                 stack.pop()
             if layer is not None:
@@ -352,8 +364,9 @@ def _dispatch(calls: _Calls, table: dict[int, tuple[str, _Layer | None]], root: 
                 if not calls.in_layer:
                     calls.resume()
                 tensor = output if isinstance(output, torch.Tensor) else first_tensor(output)
-                if tensor is not None and torch._C._current_graph_task_id() != -1:  # inside the backward
-                    calls.recomputed(name, tensor)
+                if tensor is not None and not forward:  # a segment re-run inside the backward
+                    with torch._C.DisableTorchFunction():
+                        calls.recomputed(name, tensor)
                 elif tensor is not None:
                     info = calls.row(name, layer.kind, layer.type_name, layer.extra)
                     with torch._C.DisableTorchFunction():  # our own reductions need not pass through the mode
@@ -361,12 +374,16 @@ def _dispatch(calls: _Calls, table: dict[int, tuple[str, _Layer | None]], root: 
                         if layer.weights and collector.hot is not None:
                             collector.hot.take_weights(layer.weights)
                         if tensor.requires_grad:  # inside: a tensor's attribute read goes through the mode too
-                            calls.hooked.add(info.index)
+                            replay.hooked.add(info.index)
                     if layer.recurrent and collector.wants_time(info):
                         with torch._C.DisableTorchFunction():  # the probe's own passes are not the model's calls
                             collector.observe_time(info, time_profile(module, args, collector.seed + info.index))
+            if forward:
+                log(entry[3])
         if key == root:  # after the root's own row
             end(module, args, output)
+        elif replay.owner == key:
+            recompute(key, entry, False)
 
     return pre_hook, hook
 
@@ -400,9 +417,25 @@ def _root_hooks(calls: _Calls, mode: _ActivationMode | None) -> tuple[Any, Any, 
         else:
             mode.__exit__(None, None, None)
 
+    def recompute(key: int, entry: tuple, starting: bool) -> None:
+        """A segment re-run inside the backward starts or ends (:mod:`.recompute`): the mode is held while
+        its outermost module runs, for its functional calls (no batch starts: the rows are the forward's)."""
+        if depth[0]:
+            return
+        if starting:
+            calls.replay.start(key, entry[2], entry[3])
+            if mode is not None and calls.replay.owner == key:
+                mode.__enter__()
+                calls.mode = mode
+        elif calls.replay.owner == key:
+            calls.replay.stop()
+            if mode is not None:
+                off()
+
     def leave() -> None:
-        if depth[0] > 0 and mode is not None:
+        if (depth[0] > 0 or calls.mode is not None) and mode is not None:
             off()
         depth[0] = 0
+        calls.replay.stop()
 
-    return begin, end, leave
+    return begin, end, leave, recompute
