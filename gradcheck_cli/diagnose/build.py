@@ -257,6 +257,9 @@ def _layer(position: int, stats: LayerStats | None, infos: list[LayerInfo], para
     if weight is not None and weight.quantised and info.kind in WEIGHT_KINDS:
         note = note or (f"init not judged: the weight is stored as {weight.quantised} (quantised), so its stored "
                         "values are not the weights the layer computes with")
+    elif info.attrs.get("pruned") and info.kind in WEIGHT_KINDS:
+        note = note or ("init not judged: the weight is pruned (torch.nn.utils.prune), so the layer computes with "
+                        "weight_orig x weight_mask; the norms and gradients are weight_orig's")
     elif info.kind in WEIGHT_KINDS and weight is not None and weight.numel and info.observable:
         shape = weight.shape[-int(info.attrs["expert_slice"]):] if info.attrs.get("expert_slice") else weight.shape
         summary = WeightSummary(shape, weight.weight_norm / math.sqrt(weight.numel))  # an expert: its slice's fans

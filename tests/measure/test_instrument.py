@@ -444,3 +444,21 @@ def test_a_scripted_submodule_is_reported_not_observed() -> None:
                                                             ("inner.2", False)]
     assert all(p.grad_norm > 0 for p in report.parameters)
     assert any(note.startswith("inner: torch.jit.script submodule") for note in report.notes)
+
+
+def test_a_pruned_layer_keeps_its_weight_columns() -> None:
+    """``torch.nn.utils.prune`` replaces a layer's ``weight`` parameter by ``weight_orig`` and a mask: the
+    row lost its weight-gradient columns and its init advice judged nothing. The row now reads
+    ``weight_orig`` for the weight role (its gradient is the masked one autograd gives it) and says why its
+    init is not judged (its stored values are not the weights it computes with)."""
+    import torch.nn.utils.prune as prune
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(64, 256), nn.ReLU(), nn.Linear(256, 256), nn.ReLU(), nn.Linear(256, 4))
+    prune.l1_unstructured(model[2], "weight", amount=0.5)
+    report = analyze(model, torch.randn(32, 64))
+    layer = next(l for l in report.layers if l.name == "2")
+    orig = next(p for p in report.parameters if p.name == "2.weight_orig")
+    assert orig.layer == "2" and layer.grad.weight_norm == orig.grad_norm > 0
+    assert layer.init is None and "pruned" in layer.note
+    assert next(l for l in report.layers if l.name == "0").init is not None  # the unpruned layers as before

@@ -82,6 +82,8 @@ def _params(name: str, module: nn.Module, reparametrised: bool) -> dict[str, str
     """Role -> parameter name. A reparametrised weight's role goes to the tensor it is computed from: the
     direction ``original1`` of weight norm (``original0`` is its magnitude), or the single ``original``."""
     params = {role: f"{name}.{role}" for role, p in module._parameters.items() if p is not None}
+    for role in _pruned(module):  # torch.nn.utils.prune: the layer computes weight = weight_orig * weight_mask
+        params[role] = params.pop(f"{role}_orig")
     if reparametrised:
         for role, parametrization in module.parametrizations.items():
             held = dict(parametrization.named_parameters(recurse=False))
@@ -91,6 +93,15 @@ def _params(name: str, module: nn.Module, reparametrised: bool) -> dict[str, str
             if "original0" in held:  # weight norm's magnitude g
                 params[f"{role}_magnitude"] = f"{name}.parametrizations.{role}.original0"
     return params
+
+
+def _pruned(module: nn.Module) -> list[str]:
+    """The roles ``torch.nn.utils.prune`` masks on this module: a ``<role>_orig`` parameter beside a
+    ``<role>_mask`` buffer (the module's ``<role>`` is then a plain tensor computed before each call)."""
+    params, buffers = module._parameters, module._buffers
+    if not isinstance(params, dict) or not isinstance(buffers, dict):  # a scripted module's own mappings
+        return []
+    return [key[:-5] for key in params if key.endswith("_orig") and f"{key[:-5]}_mask" in buffers]
 
 
 def _attrs(module: nn.Module) -> dict[str, float]:
@@ -315,7 +326,8 @@ class _Layer(NamedTuple):
     def of(cls, name: str, module: nn.Module) -> _Layer:
         type_name = type(module).__name__
         reparametrised = _reparametrised(module)
-        attrs = _attrs(module) | ({"reparametrized": 1.0} if reparametrised else {})
+        attrs = _attrs(module) | ({"reparametrized": 1.0} if reparametrised else {}) | (
+            {"pruned": 1.0} if "weight" in _pruned(module) else {})
         kind = module_kind(type_name)
         dim = unit_dim(kind, type_name, attrs)
         weights = tuple((p, dim if role == "weight" else None) for role, p in module._parameters.items()
