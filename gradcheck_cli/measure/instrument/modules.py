@@ -78,11 +78,11 @@ def _reparametrised(module: nn.Module) -> bool:
     return isinstance(modules, dict) and isinstance(modules.get("parametrizations"), nn.ModuleDict)
 
 
-def _params(name: str, module: nn.Module, reparametrised: bool) -> dict[str, str]:
+def _params(name: str, module: nn.Module, reparametrised: bool, pruned: list[str]) -> dict[str, str]:
     """Role -> parameter name. A reparametrised weight's role goes to the tensor it is computed from: the
     direction ``original1`` of weight norm (``original0`` is its magnitude), or the single ``original``."""
     params = {role: f"{name}.{role}" for role, p in module._parameters.items() if p is not None}
-    for role in _pruned(module):  # torch.nn.utils.prune: the layer computes weight = weight_orig * weight_mask
+    for role in pruned:  # torch.nn.utils.prune: the layer computes weight = weight_orig * weight_mask
         params[role] = params.pop(f"{role}_orig")
     if reparametrised:
         for role, parametrization in module.parametrizations.items():
@@ -99,7 +99,7 @@ def _pruned(module: nn.Module) -> list[str]:
     """The roles ``torch.nn.utils.prune`` masks on this module: a ``<role>_orig`` parameter beside a
     ``<role>_mask`` buffer (the module's ``<role>`` is then a plain tensor computed before each call)."""
     params, buffers = module._parameters, module._buffers
-    if not isinstance(params, dict) or not isinstance(buffers, dict):  # a scripted module's own mappings
+    if not buffers or not isinstance(params, dict) or not isinstance(buffers, dict):  # no mask, or scripted
         return []
     return [key[:-5] for key in params if key.endswith("_orig") and f"{key[:-5]}_mask" in buffers]
 
@@ -326,13 +326,14 @@ class _Layer(NamedTuple):
     def of(cls, name: str, module: nn.Module) -> _Layer:
         type_name = type(module).__name__
         reparametrised = _reparametrised(module)
+        pruned = _pruned(module)
         attrs = _attrs(module) | ({"reparametrized": 1.0} if reparametrised else {}) | (
-            {"pruned": 1.0} if "weight" in _pruned(module) else {})
+            {"pruned": 1.0} if "weight" in pruned else {})
         kind = module_kind(type_name)
         dim = unit_dim(kind, type_name, attrs)
         weights = tuple((p, dim if role == "weight" else None) for role, p in module._parameters.items()
                         if p is not None and not isinstance(p, UninitializedTensorMixin) and p.numel() >= LARGE)
-        return cls(kind, type_name, {"params": _params(name, module, reparametrised), "attrs": attrs},
+        return cls(kind, type_name, {"params": _params(name, module, reparametrised, pruned), "attrs": attrs},
                    type_name in RECURRENT_MODULES, weights)
 
 
