@@ -333,6 +333,7 @@ def run(loaded: LoadedModel, batches: list[Sample], loss_name: str, options: Ana
                         forward_backward(module, forward, batch, loss_name, options.seed + i, collector)
                 progress.batch(len(batches), len(batches))
         finally:
+            collector.hot = None  # its units callback refers to the collector: no cycle left to hold the gradients
             if hot is not None:
                 hot.remove()
         layer_stats = collector.finalize()
