@@ -96,16 +96,17 @@ def analyze(
     if group is not None:
         device = group.device
     try:
-        progress.stage("loading model")
-        if options.meta_init:
-            loaded = _meta_model(model, group, factory_args, factory)
-        elif isinstance(model, (str, Path)):
-            loaded = load_model(str(model), factory=factory, trust_pickle=trust_pickle, device=device,
-                                trust_remote_code=trust_remote_code, factory_args=factory_args)
-        else:
-            loaded = wrap_object(model)
-        with _on_device(loaded.module, device), _rng_kept(device), _gc_paused():
-            return _analyze_loaded(loaded, device, options, progress, data, group)
+        with _grad_on():
+            progress.stage("loading model")
+            if options.meta_init:
+                loaded = _meta_model(model, group, factory_args, factory)
+            elif isinstance(model, (str, Path)):
+                loaded = load_model(str(model), factory=factory, trust_pickle=trust_pickle, device=device,
+                                    trust_remote_code=trust_remote_code, factory_args=factory_args)
+            else:
+                loaded = wrap_object(model)
+            with _on_device(loaded.module, device), _rng_kept(device), _gc_paused():
+                return _analyze_loaded(loaded, device, options, progress, data, group)
     except GradcheckError as exc:
         if group is None:
             raise
@@ -114,6 +115,17 @@ def analyze(
         if group is None:
             raise
         raise group.peer_error(exc) from None
+
+
+@contextmanager
+def _grad_on() -> Iterator[None]:
+    """Gradients on for the whole analysis, whatever the caller's mode, which is restored afterwards: called
+    under ``torch.no_grad()`` or ``torch.inference_mode()`` (an evaluation loop, a validation hook, a notebook
+    cell) the passes built no graph, and the error blamed frozen parameters. Loading runs inside it too: a
+    model file read in inference mode would hold inference tensors, which autograd cannot save. (Captum
+    enables gradients for its attributions the same way.)"""
+    with torch.inference_mode(False), torch.enable_grad():
+        yield
 
 
 def _seed(device: torch.device, seed: int) -> None:

@@ -78,7 +78,10 @@ class Sample:
 
     def to(self, device: torch.device) -> Sample:
         def move(value: Any) -> Any:
-            return value.to(device) if isinstance(value, torch.Tensor) else value
+            if not isinstance(value, torch.Tensor):
+                return value
+            value = value.to(device)
+            return value.clone() if value.is_inference() else value  # made under inference_mode: autograd cannot save it
 
         return Sample(tuple(move(a) for a in self.args), {k: move(v) for k, v in self.kwargs.items()}, move(self.target),
                       self.part)

@@ -89,3 +89,30 @@ def test_a_call_leaves_no_reference_cycle_to_hold_its_tensors() -> None:
         if enabled:
             gc.enable()
     assert found == 0, garbage[:20]
+
+
+def _rows(report) -> list[tuple]:  # noqa: ANN001
+    return [(l.name, l.activation.std if l.activation else None, l.grad.output_rms, l.grad.weight_norm)
+            for l in report.layers]
+
+
+def test_analyze_under_no_grad_or_inference_mode_runs_its_passes_with_gradients(tmp_path) -> None:  # noqa: ANN001
+    """Called from an evaluation loop or a validation hook (``torch.no_grad()``, ``torch.inference_mode()``),
+    the passes built no graph and the error blamed frozen parameters. Now the analysis turns gradients on for
+    itself -- inputs made under inference mode, and a model file loaded there, included -- gives the same
+    report as outside, and leaves the caller's modes as they were."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(8, 16), nn.ReLU(), nn.Linear(16, 2))
+    x = torch.randn(32, 8)
+    reference = _rows(analyze(model, x))
+    with torch.no_grad():
+        assert _rows(analyze(model, x)) == reference
+        assert not torch.is_grad_enabled()
+    path = tmp_path / "model.pt"
+    torch.jit.save(torch.jit.trace(model, x), str(path))
+    with torch.inference_mode():
+        inside = x.clone()  # an inference tensor
+        assert _rows(analyze(model, inside)) == reference
+        assert _rows(analyze(str(path), inside)) == _rows(analyze(str(path), x))
+        assert torch.is_inference_mode_enabled() and inside.is_inference()
+    assert torch.is_grad_enabled()
