@@ -92,6 +92,9 @@ class StatsCollector:
         """A distributed run's :class:`~gradcheck_cli.measure.distributed.Reducer`: every rank's share of each
         observation is merged into one before the per-layer merge (None: one process)."""
         self.through_time = True
+        self.grad_scale = 1.0
+        """The factor the backward's gradients carry: a mixed-precision training step's loss scale (its
+        ``GradScaler``'s), divided out of the gradient statistics in :meth:`finalize`."""
         """Probe recurrent layers through time (off on training steps: the one-shot analysis has the profile)."""
         self.hot: Any = None
         """The run's :class:`~gradcheck_cli.measure.params.HotSquares`, if any: the module front end hands it
@@ -336,6 +339,8 @@ class StatsCollector:
         rows = host(torch.stack([t for _, _, m in self._grads for t in (m.second, m.sentinel)])).reshape(-1, 2)
         squares = np.array([m.sum_of_squares(second, sentinel, n) for (_, n, m), (second, sentinel)
                             in zip(self._grads, rows.tolist())])
+        if self.grad_scale != 1.0:  # a loss-scaled backward: statistics of the gradients the optimiser steps with
+            squares = squares / (self.grad_scale * self.grad_scale)
         numels = np.array([n for _, n, _ in self._grads], dtype=np.float64)
         broken = ~np.isfinite(rows[:, 1])
         if self.reducer is not None:

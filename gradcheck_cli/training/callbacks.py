@@ -67,12 +67,13 @@ class MonitorSession:
         self.report: Report | None = None
         """The finished run's report (set at train end, also after an exception once a step was recorded)."""
 
-    def start(self, model: torch.nn.Module, clip_grad_norm: float | None = None) -> Monitor:
+    def start(self, model: torch.nn.Module, clip_grad_norm: float | None = None, scaler: Any = None) -> Monitor:
+        """``scaler``: the trainer's ``GradScaler`` under fp16 mixed precision (see :class:`Monitor`)."""
         from gradcheck_cli.training.monitor import Monitor
 
         self.close()  # a second fit with the same callback starts afresh
         self.report = None
-        self.monitor = Monitor(model, self.every, fail_on=self.fail_on, clip_grad_norm=clip_grad_norm,
+        self.monitor = Monitor(model, self.every, fail_on=self.fail_on, clip_grad_norm=clip_grad_norm, scaler=scaler,
                                **self.monitor_options)
         return self.monitor
 

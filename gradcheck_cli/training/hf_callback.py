@@ -21,6 +21,9 @@ Where it hooks, and why:
 * The Trainer clips at ``max_grad_norm`` (1.0 by default) before ``on_pre_optimizer_step``, so on a
   logged step the pre-clipping global norm is summed from post-accumulate-grad hooks on the
   parameters (removed at once); otherwise the gradient series would never exceed the clipping norm.
+* fp16 mixed precision: the GradScaler accelerate's optimizer wrapper holds goes to the Monitor, which
+  divides its loss scale out of the gradient rows (and out of that pre-clipping norm) and measures a step
+  the scaler skipped (inf/NaN in the scaled gradients) at the next step instead.
 * Evaluation between steps is not measured: the hooks come off in ``on_step_end`` (evaluation runs
   after it) and go back in ``on_step_begin``. Everything is removed in ``on_train_end``. Transformers
   has no exception event: if ``trainer.train()`` raises and you carry on, call :meth:`close`.
@@ -61,7 +64,8 @@ class GradcheckTrainerCallback(SessionViews, TrainerCallback):
         self.close()
         clip = float(args.max_grad_norm) if args.max_grad_norm and args.max_grad_norm > 0 else None
         self._clipping = clip is not None
-        self.session.start(model, clip_grad_norm=clip)
+        # fp16 mixed precision: accelerate's optimizer wrapper holds the GradScaler (it steps and updates it)
+        self.session.start(model, clip_grad_norm=clip, scaler=getattr(kwargs.get("optimizer"), "scaler", None))
         self._loss_hook = model.register_forward_hook(self._keep_loss, with_kwargs=True)
 
     def on_step_begin(self, args: Any, state: Any, control: Any, model: torch.nn.Module | None = None,
@@ -74,6 +78,8 @@ class GradcheckTrainerCallback(SessionViews, TrainerCallback):
         if self.session.monitor is None:
             return
         loss, grad_norm = self._step_loss(), self._pre_clip_norm()
+        if grad_norm is not None:  # summed in the backward, before accelerate unscaled the gradients
+            grad_norm = grad_norm / self.session.monitor.loss_scale()
         if self.session.step(loss, _torch_optimizer(optimizer), grad_norm):
             control.should_training_stop = True
 

@@ -13,6 +13,10 @@ The same measurements and rules as ``analyze --steps``, on the user's own loop, 
                 break
     report = monitor.report()               # a Report, as analyze returns (JSON: report.to_json())
 
+With fp16 AMP, pass the GradScaler (``Monitor(model, scaler=scaler)``) and call ``step`` after
+``scaler.step(optimizer)`` and ``scaler.update()``: the loss scale is divided out of the gradient rows, and a
+logged step the scaler skipped is measured at the next step instead.
+
 The hooks are on the model only during logged steps (armed at the previous ``step`` call, removed at
 this one, and always on ``close``). Losses stay on the device between logged steps.
 """
@@ -40,13 +44,20 @@ class Monitor:
 
     def __init__(self, model: torch.nn.Module, every: int = 10, *, fail_on: str | frozenset[str] | None = None,
                  thresholds: Thresholds | None = None, functional: bool = True, seed: int = 0,
-                 clip_grad_norm: float | None = None) -> None:
+                 clip_grad_norm: float | None = None, scaler: Any = None) -> None:
         if every < 1:
             raise UsageError(f"every must be at least 1, got {every}")
         self.every = every
         self.clip_grad_norm = clip_grad_norm
         """The ``max_norm`` the loop clips at, if it does (the report states it; pass the pre-clipping norm
         to :meth:`step` so the gradient series is not capped by it)."""
+        self.scaler = scaler
+        """A mixed-precision loop's ``torch.amp.GradScaler``: its loss scale is divided out of the gradient rows
+        (they describe the gradients the optimiser steps with), and a logged step it skipped (inf/NaN in the
+        scaled gradients, routine while it calibrates its scale) is measured at the next step instead."""
+        self.skipped = 0
+        """Logged steps the GradScaler skipped, each measured again at the step after it."""
+        self._armed_scale: float | None = None
         fail = parse_fail_on(fail_on) if fail_on is None or isinstance(fail_on, str) else frozenset(fail_on)
         self.options = AnalyzeOptions(fail_on=fail, thresholds=thresholds or Thresholds(), functional=functional, seed=seed)
         self.loaded = wrap_object(model)
@@ -59,7 +70,7 @@ class Monitor:
         self.should_stop = False
         """A finding in the fail set has appeared (checked at logged steps)."""
         self._paused = False
-        self._recorder.arm()
+        self._arm()
 
     # -- the loop ---------------------------------------------------------------------------------
     @property
@@ -75,17 +86,48 @@ class Monitor:
         self._paused = False  # a pause before this step is over; the arming below decides the next one
         self._pending.append(loss.detach().reshape(()).float())
         logged = self._recorder.armed
-        if logged:
+        skipped = logged and self._skipped_by_scaler(optimizer)
+        if skipped:  # no step was taken: its gradients were inf/NaN at this loss scale, by the scaler's design
+            self._recorder.disarm()
+            self.skipped += 1
+        elif logged:
+            self._recorder.unscale(self.loss_scale())
             run.points.append(self._recorder.record(self.steps, self._meter, grad_norm, root=loss.grad_fn))
             self._flush()
         self.steps += 1
-        if self.steps % self.every == 0:
+        if skipped or self.steps % self.every == 0:
             self._meter.armed = True
-            self._recorder.arm()
+            self._arm()
         else:
             self._meter.armed = False
-        if logged:
+        if logged and not skipped:
             self.should_stop = self._failing()
+
+    def loss_scale(self) -> float:
+        """The loss scale the logged step in progress runs its backward at: 1.0 without a GradScaler; with one,
+        its scale when the step was armed (the scale changes only in ``scaler.update()``, after the backward),
+        or its scale now if the scaler was not known then."""
+        if self._armed_scale is not None:
+            return self._armed_scale
+        return _scale_of(self.scaler) or 1.0
+
+    def _arm(self) -> None:
+        self._armed_scale = _scale_of(self.scaler)
+        self._recorder.arm()
+
+    def _skipped_by_scaler(self, optimizer: torch.optim.Optimizer) -> bool:
+        """Whether the GradScaler skipped this step: between ``scaler.step`` and ``scaler.update`` its inf check
+        for ``optimizer`` says so; after ``update`` its scale is below the armed one (it backs off on inf/NaN and
+        on nothing else), which also catches a skipped step before this one inside the same logged window (a
+        trainer whose post-step hook a skipped step never reaches)."""
+        scaler = self.scaler
+        if _scale_of(scaler) is None:
+            return False
+        state = getattr(scaler, "_per_optimizer_states", {}).get(id(optimizer))
+        found = state.get("found_inf_per_device") if isinstance(state, dict) else None
+        if found and any(float(v) for v in found.values()):
+            return True
+        return self._armed_scale is not None and float(scaler.get_scale()) < self._armed_scale
 
     def pause(self) -> None:
         """Take the hooks off between two steps: an evaluation pass there would otherwise be measured as
@@ -97,7 +139,7 @@ class Monitor:
         """Undo :meth:`pause` before the next step's forward (a no-op when the next step is not logged)."""
         if self._paused:
             self._paused = False
-            self._recorder.arm()
+            self._arm()
 
     def _start(self, optimizer: torch.optim.Optimizer) -> TrainingRun:
         if self._run is None:
@@ -152,7 +194,13 @@ class Monitor:
         run.dying = dying_fractions(self._recorder.first_alive, self._recorder.last_alive)
         run.dying_after = run.points[-1].step if run.points else None
         device = str(next(iter(self.loaded.module.parameters())).device)
-        return build_report(self.loaded, initial, self.options, notes=[], device=device, loss="(the training loop's)",
+        notes = []
+        if _scale_of(self.scaler) is not None:
+            notes.append("mixed precision: each logged step's gradient statistics are divided by its GradScaler loss scale")
+        if self.skipped:
+            notes.append(f"{self.skipped} logged step(s) skipped by the GradScaler (inf/NaN in the loss-scaled gradients, "
+                         "as it does while it calibrates its scale) were measured at the step after instead")
+        return build_report(self.loaded, initial, self.options, notes=notes, device=device, loss="(the training loop's)",
                             samples=None, batch_size=None, batches=1, training=run)
 
     def close(self) -> None:
@@ -166,3 +214,11 @@ class Monitor:
 
     def __exit__(self, *exc: Any) -> None:
         self.close()
+
+
+def _scale_of(scaler: Any) -> float | None:
+    """A GradScaler's current loss scale (None: no scaler, or a disabled one). ``get_scale`` reads it back
+    from the device: once per logged step."""
+    if scaler is None or not scaler.is_enabled():
+        return None
+    return float(scaler.get_scale())

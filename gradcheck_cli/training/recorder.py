@@ -85,6 +85,12 @@ class StepRecorder:
             self._stack.callback(self._hot.remove)
         return self.forward
 
+    def unscale(self, factor: float) -> None:
+        """The armed step's backward ran at loss scale ``factor`` (mixed precision's ``GradScaler``): its
+        gradient rows are divided by it, so they describe the gradients the optimiser steps with."""
+        if self._collector is not None:
+            self._collector.grad_scale = factor
+
     def disarm(self, root: Any = None) -> list[LayerStats]:
         """Remove the hooks (always: the caller's ``finally`` calls this) and return what they saw. With the
         loss's graph node ``root`` and no step kept yet, the step's full measurements are kept as
