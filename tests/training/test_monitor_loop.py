@@ -73,3 +73,45 @@ def test_monitor_watches_a_model_with_lazy_modules_from_its_first_step() -> None
     report = monitor.report()
     assert report.training.logged_steps == [0, 1, 2]
     assert [layer.name for layer in report.layers if layer.observed] == ["0", "1", "2"]
+
+
+def test_a_model_compiled_before_the_monitor_is_observed_on_logged_steps_and_compiled_on_the_others() -> None:
+    """``torch.compile(model)`` run before the Monitor went on cached graphs that call no module hook: every
+    logged step observed nothing (a report of 0 layers, no finding). The instrumented passes now run the
+    compiled code's Python (``set_stance("force_eager")``); the steps in between still run the compiled graph."""
+    runs = [0]
+
+    def counting_backend(graph, example_inputs):  # noqa: ANN001, ANN202 - torch.compile's backend protocol
+        def run(*args):  # noqa: ANN002, ANN202
+            runs[0] += 1
+            return graph.forward(*args)
+        return run
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(8, 32), nn.ReLU(), nn.Linear(32, 1))
+    compiled = torch.compile(model, backend=counting_backend)
+    x = torch.randn(64, 8)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.01)
+
+    def step(monitor=None) -> None:  # noqa: ANN001
+        loss = nn.functional.mse_loss(compiled(x), 3 * x[:, :1])
+        loss.backward()
+        optimizer.step()
+        if monitor is not None:
+            monitor.step(loss, optimizer)
+        optimizer.zero_grad()
+
+    step()
+    before = runs[0]
+    step()
+    per_step = runs[0] - before
+    before = runs[0]
+    with Monitor(compiled, every=2) as monitor:
+        for _ in range(5):  # logged: 0, 2, 4
+            step(monitor)
+    report = monitor.report()
+    assert {layer.name for layer in report.layers if layer.observed} == {"0", "1", "2"}
+    assert report.training.logged_steps == [0, 2, 4]
+    assert per_step >= 1 and runs[0] - before == 2 * per_step  # steps 1 and 3 ran compiled
+    step()
+    assert runs[0] - before == 3 * per_step  # and so does everything after

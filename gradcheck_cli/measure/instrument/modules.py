@@ -10,7 +10,7 @@ checkpointing are mapped back onto the forward's rows by :mod:`.recompute`.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from typing import Any, NamedTuple
 
 import torch
@@ -179,13 +179,26 @@ def instrument_modules(model: nn.Module, collector: StatsCollector, *, functiona
     pre_hook, hook = _dispatch(calls, table, id(model), begin, end, recompute)
     handles = []
     try:
-        handles.append(torch.nn.modules.module.register_module_forward_pre_hook(pre_hook))
-        handles.append(torch.nn.modules.module.register_module_forward_hook(hook, always_call=True))
-        yield model
+        with _compiled_code_off():
+            handles.append(torch.nn.modules.module.register_module_forward_pre_hook(pre_hook))
+            handles.append(torch.nn.modules.module.register_module_forward_hook(hook, always_call=True))
+            yield model
     finally:
         leave()
         for handle in handles:
             handle.remove()
+
+
+def _compiled_code_off() -> AbstractContextManager[Any]:
+    """``torch.compile``'d code runs its Python while the model is instrumented. A compiled graph calls no module
+    hook: a model compiled before the hooks went on (a training loop's ``torch.compile(model)`` under a Monitor,
+    ``module.compile()``, a compiled submodule) was not observed at all -- a report of 0 layers and no finding --
+    and one first compiled with the hooks on traced into them, recompiling per module. ``set_stance("force_eager")``
+    (torch >= 2.6) is process-wide and leaves the compiled code cached, so the steps in between run it compiled."""
+    set_stance = getattr(torch.compiler, "set_stance", None)
+    if set_stance is None or torch.compiler.is_compiling():  # (it may not be set from inside a compiled region)
+        return nullcontext()
+    return set_stance("force_eager")
 
 
 class _Layer(NamedTuple):
