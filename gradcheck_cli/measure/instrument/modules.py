@@ -9,6 +9,7 @@ checkpointing are mapped back onto the forward's rows by :mod:`.recompute`.
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Iterator
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from typing import Any, NamedTuple
@@ -195,10 +196,12 @@ def _compiled_code_off() -> AbstractContextManager[Any]:
     ``module.compile()``, a compiled submodule) was not observed at all -- a report of 0 layers and no finding --
     and one first compiled with the hooks on traced into them, recompiling per module. ``set_stance("force_eager")``
     (torch >= 2.6) is process-wide and leaves the compiled code cached, so the steps in between run it compiled."""
+    if "torch._dynamo" not in sys.modules:  # nothing was compiled (torch.compile imports it; importing it takes ~1 s)
+        return nullcontext()
     set_stance = getattr(torch.compiler, "set_stance", None)
     if set_stance is None or torch.compiler.is_compiling():  # (it may not be set from inside a compiled region)
         return nullcontext()
-    return set_stance("force_eager")
+    return set_stance("force_eager")  # ~7 us
 
 
 class _Layer(NamedTuple):
