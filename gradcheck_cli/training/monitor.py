@@ -91,6 +91,7 @@ class Monitor:
             self._recorder.disarm()
             self.skipped += 1
         elif logged:
+            self._check_gradients()
             self._recorder.unscale(self.loss_scale())
             run.points.append(self._recorder.record(self.steps, self._meter, grad_norm, root=loss.grad_fn))
             self._flush()
@@ -102,6 +103,16 @@ class Monitor:
             self._meter.armed = False
         if logged and not skipped:
             self.should_stop = self._failing()
+
+    def _check_gradients(self) -> None:
+        """A logged step with no gradient on any trainable parameter was recorded as a gradient norm of 0 and no
+        weight ratios, silently: ``step`` came after ``zero_grad`` (or before ``backward``)."""
+        if any(p.grad is not None for p in self._recorder.params.values() if p.requires_grad):
+            return
+        self._recorder.disarm()
+        raise UsageError("Monitor.step found no gradients on the model's parameters: it ran after optimizer.zero_grad() "
+                         "(or before loss.backward())",
+                         hint="call monitor.step(loss, optimizer) after optimizer.step() and before optimizer.zero_grad()")
 
     def loss_scale(self) -> float:
         """The loss scale the logged step in progress runs its backward at: 1.0 without a GradScaler; with one,

@@ -7,6 +7,7 @@ import torch
 from torch import nn
 
 from gradcheck_cli import Monitor
+from gradcheck_cli.errors import UsageError
 
 
 def _loop(lr: float, steps: int, every: int, **monitor_args):  # noqa: ANN003, ANN202
@@ -48,8 +49,6 @@ def test_monitor_stops_a_diverging_loop_at_the_first_failing_logged_step() -> No
 
 
 def test_report_before_any_step_is_a_usage_error() -> None:
-    from gradcheck_cli.errors import UsageError
-
     with Monitor(nn.Linear(2, 2)) as monitor, pytest.raises(UsageError, match="needs at least one"):
         monitor.report()
 
@@ -115,3 +114,21 @@ def test_a_model_compiled_before_the_monitor_is_observed_on_logged_steps_and_com
     assert per_step >= 1 and runs[0] - before == 2 * per_step  # steps 1 and 3 ran compiled
     step()
     assert runs[0] - before == 3 * per_step  # and so does everything after
+
+
+def test_step_after_zero_grad_is_a_usage_error_not_a_gradient_norm_of_zero() -> None:
+    """Called after ``zero_grad`` the step has no gradients left: it was recorded as a global norm of 0 with no
+    weight ratios, and the report looked like a healthy, quiet run."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(8, 32), nn.ReLU(), nn.Linear(32, 1))
+    x = torch.randn(64, 8)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=0.01)
+    with Monitor(model, every=2) as monitor:
+        loss = nn.functional.mse_loss(model(x), 3 * x[:, :1])
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad()
+        with pytest.raises(UsageError, match="after optimizer.zero_grad"):
+            monitor.step(loss, optimizer)
+    assert all(not m._forward_hooks and not m._forward_pre_hooks for m in model.modules())
+    assert not torch.nn.modules.module._global_forward_hooks
