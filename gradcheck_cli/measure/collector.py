@@ -92,6 +92,11 @@ class StatsCollector:
         """A distributed run's :class:`~gradcheck_cli.measure.distributed.Reducer`: every rank's share of each
         observation is merged into one before the per-layer merge (None: one process)."""
         self.through_time = True
+        self.skip_without_grad = False
+        """Leave out calls of the model made with gradients off (a training loop's evaluation between steps,
+        under ``no_grad`` or ``inference_mode``): set for training steps, whose forward always records a graph.
+        Only the model's outermost call is asked: a reentrant checkpoint's no-grad segments inside a training
+        forward are still observed."""
         self.grad_scale = 1.0
         """The factor the backward's gradients carry: a mixed-precision training step's loss scale (its
         ``GradScaler``'s), divided out of the gradient statistics in :meth:`finalize`."""

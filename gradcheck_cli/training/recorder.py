@@ -78,6 +78,7 @@ class StepRecorder:
         if self._stack is None:
             self._collector = StatsCollector(self.sample_stats, self.seed)
             self._collector.through_time = False
+            self._collector.skip_without_grad = True  # an evaluation between steps is not the step's forward
             self._stack = ExitStack()
             self.forward = self._stack.enter_context(instrument(self.loaded, self._collector, functional=self.functional))
             self._hot = HotSquares(self.params, weights=False)

@@ -132,3 +132,57 @@ def test_step_after_zero_grad_is_a_usage_error_not_a_gradient_norm_of_zero() -> 
             monitor.step(loss, optimizer)
     assert all(not m._forward_hooks and not m._forward_pre_hooks for m in model.modules())
     assert not torch.nn.modules.module._global_forward_hooks
+
+
+class _Checkpointed(nn.Module):
+    """Its middle block runs under reentrant activation checkpointing: a no-grad forward inside a training one."""
+
+    def __init__(self, checkpointed: bool) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.first, self.block, self.head = nn.Linear(8, 32), nn.Sequential(nn.Linear(32, 32), nn.ReLU()), nn.Linear(32, 1)
+        self.checkpointed = checkpointed
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.first(x)
+        h = torch.utils.checkpoint.checkpoint(self.block, h, use_reentrant=True) if self.checkpointed else self.block(h)
+        return self.head(h)
+
+
+def _rows_of(report) -> list[tuple]:  # noqa: ANN001
+    return [(l.name, l.activation.mean, l.activation.std, l.activation.dead_ratio, l.grad.output_rms)
+            for l in report.layers if l.observed]
+
+
+@pytest.mark.parametrize("checkpointed", [False, True])
+def test_an_evaluation_between_steps_is_not_part_of_the_next_logged_step(checkpointed: bool) -> None:
+    """A loop that evaluates before training and between steps under no_grad, without Monitor.pause: that forward
+    was observed and merged into the next logged step's rows (validation data in its activation statistics). Calls of the model
+    with gradients off are now left out -- only the outermost call is asked, so a reentrant checkpoint's no-grad
+    segment inside the training forward is still observed."""
+    x = torch.randn(64, 8, generator=torch.Generator().manual_seed(1))
+    held_out = 5 * torch.randn(256, 8, generator=torch.Generator().manual_seed(2))
+
+    def run(evaluate: bool):  # noqa: ANN202
+        model = _Checkpointed(checkpointed)
+        optimizer = torch.optim.SGD(model.parameters(), lr=0.01)
+        with Monitor(model, every=2) as monitor:
+            if evaluate:  # a baseline evaluation before training: the first logged step is armed already
+                with torch.no_grad():
+                    model(held_out)
+            for _ in range(5):
+                loss = nn.functional.mse_loss(model(x), 3 * x[:, :1])
+                loss.backward()
+                optimizer.step()
+                monitor.step(loss, optimizer)
+                optimizer.zero_grad()
+                if evaluate:
+                    with torch.no_grad():
+                        model(held_out)
+        return monitor.report()
+
+    plain, evaluated = run(False), run(True)
+    assert len(_rows_of(plain)) == 4  # first, block.0, block.1, head: the checkpointed block observed too
+    assert _rows_of(evaluated) == _rows_of(plain)
+    for mine, theirs in zip(evaluated.training.layers, plain.training.layers):
+        assert mine == theirs

@@ -97,6 +97,8 @@ class _Calls:
         self.counts: dict[str, int] = {}
         self.stack: list[str] = []
         self.in_layer = 0
+        self.skipping = False
+        """The model's call now is not observed (see :attr:`StatsCollector.skip_without_grad`)."""
         self.param_names: dict[int, str] = {}
         self.mode: ActivationMode | None = None
         """The functional mode while it is entered (between the root module's hooks), else None."""
@@ -245,6 +247,8 @@ def _dispatch(calls: _Calls, table: dict[int, tuple[str, _Layer | None, int, int
         key = id(module)
         if key == root:
             begin(module, args)
+        if calls.skipping:
+            return
         entry = entry_of(key)
         if entry is None:
             return
@@ -260,6 +264,10 @@ def _dispatch(calls: _Calls, table: dict[int, tuple[str, _Layer | None, int, int
 
     def hook(module: nn.Module, args: Any, output: Any) -> None:
         key = id(module)
+        if calls.skipping:
+            if key == root:
+                end(module, args, output)
+            return
         entry = entry_of(key)
         if entry is not None:
             forward = graph_task() == -1
@@ -306,16 +314,22 @@ def _root_hooks(calls: _Calls, mode: ActivationMode | None) -> tuple[Any, Any, A
 
     def begin(module: nn.Module, args: Any) -> None:
         if depth[0] == 0:
-            calls.begin_batch()
-            if mode is not None:
-                mode.__enter__()
-                calls.mode = mode
+            if calls.collector.skip_without_grad and not torch.is_grad_enabled():
+                calls.skipping = True  # an evaluation call (no_grad, inference_mode): not the step's forward
+            else:
+                calls.begin_batch()
+                if mode is not None:
+                    mode.__enter__()
+                    calls.mode = mode
         depth[0] += 1
 
     def end(module: nn.Module, args: Any, output: Any) -> None:
         depth[0] -= 1
-        if depth[0] == 0 and mode is not None:
-            off()
+        if depth[0] == 0:
+            if calls.skipping:
+                calls.skipping = False
+            elif mode is not None:
+                off()
 
     def off() -> None:
         calls.mode = None
@@ -340,9 +354,9 @@ def _root_hooks(calls: _Calls, mode: ActivationMode | None) -> tuple[Any, Any, A
                 off()
 
     def leave() -> None:
-        if (depth[0] > 0 or calls.mode is not None) and mode is not None:
+        if (depth[0] > 0 or calls.mode is not None) and mode is not None and not calls.skipping:
             off()
-        depth[0] = 0
+        depth[0], calls.skipping = 0, False
         calls.replay.stop()
 
     return begin, end, leave, recompute
