@@ -92,13 +92,13 @@ class Monitor:
             self.skipped += 1
         elif logged:
             self._check_gradients()
-            self._recorder.unscale(self.loss_scale())
+            self._recorder.unscale(self.loss_scale(optimizer))
             run.points.append(self._recorder.record(self.steps, self._meter, grad_norm, root=loss.grad_fn))
             self._flush()
         self.steps += 1
         if skipped or self.steps % self.every == 0:
             self._meter.armed = True
-            self._arm()
+            self._arm(optimizer)
         else:
             self._meter.armed = False
         if logged and not skipped:
@@ -114,31 +114,48 @@ class Monitor:
                          "(or before loss.backward())",
                          hint="call monitor.step(loss, optimizer) after optimizer.step() and before optimizer.zero_grad()")
 
-    def loss_scale(self) -> float:
-        """The loss scale the logged step in progress runs its backward at: 1.0 without a GradScaler; with one,
-        its scale when the step was armed (the scale changes only in ``scaler.update()``, after the backward),
-        or its scale now if the scaler was not known then."""
+    def loss_scale(self, optimizer: torch.optim.Optimizer | None = None) -> float:
+        """The loss scale the logged step in progress ran its backward at: 1.0 without a GradScaler. The scale
+        changes only in ``scaler.update()``: called before it (between ``scaler.step`` and ``update``, as
+        Lightning's post-step hook is), the scale now; after it, the scale the step was armed with (or now, if
+        the scaler was not known then)."""
+        if optimizer is not None and self._update_pending(optimizer) is not None:
+            return _scale_of(self.scaler) or 1.0
         if self._armed_scale is not None:
             return self._armed_scale
         return _scale_of(self.scaler) or 1.0
 
-    def _arm(self) -> None:
-        self._armed_scale = _scale_of(self.scaler)
+    def _arm(self, optimizer: torch.optim.Optimizer | None = None) -> None:
+        """Arm the next step, with the scale its backward will run at: the scale now, or, when this step's
+        ``scaler.update()`` is still to come and will back off (it found inf/NaN), the scale it will set."""
+        scale = _scale_of(self.scaler)
+        found = self._update_pending(optimizer) if optimizer is not None else None
+        if scale is not None and found:
+            scale *= float(self.scaler.get_backoff_factor())
+        self._armed_scale = scale
         self._recorder.arm()
 
-    def _skipped_by_scaler(self, optimizer: torch.optim.Optimizer) -> bool:
-        """Whether the GradScaler skipped this step: between ``scaler.step`` and ``scaler.update`` its inf check
-        for ``optimizer`` says so; after ``update`` its scale is below the armed one (it backs off on inf/NaN and
-        on nothing else), which also catches a skipped step before this one inside the same logged window (a
-        trainer whose post-step hook a skipped step never reaches)."""
+    def _update_pending(self, optimizer: torch.optim.Optimizer) -> bool | None:
+        """None: ``scaler.update()`` ran since ``scaler.step(optimizer)`` (the documented order) or there is no
+        scaler; else whether that step found inf/NaN (the scaler's own record of it, kept until ``update``)."""
         scaler = self.scaler
         if _scale_of(scaler) is None:
-            return False
+            return None
         state = getattr(scaler, "_per_optimizer_states", {}).get(id(optimizer))
         found = state.get("found_inf_per_device") if isinstance(state, dict) else None
-        if found and any(float(v) for v in found.values()):
+        if not found:
+            return None
+        return any(float(v) for v in found.values())
+
+    def _skipped_by_scaler(self, optimizer: torch.optim.Optimizer) -> bool:
+        """Whether the GradScaler skipped this step: before ``scaler.update`` its inf check for ``optimizer``
+        says so; and its scale is below the armed one exactly when it backed off (on inf/NaN, and on nothing
+        else) since the step was armed -- after ``update``, this step; before it, a skipped step earlier in the
+        same logged window (a trainer whose post-step hook a skipped step never reaches)."""
+        if self._update_pending(optimizer):
             return True
-        return self._armed_scale is not None and float(scaler.get_scale()) < self._armed_scale
+        scale = _scale_of(self.scaler)
+        return scale is not None and self._armed_scale is not None and scale < self._armed_scale
 
     def pause(self) -> None:
         """Take the hooks off between two steps: an evaluation pass there would otherwise be measured as

@@ -17,8 +17,10 @@ def _mlp() -> nn.Module:
     return nn.Sequential(nn.Linear(8, 32), nn.ReLU(), nn.Linear(32, 32), nn.ReLU(), nn.Linear(32, 1))
 
 
-def _loop(scaler: torch.amp.GradScaler | None, *, tell: bool, autocast: bool = False, steps: int = 12):  # noqa: ANN202
-    """A hand-written loop in the documented AMP order: scale, backward, scaler.step, scaler.update, monitor.step."""
+def _loop(scaler: torch.amp.GradScaler | None, *, tell: bool, autocast: bool = False, steps: int = 12,  # noqa: ANN202
+          update_first: bool = True):
+    """A hand-written AMP loop: scale, backward, scaler.step, then scaler.update and monitor.step (the documented
+    order; ``update_first=False``: the other way round, as Lightning's post-step hook runs)."""
     model = _mlp()
     x = torch.randn(128, 8, generator=torch.Generator().manual_seed(1))
     y = 3 * x[:, :1]
@@ -34,8 +36,11 @@ def _loop(scaler: torch.amp.GradScaler | None, *, tell: bool, autocast: bool = F
             else:
                 scaler.scale(loss).backward()
                 scaler.step(optimizer)
-                scaler.update()
+                if update_first:
+                    scaler.update()
             monitor.step(loss, optimizer)
+            if scaler is not None and not update_first:
+                scaler.update()
             optimizer.zero_grad()
             ran += 1
             if monitor.should_stop:
@@ -62,16 +67,20 @@ def test_the_loss_scale_is_divided_out_of_the_gradient_rows() -> None:
     assert any("GradScaler loss scale" in note for note in scaled.notes)
 
 
-def test_a_step_the_scaler_skips_is_measured_at_the_next_step() -> None:
+@pytest.mark.parametrize("update_first", [True, False])
+def test_a_step_the_scaler_skips_is_measured_at_the_next_step(update_first: bool) -> None:
     """fp16 autocast at a scale of 2^24 overflows the first backward (fp16 tops out at 65504): the scaler skips
     that step and backs off to 2^14. Told about the scaler, the Monitor measures step 1 instead and finds
-    nothing; not told, it judges the skipped step's inf gradients and stops a healthy run at step 0."""
+    nothing; not told, it judges the skipped step's inf gradients and stops a healthy run at step 0. Called
+    before ``scaler.update()``, the Monitor arms step 1 with the scale that update will set (reading the scale
+    then gave 2^24 and took step 1 for skipped too).
+    """
     def scaler() -> torch.amp.GradScaler:
         return torch.amp.GradScaler("cpu", init_scale=2.0**24, backoff_factor=2.0**-10)
 
-    untold, ran = _loop(scaler(), tell=False, autocast=True)
+    untold, ran = _loop(scaler(), tell=False, autocast=True, update_first=update_first)
     assert ran == 1 and {"nonfinite"} <= {f.kind for f in untold.findings}
-    told, ran = _loop(scaler(), tell=True, autocast=True)
+    told, ran = _loop(scaler(), tell=True, autocast=True, update_first=update_first)
     assert ran == 12 and told.findings == []
     assert told.training.logged_steps == [1, 5, 10]
     assert all(v is not None and 0 < v < 1 for v in _gradient_rows(told))
