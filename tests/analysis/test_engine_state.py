@@ -116,3 +116,37 @@ def test_analyze_under_no_grad_or_inference_mode_runs_its_passes_with_gradients(
         assert _rows(analyze(str(path), inside)) == _rows(analyze(str(path), x))
         assert torch.is_inference_mode_enabled() and inside.is_inference()
     assert torch.is_grad_enabled()
+
+
+def test_a_model_that_returns_its_own_loss_is_backpropagated_from_it() -> None:
+    """A forward that returns a scalar loss: the projection loss multiplied it by one seeded N(0, 1) number
+    (1.54 at seed 0), so every gradient row read that much off the model's own training signal. Now the
+    scalar is the loss, and the rows equal those of a backward from it written by hand."""
+    torch.manual_seed(0)
+
+    class WithLoss(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.net = nn.Sequential(nn.Linear(8, 16), nn.Tanh(), nn.Linear(16, 1))
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return nn.functional.mse_loss(self.net(x), x[:, :1])
+
+    model, x = WithLoss(), torch.randn(32, 8)
+    seen: dict[str, float] = {}
+
+    def keep(name: str):  # noqa: ANN202
+        def hook(module: nn.Module, grad_input: tuple, grad_output: tuple) -> None:
+            seen[name] = grad_output[0].pow(2).mean().sqrt().item()
+        return hook
+
+    handles = [model.net[i].register_full_backward_hook(keep(f"net.{i}")) for i in range(3)]
+    try:
+        model(x).backward()
+    finally:
+        for handle in handles:
+            handle.remove()
+    model.zero_grad(set_to_none=True)
+    report = analyze(model, x)
+    rows = {l.name: l.grad.output_rms for l in report.layers}
+    assert rows == pytest.approx(seen, rel=1e-5)
