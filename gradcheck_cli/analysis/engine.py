@@ -224,7 +224,8 @@ def _train(loaded: LoadedModel, batches: list[Sample], loss_name: str, options: 
     if loss_name == "projection" and options.loss == "auto":
         train_loss = "random-target"
         notes.append("training without targets: the loss is the MSE to fixed seeded random targets (a projection loss "
-                     "is unbounded below, so minimising it would diverge by design)")
+                     "is unbounded below, so minimising it would diverge by design), or the model's own loss where "
+                     "it returns a scalar")
     t = options.training
     progress.stage(f"training {t.steps} steps ({t.optimizer}, lr {t.rate:g}), measuring every {t.interval}")
     with _preserved(loaded.module, options.mode, settable=loaded.mode_settable):

@@ -54,8 +54,10 @@ def compute_loss(name: str, output: torch.Tensor, target: torch.Tensor | None, s
     global count), so the shares sum to the single-process loss and every gradient equals its part of
     the single-process one."""
     share = 1.0 if part is None or not output.dim() else output.shape[0] / part[1]
-    if name == "projection" and output.dim() == 0:  # the model returns its own loss: backpropagated as training
-        return output                               # does, so the signal starts at exactly 1 (not |r|)
+    if name in ("projection", "random-target") and output.dim() == 0:
+        # the model returns its own loss: backpropagated, and trained on, as it is (the projection of one number
+        # would start the signal at an arbitrary |r|, not 1; a random target would train the loss towards r)
+        return output
     if name in ("projection", "random-target"):
         r = _seeded(output, seed, part)
         return (output * r).sum() if name == "projection" else F.mse_loss(output, r) * share

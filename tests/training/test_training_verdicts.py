@@ -177,3 +177,26 @@ def test_training_without_targets_regresses_onto_random_targets_and_says_so() ->
     assert "random targets" in report.training.data
     assert report.training.loss[-1] < report.training.loss[0]  # bounded below: it falls, it does not run away
     assert report.run.loss == "projection"  # the step-0 table keeps its unit-scale projection loss
+
+
+def test_steps_train_a_model_that_returns_its_own_loss_on_that_loss() -> None:
+    """``--steps`` without targets trains on the MSE to a random target -- of a scalar output, that pushed the
+    model's own loss towards a random number. A model returning its loss is now trained on it: the first step's
+    loss is the model's own, and it falls."""
+    torch.manual_seed(0)
+
+    class WithLoss(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.net = nn.Sequential(nn.Linear(4, 16), nn.Tanh(), nn.Linear(16, 1))
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return nn.functional.mse_loss(self.net(x), 2 * x[:, :1])
+
+    model, x = WithLoss(), torch.randn(64, 4)
+    with torch.no_grad():
+        start = model(x).item()
+    report = analyze(model, x, training=TrainOptions(steps=40, optimizer="adam", lr=1e-2))
+    losses = report.training.loss
+    assert losses[0] == pytest.approx(start, rel=1e-6)
+    assert losses[-1] < 0.5 * losses[0]
