@@ -60,10 +60,12 @@ def _forward(module: Any, forward: Any, batch: Sample, layers: list) -> Any:
                              hint="repeat --input-shape once per positional input, or pass a .pt dict of keyword "
                                   "tensors named as forward's arguments") from None
         where = f" (after layer {layers[-1].name})" if layers else ""
-        raise AnalysisError(
-            f"the model's forward pass raised {type(exc).__name__}: {first_line(exc)}{where}",
-            hint=_input_hint(module, batch) if not layers else "check the input against what the model expects",
-        ) from exc
+        if "more than 1 value per channel" in str(exc):  # BatchNorm's batch statistics of a single sample
+            hint = "BatchNorm in train mode needs more than one value per channel: give 2 or more samples, or --mode eval"
+        else:
+            hint = _input_hint(module, batch) if not layers else "check the input against what the model expects"
+        raise AnalysisError(f"the model's forward pass raised {type(exc).__name__}: {first_line(exc)}{where}",
+                            hint=hint) from exc
 
 
 def _input_hint(module: Any, batch: Sample) -> str:

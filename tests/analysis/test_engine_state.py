@@ -150,3 +150,11 @@ def test_a_model_that_returns_its_own_loss_is_backpropagated_from_it() -> None:
     report = analyze(model, x)
     rows = {l.name: l.grad.output_rms for l in report.layers}
     assert rows == pytest.approx(seen, rel=1e-5)
+
+
+def test_a_batch_of_one_through_batchnorm_says_what_to_change() -> None:
+    model = nn.Sequential(nn.Linear(8, 16), nn.BatchNorm1d(16), nn.ReLU(), nn.Linear(16, 1))
+    with pytest.raises(AnalysisError) as caught:
+        analyze(model, torch.randn(1, 8))
+    assert "2 or more samples, or --mode eval" in caught.value.hint
+    assert analyze(model, torch.randn(1, 8), mode="eval").summary.status in ("ok", "warn")
