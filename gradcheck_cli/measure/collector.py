@@ -92,6 +92,7 @@ class StatsCollector:
         """A distributed run's :class:`~gradcheck_cli.measure.distributed.Reducer`: every rank's share of each
         observation is merged into one before the per-layer merge (None: one process)."""
         self.through_time = True
+        """Probe recurrent layers through time (off on training steps: the one-shot analysis has the profile)."""
         self.skip_without_grad = False
         """Leave out calls of the model made with gradients off (a training loop's evaluation between steps,
         under ``no_grad`` or ``inference_mode``): set for training steps, whose forward always records a graph.
@@ -100,7 +101,6 @@ class StatsCollector:
         self.grad_scale = 1.0
         """The factor the backward's gradients carry: a mixed-precision training step's loss scale (its
         ``GradScaler``'s), divided out of the gradient statistics in :meth:`finalize`."""
-        """Probe recurrent layers through time (off on training steps: the one-shot analysis has the profile)."""
         self.hot: Any = None
         """The run's :class:`~gradcheck_cli.measure.params.HotSquares`, if any: the module front end hands it
         each layer's large weights right after the layer's forward read them."""
