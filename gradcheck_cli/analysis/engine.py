@@ -131,7 +131,8 @@ def _analyze_loaded(loaded: LoadedModel, device: torch.device, options: AnalyzeO
             raise UsageError("--steps is not supported with --distributed yet", hint="train in one process")
         batches = group.shard_batches(batches)
     loss_name = resolve_loss(options.loss, sample.target)
-    notes = list(loaded.notes) + _batches_note(len(batches), options.batches, options.batch_size, sample.size())
+    notes = list(loaded.notes) + sample.notes + _batches_note(len(batches), options.batches, options.batch_size,
+                                                             sample.size())
     if options.verify and loaded.verify is not None:
         progress.stage("verifying the front end against a reference runtime")
         notes.append(loaded.verify(batches[0].args, batches[0].kwargs))

@@ -32,6 +32,8 @@ class Sample:
     target: torch.Tensor | None = None
     part: tuple[int, int] | None = None
     """In a distributed run: (offset, total) -- these are samples ``offset ..`` of a global batch of ``total``."""
+    notes: list[str] = field(default_factory=list)
+    """What was done to the inputs as given (for the report; the batches cut from it carry none)."""
 
     def tensors(self) -> list[torch.Tensor]:
         return [t for t in (*self.args, *self.kwargs.values()) if isinstance(t, torch.Tensor)]
@@ -265,6 +267,27 @@ def _read(path: Path) -> Any:
         ) from None
 
 
+def _numpy_precision(sample: Sample, loaded: LoadedModel, name: str) -> Sample:
+    """float64 arrays from a numpy file, for a model whose floating parameters are all of one narrower dtype, cast
+    to it (with a note): numpy makes float64 by default (``np.random.randn``, ``np.array([0.5])``), so a batch
+    saved from it failed in the first layer (``mat1 and mat2 must have the same dtype``). Integer arrays (token
+    ids) and models with float64 parameters are left as they are."""
+    dtypes = {p.dtype for p in loaded.module.parameters() if p.is_floating_point()} if hasattr(loaded.module, "parameters") else set()
+    if len(dtypes) != 1 or torch.float64 in dtypes:
+        return sample
+    (dtype,) = dtypes
+
+    def cast(value: Any) -> Any:
+        return value.to(dtype) if isinstance(value, torch.Tensor) and value.dtype == torch.float64 else value
+
+    if not any(t.dtype == torch.float64 for t in sample.tensors()):
+        return sample
+    name_of = str(dtype).removeprefix("torch.")
+    return Sample(tuple(cast(a) for a in sample.args), {k: cast(v) for k, v in sample.kwargs.items()}, sample.target,
+                  sample.part, [*sample.notes, f"{name}: its float64 arrays were cast to the model's {name_of} "
+                                               "(numpy's default dtype is float64)"])
+
+
 def resolve_sample(data: DataSpec, loaded: LoadedModel, seed: int, batch_size: int | None = None) -> Sample:
     """Inputs from the file or objects given, else random data of the given shapes, else of the model's
     own: its stored example inputs, or what its format can make (an ONNX graph's declared shapes)."""
@@ -273,6 +296,8 @@ def resolve_sample(data: DataSpec, loaded: LoadedModel, seed: int, batch_size: i
         sample = given
     elif isinstance(given, (str, Path)):
         sample = load_sample(Path(given))
+        if Path(given).suffix.lower() in (".npy", ".npz"):
+            sample = _numpy_precision(sample, loaded, Path(given).name)
     elif isinstance(given, torch.Tensor):
         sample = Sample((given,))
     elif isinstance(given, (tuple, list)):

@@ -234,6 +234,24 @@ def test_input_file_formats(invoke, factory, tmp_path, suffix):
     assert report["run"]["loss"] == ("cross-entropy" if suffix == ".pt-dict" else "projection")
 
 
+@pytest.mark.parametrize("suffix", [".npy", ".npz"])
+def test_numpy_float64_inputs_are_cast_to_the_models_precision(invoke, factory, tmp_path, suffix):
+    """numpy's default dtype is float64: a batch saved from np.random failed in the first layer (mat1 and mat2
+    must have the same dtype). It is cast to the model's float32, with a note; the report equals the float32
+    file's to float32 rounding."""
+    x64 = np.random.default_rng(0).standard_normal((10, 8))
+    paths = {}
+    for dtype in (np.float64, np.float32):
+        path = tmp_path / f"x_{np.dtype(dtype).name}{suffix}"
+        (np.save if suffix == ".npy" else np.savez)(path, x64.astype(dtype))
+        paths[dtype] = path
+    wide = _json(invoke("analyze", f"{factory}:build", "-i", paths[np.float64], "-F", "json"))
+    narrow = _json(invoke("analyze", f"{factory}:build", "-i", paths[np.float32], "-F", "json"))
+    assert any("float64 arrays were cast to the model's float32" in note for note in wide["notes"])
+    assert not any("float64" in note for note in narrow["notes"])
+    assert [l["grad"]["output_rms"] for l in wide["layers"]] == [l["grad"]["output_rms"] for l in narrow["layers"]]
+
+
 def test_targets_choose_the_loss(invoke, factory, tmp_path):
     x, y_int, y_float = tmp_path / "x.pt", tmp_path / "y.pt", tmp_path / "yf.npy"
     torch.save(torch.randn(12, 8), x)
