@@ -4,6 +4,7 @@ shapes, a model's stored examples or its format's declared inputs), then split i
 from __future__ import annotations
 
 import pickle
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -76,7 +77,7 @@ class Sample:
                 return value[start:stop]
             return value
 
-        return Sample(tuple(cut(a) for a in self.args), {k: cut(v) for k, v in self.kwargs.items()}, cut(self.target))
+        return self.map(cut)
 
     def to(self, device: torch.device) -> Sample:
         def move(value: Any) -> Any:
@@ -85,8 +86,13 @@ class Sample:
             value = value.to(device)
             return value.clone() if value.is_inference() else value  # made under inference_mode: autograd cannot save it
 
-        return Sample(tuple(move(a) for a in self.args), {k: move(v) for k, v in self.kwargs.items()}, move(self.target),
-                      self.part)
+        return self.map(move)
+
+    def map(self, fn: Callable[[Any], Any], *, target: bool = True) -> Sample:
+        """The sample with ``fn`` applied to every input, and to the target unless ``target`` is False; the part
+        is kept, the notes are not."""
+        return Sample(tuple(fn(a) for a in self.args), {k: fn(v) for k, v in self.kwargs.items()},
+                      fn(self.target) if target else self.target, self.part)
 
 
 def parse_shape(text: str) -> tuple[int, ...]:
@@ -272,7 +278,9 @@ def _numpy_precision(sample: Sample, loaded: LoadedModel, name: str) -> Sample:
     to it (with a note): numpy makes float64 by default (``np.random.randn``, ``np.array([0.5])``), so a batch
     saved from it failed in the first layer (``mat1 and mat2 must have the same dtype``). Integer arrays (token
     ids) and models with float64 parameters are left as they are."""
-    dtypes = {p.dtype for p in loaded.module.parameters() if p.is_floating_point()} if hasattr(loaded.module, "parameters") else set()
+    if not any(t.dtype == torch.float64 for t in sample.tensors()) or not hasattr(loaded.module, "parameters"):
+        return sample
+    dtypes = {p.dtype for p in loaded.module.parameters() if p.is_floating_point()}
     if len(dtypes) != 1 or torch.float64 in dtypes:
         return sample
     (dtype,) = dtypes
@@ -280,12 +288,10 @@ def _numpy_precision(sample: Sample, loaded: LoadedModel, name: str) -> Sample:
     def cast(value: Any) -> Any:
         return value.to(dtype) if isinstance(value, torch.Tensor) and value.dtype == torch.float64 else value
 
-    if not any(t.dtype == torch.float64 for t in sample.tensors()):
-        return sample
-    name_of = str(dtype).removeprefix("torch.")
-    return Sample(tuple(cast(a) for a in sample.args), {k: cast(v) for k, v in sample.kwargs.items()}, sample.target,
-                  sample.part, [*sample.notes, f"{name}: its float64 arrays were cast to the model's {name_of} "
-                                               "(numpy's default dtype is float64)"])
+    cast_sample = sample.map(cast, target=False)
+    cast_sample.notes = [*sample.notes, f"{name}: its float64 arrays were cast to the model's "
+                                        f"{str(dtype).removeprefix('torch.')} (numpy's default dtype is float64)"]
+    return cast_sample
 
 
 def resolve_sample(data: DataSpec, loaded: LoadedModel, seed: int, batch_size: int | None = None) -> Sample:

@@ -86,19 +86,22 @@ class Monitor:
         self._paused = False  # a pause before this step is over; the arming below decides the next one
         self._pending.append(loss.detach().reshape(()).float())
         logged = self._recorder.armed
-        skipped = logged and self._skipped_by_scaler(optimizer)
+        arming = (self.steps + 1) % self.every == 0
+        scaler = self._scaler_now(optimizer) if logged or arming else None
+        skipped = logged and scaler is not None and (scaler[1] is True or (
+            self._armed_scale is not None and scaler[0] < self._armed_scale))
         if skipped:  # no step was taken: its gradients were inf/NaN at this loss scale, by the scaler's design
             self._recorder.disarm()
             self.skipped += 1
         elif logged:
             self._check_gradients()
-            self._recorder.unscale(self.loss_scale(optimizer))
+            self._recorder.unscale(self._step_scale(scaler))
             run.points.append(self._recorder.record(self.steps, self._meter, grad_norm, root=loss.grad_fn))
             self._flush()
         self.steps += 1
-        if skipped or self.steps % self.every == 0:
+        if skipped or arming:
             self._meter.armed = True
-            self._arm(optimizer)
+            self._arm(scaler)
         else:
             self._meter.armed = False
         if logged and not skipped:
@@ -114,48 +117,44 @@ class Monitor:
                          "(or before loss.backward())",
                          hint="call monitor.step(loss, optimizer) after optimizer.step() and before optimizer.zero_grad()")
 
-    def loss_scale(self, optimizer: torch.optim.Optimizer | None = None) -> float:
-        """The loss scale the logged step in progress ran its backward at: 1.0 without a GradScaler. The scale
-        changes only in ``scaler.update()``: called before it (between ``scaler.step`` and ``update``, as
-        Lightning's post-step hook is), the scale now; after it, the scale the step was armed with (or now, if
-        the scaler was not known then)."""
-        if optimizer is not None and self._update_pending(optimizer) is not None:
-            return _scale_of(self.scaler) or 1.0
+    def loss_scale(self) -> float:
+        """The loss scale the logged step in progress runs its backward at (1.0 without a GradScaler), for a
+        caller that summed gradients in that backward (the HF callback's pre-clipping norm): its scale when the
+        step was armed, or now if the scaler was not known then."""
+        return self._step_scale(None)
+
+    def _step_scale(self, scaler: tuple[float, bool | None] | None) -> float:
+        """The logged step's loss scale. The scale changes only in ``scaler.update()``: before it (``scaler``
+        says an update is pending: Lightning's post-step hook runs between ``scaler.step`` and ``update``) it is
+        the scale now; after it, the scale the step was armed with."""
+        if scaler is not None and scaler[1] is not None:
+            return scaler[0]
         if self._armed_scale is not None:
             return self._armed_scale
         return _scale_of(self.scaler) or 1.0
 
-    def _arm(self, optimizer: torch.optim.Optimizer | None = None) -> None:
+    def _arm(self, scaler: tuple[float, bool | None] | None = None) -> None:
         """Arm the next step, with the scale its backward will run at: the scale now, or, when this step's
         ``scaler.update()`` is still to come and will back off (it found inf/NaN), the scale it will set."""
-        scale = _scale_of(self.scaler)
-        found = self._update_pending(optimizer) if optimizer is not None else None
-        if scale is not None and found:
-            scale *= float(self.scaler.get_backoff_factor())
+        if scaler is None:
+            scale = _scale_of(self.scaler)
+        else:
+            scale = scaler[0] * (float(self.scaler.get_backoff_factor()) if scaler[1] else 1.0)
         self._armed_scale = scale
         self._recorder.arm()
 
-    def _update_pending(self, optimizer: torch.optim.Optimizer) -> bool | None:
-        """None: ``scaler.update()`` ran since ``scaler.step(optimizer)`` (the documented order) or there is no
-        scaler; else whether that step found inf/NaN (the scaler's own record of it, kept until ``update``)."""
-        scaler = self.scaler
-        if _scale_of(scaler) is None:
-            return None
-        state = getattr(scaler, "_per_optimizer_states", {}).get(id(optimizer))
-        found = state.get("found_inf_per_device") if isinstance(state, dict) else None
-        if not found:
-            return None
-        return any(float(v) for v in found.values())
-
-    def _skipped_by_scaler(self, optimizer: torch.optim.Optimizer) -> bool:
-        """Whether the GradScaler skipped this step: before ``scaler.update`` its inf check for ``optimizer``
-        says so; and its scale is below the armed one exactly when it backed off (on inf/NaN, and on nothing
-        else) since the step was armed -- after ``update``, this step; before it, a skipped step earlier in the
+    def _scaler_now(self, optimizer: torch.optim.Optimizer) -> tuple[float, bool | None] | None:
+        """(the GradScaler's scale now, whether this step found inf/NaN if ``scaler.update()`` is still to come,
+        else None), read once a logged or arming step; None without an enabled scaler. A step is skipped when
+        the pending check found inf/NaN, or when the scale is below the armed one: the scaler backs off on inf/NaN
+        and on nothing else, so after ``update`` that is this step, and before it a skipped step earlier in the
         same logged window (a trainer whose post-step hook a skipped step never reaches)."""
-        if self._update_pending(optimizer):
-            return True
         scale = _scale_of(self.scaler)
-        return scale is not None and self._armed_scale is not None and scale < self._armed_scale
+        if scale is None:
+            return None
+        state = getattr(self.scaler, "_per_optimizer_states", {}).get(id(optimizer))
+        found = state.get("found_inf_per_device") if isinstance(state, dict) else None
+        return scale, (any(float(v) for v in found.values()) if found else None)
 
     def pause(self) -> None:
         """Take the hooks off between two steps: an evaluation pass there would otherwise be measured as
