@@ -30,7 +30,8 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench import MODELS, _floor_step, _pair_ratio, alternate, machine, memory_ratio, pair_interval, peak_memory  # noqa: E402
+from bench import (MODELS, _floor_step, _pair_ratio, alternate, machine, memory_ratio, pair_interval,  # noqa: E402
+                   peak_memory, steady_allocator)
 
 DEFAULT = ["mlp30", "resnet_bn", "gpt2_small", "lstm"]
 
@@ -117,6 +118,8 @@ def main() -> None:
     parser.add_argument("--no-memory", action="store_true")
     parser.add_argument("--threads", type=int, help="torch intra-op threads (default: torch's)")
     parser.add_argument("--json", type=Path)
+    parser.add_argument("--allocator", choices=["steady", "default"], default="steady",
+                        help="steady: pin glibc's heap for the timing (bench.steady_allocator); default: leave it")
     parser.add_argument("--memory-probe", metavar="MODEL", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.threads:
@@ -124,7 +127,8 @@ def main() -> None:
     if args.memory_probe:
         print(json.dumps(measure_memory(args.memory_probe, args.device)))
         return
-    print(f"machine: {machine(args.device)}")
+    allocator = steady_allocator() if args.allocator == "steady" else "allocator as is"
+    print(f"machine: {machine(args.device)}; {allocator}")
     print(f"{'model':<12} {'bare ms':>8} {'logged ms':>10} {'logged x':>9} {'hooks x':>8} {'every10 x':>10} "
           f"{'cpu: logged':>12} {'hooks':>6} {'every10':>8} {'memory x':>9}")
     rows = []
@@ -141,7 +145,8 @@ def main() -> None:
         print(f"{'':<12} CPU, 95% intervals of the paired medians: logged [{logged_low:.3f}, {logged_high:.3f}], "
               f"every10 [{every_low:.3f}, {every_high:.3f}]", flush=True)
     if args.json:
-        args.json.write_text(json.dumps({"machine": machine(args.device), "rows": rows}, indent=2) + "\n")
+        args.json.write_text(json.dumps({"machine": machine(args.device), "allocator": allocator, "rows": rows},
+                                        indent=2) + "\n")
 
 
 if __name__ == "__main__":
