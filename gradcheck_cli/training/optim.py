@@ -76,7 +76,7 @@ class UpdateMeter:
         contiguous bytes from a seeded offset, a strided view, no gather) and scaled by numel / sample.
         The element-strided sample it replaces (every 4th element of a 512x512 weight) touched every
         cache line, so it read as much memory as the full tensor: the 30-layer MLP's 31 weights took
-        20-24 ms after an AdamW step, against 5.3 ms now (README, Performance, sixth round). Measured
+        20-24 ms after an AdamW step, against 5.3 ms now (benchmarks/HISTORY.md, sixth round). Measured
         error of the estimate: <= 0.25% for Adam/AdamW on dense layers whose units all get gradient (2%
         on an embedding whose batch uses 300 of 8000 rows), <= 1.8% for SGD (7% on that embedding); on
         the 30-layer MLP at its default init, whose units' gradients mostly vanish, median 0.8% and
