@@ -53,49 +53,61 @@ def _children(node: Any) -> list[Any]:
     return out
 
 
-def _postorder(root: Any) -> tuple[list[Any], dict[int, list[int]]]:
-    """Nodes reachable from ``root`` in postorder (children before parents), iteratively, and each
-    node's children ids (read once: ``next_functions`` builds a fresh tuple on every access)."""
-    order: list[Any] = []
-    children: dict[int, list[int]] = {}
+def _graph(root: Any) -> tuple[list[Any], list[list[int]]]:
+    """The nodes reachable from ``root`` in postorder (children before parents, the root last) and each
+    node's children as postorder numbers, in one iterative walk.
+
+    The autograd graph is acyclic, so when a node is finished every child of it is finished already and
+    has its number: the numbers are assigned, and the children listed by them, at that moment, with no
+    second pass over the edges to map node ids to numbers. Each node's children are read once
+    (``next_functions`` builds a fresh tuple on every access), and a run of children already seen is
+    skipped inside one loop instead of one turn of the outer loop each."""
+    number: dict[int, int] = {}
+    nodes: list[Any] = []
+    kids_of: list[list[int]] = []
     seen = {id(root)}
     first = _children(root)
-    children[id(root)] = [id(c) for c in first]
-    stack = [(root, iter(first))]
+    stack = [(root, first, iter(first))]
     while stack:
-        node, pending = stack[-1]
-        child = next(pending, None)
-        if child is None:
+        node, kids, pending = stack[-1]
+        for child in pending:
+            if id(child) not in seen:
+                seen.add(id(child))
+                grandchildren = _children(child)
+                stack.append((child, grandchildren, iter(grandchildren)))
+                break
+        else:
             stack.pop()
-            order.append(node)
-        elif id(child) not in seen:
-            seen.add(id(child))
-            kids = _children(child)
-            children[id(child)] = [id(c) for c in kids]
-            stack.append((child, iter(kids)))
-    return order, children
+            number[id(node)] = len(nodes)
+            nodes.append(node)
+            kids_of.append([number[id(kid)] for kid in kids])
+    return nodes, kids_of
 
 
-def dominators(root: Any) -> tuple[dict[int, int], dict[int, list[int]], list[int]]:
-    """(immediate dominator of every node id, children ids per node id, node ids in postorder).
+def dominators(kids_of: list[list[int]]) -> list[int]:
+    """The immediate dominator of every node, by postorder number (the root, last, dominates itself).
 
-    The iteration runs on postorder numbers in lists (a node's number is its place in ``post``, the
-    root last), where comparing two nodes' numbers is comparing the ints themselves: on tiny60's 122
-    nodes 0.19 ms of dict lookups by id became a few tens of us."""
-    post, children = _postorder(root)
-    ids = [id(node) for node in post]
-    number = {key: i for i, key in enumerate(ids)}
-    parents: list[list[int]] = [[] for _ in ids]
-    for i, key in enumerate(ids):
-        for kid in children[key]:
-            parents[number[kid]].append(i)
-    top = len(ids) - 1  # the root, last in postorder
-    idom = [-1] * len(ids)
+    The iteration runs on postorder numbers in lists, where comparing two nodes' numbers is comparing
+    the ints themselves. A node with one parent is dominated first by that parent, so only the merges are
+    iterated: an autograd graph is mostly chains (T5's 847 nodes have 1.08 parents each)."""
+    parents: list[list[int]] = [[] for _ in kids_of]
+    for i, kids in enumerate(kids_of):
+        for kid in kids:
+            parents[kid].append(i)
+    top = len(kids_of) - 1  # the root, last in postorder
+    idom = [-1] * len(kids_of)
     idom[top] = top
+    merges = []
+    for i in range(top - 1, -1, -1):  # reverse postorder, the root left out
+        above = parents[i]
+        if len(above) == 1:
+            idom[i] = above[0]
+        else:
+            merges.append(i)
     changed = True
     while changed:
         changed = False
-        for i in range(top - 1, -1, -1):  # reverse postorder, the root left out
+        for i in merges:
             new = -1
             for p in parents[i]:
                 if idom[p] != -1:
@@ -103,7 +115,7 @@ def dominators(root: Any) -> tuple[dict[int, int], dict[int, list[int]], list[in
             if new != -1 and idom[i] != new:
                 idom[i] = new
                 changed = True
-    return {ids[i]: ids[d] for i, d in enumerate(idom) if d != -1}, children, ids
+    return idom
 
 
 def _intersect(a: int, b: int, idom: list[int]) -> int:
@@ -120,32 +132,38 @@ def analyse(root: Any, nodes: Mapping[int, Any]) -> Topology:
     output) in the graph below ``root`` (the loss's node). Rows the loss does not reach are left out."""
     if root is None or not nodes:
         return Topology()
-    idom, children, post = dominators(root)
-    row_of = {id(node): index for index, node in nodes.items() if id(node) in idom}
+    post, kids_of = _graph(root)
+    idom = dominators(kids_of)
+    number = {id(node): i for i, node in enumerate(post)}
+    row_of = {number[id(node)]: index for index, node in nodes.items() if id(node) in number}
     if not row_of:
         return Topology()
     # an observed node is a source when no observed node lies upstream of it (children are upstream)
-    upstream_observed: dict[int, bool] = {}
-    for key in post:  # children first
-        upstream_observed[key] = any(kid in row_of or upstream_observed[kid] for kid in children[key])
-    sources = sorted(row_of[key] for key in row_of if not upstream_observed[key])
+    upstream_observed = [False] * len(post)
+    for i, kids in enumerate(kids_of):  # children first
+        for kid in kids:
+            if upstream_observed[kid] or kid in row_of:
+                upstream_observed[i] = True
+                break
+    sources = sorted(row for i, row in row_of.items() if not upstream_observed[i])
+    first_node = {row: i for i, row in row_of.items()}
     paths: list[list[int]] = []
     for source in sources:
-        path, key = [], id(nodes[source])
+        path, i = [], first_node[source]
         while True:
-            if key in row_of:
-                path.append(row_of[key])
-            if idom[key] == key:
+            if i in row_of:
+                path.append(row_of[i])
+            if idom[i] == i:
                 break
-            key = idom[key]
+            i = idom[i]
         if path not in paths:
             paths.append(path)
     on_path = {index for path in paths for index in path}
     joins: dict[int, int | None] = {}
-    for key, index in row_of.items():
+    for i, index in row_of.items():
         if index in on_path:
             continue
-        joined, node = None, idom[key]
+        joined, node = None, idom[i]
         while True:
             if node in row_of and row_of[node] in on_path:
                 joined = row_of[node]
