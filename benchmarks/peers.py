@@ -61,7 +61,7 @@ import torch
 from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench import MODELS, _floor_step, _pair_ratio, _steps, alternate, machine  # noqa: E402
+from bench import MODELS, _floor_step, _pair_ratio, _steps, alternate, machine, steady_allocator  # noqa: E402
 
 Step = Callable[[], None]
 Inputs = tuple[torch.Tensor, ...]
@@ -244,12 +244,15 @@ def main() -> None:
     parser.add_argument("--cockpit-pairs", type=int, default=3, help="rounds of Cockpit against the bare step")
     parser.add_argument("--cockpit-models", nargs="*", choices=list(MODELS), help="models Cockpit runs on (default: all)")
     parser.add_argument("--json", type=Path)
+    parser.add_argument("--allocator", choices=["steady", "default"], default="steady",
+                        help="steady: pin glibc's heap for the timing (bench.steady_allocator); default: leave it")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
+    allocator = steady_allocator() if args.allocator == "steady" else "allocator as is"
     warnings.filterwarnings("ignore")  # detect_anomaly's notice on every entry, the peers' deprecations
     peers = [peer for peer in args.peers if importable(peer)]
-    print(f"machine: {machine('cpu')}; ratios: CPU time of this process, median of per-round ratios")
+    print(f"machine: {machine('cpu')}; {allocator}; ratios: CPU time of this process, median of per-round ratios")
     rows = []
     for name in args.models:
         print(f"{name}:", flush=True)
@@ -264,7 +267,7 @@ def main() -> None:
     found = versions(measured)
     print(f"\n{table(rows, measured)}\n\nversions: " + ", ".join(f"{dist} {v}" for dist, v in found.items()))
     if args.json:
-        args.json.write_text(json.dumps({"machine": machine("cpu"), "threads": torch.get_num_threads(),
+        args.json.write_text(json.dumps({"machine": machine("cpu"), "allocator": allocator, "threads": torch.get_num_threads(),
                                          "pairs": args.pairs, "versions": found, "rows": rows}, indent=2))
     for run in _WANDB_RUN:
         run.finish()
