@@ -148,3 +148,23 @@ def test_data_that_does_not_fit_the_graph_inputs_is_exit_2_listing_them(invoke, 
         result = invoke("analyze", path, "-i", wrong, *extra)
         assert result.exit_code == 2 and result.stderr.count("\n") == 1, result.output
         assert "unknown input name(s) 'x'" in result.stderr and "the graph takes features [3, 4] float32" in result.stderr
+
+
+def test_a_loaded_onnx_model_is_planned_once_and_reports_alike(tmp_path, monkeypatch):
+    """The interpreter's graph is fixed once loaded, so its plan (every node's metadata parsed) is made on
+    the first analysis only; later analyses of the same loaded model give the same rows."""
+    from gradcheck_cli.loading import load_model
+    from gradcheck_cli.measure.instrument import onnx_nodes
+
+    torch.manual_seed(0)
+    x = torch.randn(16, 12)
+    loaded = load_model(str(_export(Net(), (x,), tmp_path / "net.onnx", dynamo=False)))
+    planned = []
+    real = onnx_nodes._plan
+    monkeypatch.setattr(onnx_nodes, "_plan", lambda module: (planned.append(module), real(module))[1])
+    first, second = analyze(loaded, x), analyze(loaded, x)
+    assert planned == [loaded.module]
+    assert second.to_json() == first.to_json()
+    other = load_model(str(tmp_path / "net.onnx"))  # another load: its own plan
+    analyze(other, x)
+    assert planned == [loaded.module, other.module]
