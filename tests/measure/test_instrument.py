@@ -462,3 +462,26 @@ def test_a_pruned_layer_keeps_its_weight_columns() -> None:
     assert orig.layer == "2" and layer.grad.weight_norm == orig.grad_norm > 0
     assert layer.init is None and "pruned" in layer.note
     assert next(l for l in report.layers if l.name == "0").init is not None  # the unpruned layers as before
+
+
+def test_a_scripted_model_is_probed_once_and_not_kept_alive(monkeypatch):
+    """The probed copy of a ScriptModule's forward is built on its first analysis only (the probes find their
+    rows at run time), gives the same report every time, and is dropped with the module."""
+    import gc
+    import weakref
+
+    from gradcheck_cli.measure.instrument import torchscript
+
+    torch.manual_seed(0)
+    scripted = torch.jit.script(nn.Sequential(nn.Linear(8, 16), nn.ReLU(), nn.Linear(16, 4)))
+    x = torch.randn(32, 8)
+    planned = []
+    real = torchscript.plan_graph
+    monkeypatch.setattr(torchscript, "plan_graph", lambda *a: (planned.append(1), real(*a))[1])
+    first, second = analyze(scripted, x), analyze(scripted, x)
+    assert len(planned) == 1
+    assert second.to_json() == first.to_json() and [l.kind for l in first.layers] == ["linear", "relu", "linear"]
+    alive = weakref.ref(scripted)
+    del scripted
+    gc.collect()
+    assert alive() is None

@@ -10,6 +10,7 @@ graph becomes a new function called with the module as ``self``.
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -151,15 +152,32 @@ def _splice_probes(graph: torch._C.Graph, planned: list[tuple[torch._C.Node, Nod
         out.replaceAllUsesAfterNodeWith(probe, probe.output())
 
 
-@contextmanager
-def instrument_torchscript(module: torch.jit.ScriptModule, collector: StatsCollector) -> Iterator[Any]:
-    _register_probe_op()
-    graph = module.forward.graph.copy()
+_PROBED: weakref.WeakKeyDictionary[Any, tuple[Any, Any, list[NodeSpec]]] = weakref.WeakKeyDictionary()
+
+
+def _probed(module: torch.jit.ScriptModule) -> tuple[Any, list[NodeSpec]]:
+    """The probed forward function of ``module`` and its probes' specs, built once per module and forward
+    method: copying, inlining, planning and splicing the graph took 8.7 ms a call on the 30-layer MLP (every
+    analysis, every logged training step), and the probes find their rows at run time (``_ACTIVE``)."""
+    source = module.forward.graph  # the same object on every access while the method stands
+    cached = _PROBED.get(module)
+    if cached is not None and cached[0] is source:
+        return cached[1], cached[2]
+    graph = source.copy()
     torch._C._jit_pass_inline(graph)
     planned = plan_graph(graph, module_names(module))
     _splice_probes(graph, planned)
     function = torch._C._create_function_from_graph("gradcheck_forward", graph)
-    rows = LazyRows(collector, [spec for _, spec in planned])
+    specs = [spec for _, spec in planned]
+    _PROBED[module] = (source, function, specs)
+    return function, specs
+
+
+@contextmanager
+def instrument_torchscript(module: torch.jit.ScriptModule, collector: StatsCollector) -> Iterator[Any]:
+    _register_probe_op()
+    function, specs = _probed(module)
+    rows = LazyRows(collector, specs)
     _ACTIVE.append(rows)
 
     def forward(*args: Any, **kwargs: Any) -> Any:
