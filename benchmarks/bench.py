@@ -441,6 +441,17 @@ def steady_allocator() -> str:
     return "glibc heap pinned (mmap threshold 32 MiB, no trim)"
 
 
+def allocator_option(parser: argparse.ArgumentParser) -> None:
+    """``--allocator``, shared by the timing scripts (bench, train_bench, peers)."""
+    parser.add_argument("--allocator", choices=["steady", "default"], default="steady",
+                        help="steady: pin glibc's heap for the timing (see steady_allocator); default: leave it")
+
+
+def set_allocator(choice: str) -> str:
+    """Apply ``--allocator``; what was done, for the header line."""
+    return steady_allocator() if choice == "steady" else "allocator as is"
+
+
 MALLOC_ENV = {"MALLOC_MMAP_THRESHOLD_": "65536", "MALLOC_TRIM_THRESHOLD_": "0"}
 """glibc: every allocation above 64 KiB is its own mmap, returned to the OS when freed, so the RSS
 high-water mark follows live tensor memory instead of the heap's cached free space."""
@@ -492,8 +503,7 @@ def main() -> None:
     parser.add_argument("--floor", action="store_true", help="also time minimal hand-written hooks (see above)")
     parser.add_argument("--threads", type=int, help="torch.set_num_threads (default: torch's own)")
     parser.add_argument("--json", type=Path)
-    parser.add_argument("--allocator", choices=["steady", "default"], default="steady",
-                        help="steady: pin glibc's heap for the timing (see steady_allocator); default: leave it")
+    allocator_option(parser)
     parser.add_argument("--memory-probe", metavar="MODEL", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.memory_probe:
@@ -503,7 +513,7 @@ def main() -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     rows = []
-    allocator = steady_allocator() if args.allocator == "steady" else "allocator as is"
+    allocator = set_allocator(args.allocator)
     print(f"machine: {machine(args.device)}; {allocator}")
     cli = startup()
     print(f"gradcheck --help {cli['--help']:.2f} s, --version {cli['--version']:.2f} s (median of 7 fresh processes)")

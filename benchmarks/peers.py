@@ -61,7 +61,7 @@ import torch
 from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench import MODELS, _floor_step, _pair_ratio, _steps, alternate, machine, steady_allocator  # noqa: E402
+from bench import MODELS, _floor_step, _pair_ratio, _steps, alternate, machine, allocator_option, set_allocator  # noqa: E402
 
 Step = Callable[[], None]
 Inputs = tuple[torch.Tensor, ...]
@@ -244,12 +244,11 @@ def main() -> None:
     parser.add_argument("--cockpit-pairs", type=int, default=3, help="rounds of Cockpit against the bare step")
     parser.add_argument("--cockpit-models", nargs="*", choices=list(MODELS), help="models Cockpit runs on (default: all)")
     parser.add_argument("--json", type=Path)
-    parser.add_argument("--allocator", choices=["steady", "default"], default="steady",
-                        help="steady: pin glibc's heap for the timing (bench.steady_allocator); default: leave it")
+    allocator_option(parser)
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
-    allocator = steady_allocator() if args.allocator == "steady" else "allocator as is"
+    allocator = set_allocator(args.allocator)
     warnings.filterwarnings("ignore")  # detect_anomaly's notice on every entry, the peers' deprecations
     peers = [peer for peer in args.peers if importable(peer)]
     print(f"machine: {machine('cpu')}; {allocator}; ratios: CPU time of this process, median of per-round ratios")

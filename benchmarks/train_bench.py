@@ -31,7 +31,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench import (MODELS, _floor_step, _pair_ratio, alternate, machine, memory_ratio, pair_interval,  # noqa: E402
-                   peak_memory, steady_allocator)
+                   peak_memory, allocator_option, set_allocator)
 
 DEFAULT = ["mlp30", "resnet_bn", "gpt2_small", "lstm"]
 
@@ -118,8 +118,7 @@ def main() -> None:
     parser.add_argument("--no-memory", action="store_true")
     parser.add_argument("--threads", type=int, help="torch intra-op threads (default: torch's)")
     parser.add_argument("--json", type=Path)
-    parser.add_argument("--allocator", choices=["steady", "default"], default="steady",
-                        help="steady: pin glibc's heap for the timing (bench.steady_allocator); default: leave it")
+    allocator_option(parser)
     parser.add_argument("--memory-probe", metavar="MODEL", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.threads:
@@ -127,7 +126,7 @@ def main() -> None:
     if args.memory_probe:
         print(json.dumps(measure_memory(args.memory_probe, args.device)))
         return
-    allocator = steady_allocator() if args.allocator == "steady" else "allocator as is"
+    allocator = set_allocator(args.allocator)
     print(f"machine: {machine(args.device)}; {allocator}")
     print(f"{'model':<12} {'bare ms':>8} {'logged ms':>10} {'logged x':>9} {'hooks x':>8} {'every10 x':>10} "
           f"{'cpu: logged':>12} {'hooks':>6} {'every10':>8} {'memory x':>9}")

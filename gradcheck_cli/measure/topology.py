@@ -53,9 +53,9 @@ def _children(node: Any) -> list[Any]:
     return out
 
 
-def _graph(root: Any) -> tuple[list[Any], list[list[int]]]:
-    """The nodes reachable from ``root`` in postorder (children before parents, the root last) and each
-    node's children as postorder numbers, in one iterative walk.
+def _graph(root: Any) -> tuple[list[Any], list[list[int]], dict[int, int]]:
+    """The nodes reachable from ``root`` in postorder (children before parents, the root last), each
+    node's children as postorder numbers, and node id -> number, in one iterative walk.
 
     The autograd graph is acyclic, so when a node is finished every child of it is finished already and
     has its number: the numbers are assigned, and the children listed by them, at that moment, with no
@@ -81,7 +81,7 @@ def _graph(root: Any) -> tuple[list[Any], list[list[int]]]:
             number[id(node)] = len(nodes)
             nodes.append(node)
             kids_of.append([number[id(kid)] for kid in kids])
-    return nodes, kids_of
+    return nodes, kids_of, number
 
 
 def dominators(kids_of: list[list[int]]) -> list[int]:
@@ -132,9 +132,8 @@ def analyse(root: Any, nodes: Mapping[int, Any]) -> Topology:
     output) in the graph below ``root`` (the loss's node). Rows the loss does not reach are left out."""
     if root is None or not nodes:
         return Topology()
-    post, kids_of = _graph(root)
+    post, kids_of, number = _graph(root)  # (post keeps the nodes, so their ids stay theirs)
     idom = dominators(kids_of)
-    number = {id(node): i for i, node in enumerate(post)}
     row_of = {number[id(node)]: index for index, node in nodes.items() if id(node) in number}
     if not row_of:
         return Topology()
